@@ -1,0 +1,40 @@
+# Two commands on a fresh Debian machine:  make run   and   make test
+# Both create .venv, install the Python dependencies and the system packages
+# they need (apt-get when run as root; otherwise a message says what to install).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DEBS := libopus0 libsndfile1
+TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux
+
+.PHONY: run test lint bench clean system-run system-test
+
+run: system-run $(STAMP)
+	$(BIN)/broadcaster serve
+
+test: system-test $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check broadcaster codecs protocols tests benchmarks
+	$(BIN)/mypy broadcaster codecs protocols
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/fanout.py
+
+system-run:
+	@scripts/system-deps.sh $(RUN_DEBS)
+
+system-test:
+	@scripts/system-deps.sh $(TEST_DEBS)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

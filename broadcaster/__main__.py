@@ -1,0 +1,5 @@
+import sys
+
+from broadcaster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""A channel: one mix bus, one Opus encoder, one RTP stream, one Ogg stream.
+
+Each tick the channel mixes and encodes exactly once, then hands the same
+bytes to every consumer: the RTP packet to the loudspeaker fan-out and the
+multicast group, the Ogg page (about once a second) to every HTTP listener.
+A channel that nobody consumes advances its sources and media time and does
+nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Protocol
+
+from broadcaster import metrics
+from broadcaster.codecs.ogg import OggOpusWriter
+from broadcaster.codecs.opus import OpusEncoder, OpusSettings, silence_packet
+from broadcaster.config import AudioConfig, ChannelConfig, HttpConfig
+from broadcaster.fanout import UdpFanout
+from broadcaster.mixer import Mixer
+from broadcaster.protocols.rtp import OPUS_CLOCK_RATE, OPUS_PAYLOAD_TYPE, RtpPacketizer
+
+log = logging.getLogger(__name__)
+
+
+class Listener(Protocol):
+    """An HTTP listener as the channel sees it: it takes pages."""
+
+    def write_page(self, page: bytes) -> None: ...
+
+
+class PacketSink(Protocol):
+    def send(self, packet: bytes) -> tuple[int, int]: ...
+
+    def __len__(self) -> int: ...
+
+
+class Channel:
+    def __init__(self, config: ChannelConfig, audio: AudioConfig, http: HttpConfig,
+                 speakers: UdpFanout, multicast: PacketSink | None = None) -> None:
+        self.config = config
+        self.id = config.id
+        self.name = config.name
+        self.description = f"{config.name} ({config.zone})"
+        self.frame_samples = audio.frame_samples
+        self.mixer = Mixer(audio.frame_samples)
+        settings = OpusSettings(frame_samples=audio.frame_samples, bitrate=audio.bitrate,
+                                complexity=audio.complexity, dtx=audio.dtx, fec=audio.fec,
+                                packet_loss_percent=audio.packet_loss_percent)
+        self.encoder = OpusEncoder(settings)
+        self.silence = silence_packet(settings)
+        self.ssrc = secrets.randbits(32)
+        self.packetizer = RtpPacketizer(ssrc=self.ssrc, payload_type=OPUS_PAYLOAD_TYPE,
+                                        first_sequence=secrets.randbits(16),
+                                        first_timestamp=secrets.randbits(32))
+        self.ogg = OggOpusWriter(serial=secrets.randbits(31), pre_skip=self.encoder.lookahead,
+                                 page_samples=48 * http.page_ms,
+                                 comments=[f"TITLE={config.name}", f"CHANNEL={config.id}"])
+        self.burst: deque[bytes] = deque(maxlen=-(-http.burst_ms // http.page_ms))
+        self.speakers = speakers
+        self.multicast = multicast
+        self.listeners: set[Listener] = set()
+        self._marker = True
+        self._labels_rtp = (self.id, "rtp")
+        self._labels_http = (self.id, "http")
+        self._encode_seconds = metrics.encode_seconds.labels(self.id)
+        self._frames_encoded = metrics.frames_encoded_total.labels(self.id)
+        self._frames_silent = metrics.frames_silent_total.labels(self.id)
+
+    # --- consumers -------------------------------------------------------
+
+    @property
+    def rtp_info(self) -> dict[str, int | str]:
+        return {"codec": "opus", "payload_type": OPUS_PAYLOAD_TYPE, "clock_rate": OPUS_CLOCK_RATE,
+                "channels": 1, "ssrc": self.ssrc, "frame_ms": self.frame_samples // 48}
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.add(listener)
+        metrics.subscribers.labels(*self._labels_http).set(len(self.listeners))
+
+    def remove_listener(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        metrics.subscribers.labels(*self._labels_http).set(len(self.listeners))
+
+    def speakers_changed(self, addresses: list[tuple[str, int]]) -> None:
+        self.speakers.set_targets(addresses)
+        metrics.subscribers.labels(*self._labels_rtp).set(len(addresses))
+
+    @property
+    def has_consumers(self) -> bool:
+        return bool(self.listeners) or len(self.speakers) > 0 or self.multicast is not None
+
+    # --- the frame -------------------------------------------------------
+
+    def tick(self, tick: int, deadline: float) -> None:
+        if not self.has_consumers:
+            self.mixer.skip()
+            self.packetizer.skip(self.frame_samples)
+            self._marker = True
+            self.burst.clear()  # a listener arriving later must not get stale audio
+            return
+        started = time.perf_counter()
+        frame = self.mixer.mix()
+        if frame is None:
+            packet = self.silence
+            self._frames_silent.inc()
+        else:
+            packet = self.encoder.encode(frame)
+            self._frames_encoded.inc()
+            self._encode_seconds.observe(time.perf_counter() - started)
+        rtp = self.packetizer.packetize(packet, self.frame_samples, marker=self._marker)
+        self._marker = False
+        self._deliver_rtp(rtp)
+        page = self.ogg.add_packet(packet, self.frame_samples)
+        if page is not None:
+            self._deliver_page(page)
+
+    def _deliver_rtp(self, rtp: bytes) -> None:
+        sent, failed = self.speakers.send(rtp)
+        if self.multicast is not None:
+            m_sent, m_failed = self.multicast.send(rtp)
+            sent += m_sent
+            failed += m_failed
+        if sent:
+            metrics.packets_sent_total.labels(*self._labels_rtp).inc(sent)
+            metrics.bytes_sent_total.labels(*self._labels_rtp).inc(sent * len(rtp))
+        if failed:
+            metrics.send_errors_total.labels(*self._labels_rtp).inc(failed)
+
+    def _deliver_page(self, page: bytes) -> None:
+        self.burst.append(page)
+        for listener in list(self.listeners):
+            listener.write_page(page)
+        if self.listeners:
+            metrics.packets_sent_total.labels(*self._labels_http).inc(len(self.listeners))
+            metrics.bytes_sent_total.labels(*self._labels_http).inc(len(self.listeners) * len(page))
+
+    def stream_start(self) -> bytes:
+        """What a new HTTP listener receives first: Ogg headers, then the burst."""
+        return self.ogg.header_pages + b"".join(self.burst)

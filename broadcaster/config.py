@@ -1,0 +1,377 @@
+"""Configuration: one YAML file loaded once into typed, validated dataclasses.
+
+Components receive these objects and never read files or the environment
+themselves. Every error names the file, the key path and what was expected,
+because the person reading it is an operator at a commune, not the author.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+FRAME_MS_CHOICES = (20, 40, 60)
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MIN_KEY_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """A configuration problem, located by file and key path."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        super().__init__(f"{file}: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    udp_port: int = 5004
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    frame_ms: int = 20
+    bitrate: int = 32000
+    complexity: int = 5
+    dtx: bool = False
+    fec: bool = False
+    packet_loss_percent: int = 0
+
+    @property
+    def frame_samples(self) -> int:
+        return 48 * self.frame_ms
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    page_ms: int = 1000
+    burst_ms: int = 2000
+    max_backlog_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class SpeakerPolicy:
+    keepalive_s: float = 5.0
+    missed_keepalives: int = 3
+    replay_window_s: float = 30.0
+
+    @property
+    def expiry_s(self) -> float:
+        return self.keepalive_s * self.missed_keepalives
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    name: str
+    parent: str | None
+    kind: str
+
+
+@dataclass(frozen=True)
+class Multicast:
+    group: str
+    port: int
+    ttl: int = 1
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    id: str
+    name: str
+    zone: str
+    public: bool = True
+    multicast: Multicast | None = None
+    loop: Path | None = None
+    loop_gain_db: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoudspeakerConfig:
+    id: str
+    zone: str
+    channel: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    speakers: SpeakerPolicy = field(default_factory=SpeakerPolicy)
+    zones: tuple[Zone, ...] = ()
+    channels: tuple[ChannelConfig, ...] = ()
+    loudspeakers: tuple[LoudspeakerConfig, ...] = ()
+
+    def channel(self, channel_id: str) -> ChannelConfig | None:
+        return next((c for c in self.channels if c.id == channel_id), None)
+
+
+class _Reader:
+    """Walks a parsed YAML document, producing errors that carry the key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.file, key, message)
+
+    def mapping(self, value: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(value)}")
+        unknown = sorted(str(k) for k in value if k not in allowed)
+        if unknown:
+            raise self.fail(
+                f"{key}.{unknown[0]}" if key else unknown[0],
+                f"unknown key; expected one of: {', '.join(sorted(allowed))}",
+            )
+        return value
+
+    def sequence(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list, got {_kind(value)}")
+        return value
+
+    def typed(self, data: dict[str, Any], name: str, key: str, kind: type[T],
+              default: T | None = None, required: bool = False) -> T:
+        path = f"{key}.{name}" if key else name
+        if name not in data or data[name] is None:
+            if required:
+                raise self.fail(path, f"is required ({kind.__name__})")
+            return default  # type: ignore[return-value]
+        value = data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(path, f"expected {kind.__name__}, got {_kind(value)} {value!r}")
+        return value
+
+    def int_range(self, data: dict[str, Any], name: str, key: str, default: int,
+                  lo: int, hi: int) -> int:
+        value = self.typed(data, name, key, int, default)
+        if not lo <= value <= hi:
+            raise self.fail(f"{key}.{name}", f"expected an integer from {lo} to {hi}, got {value}")
+        return value
+
+    def float_range(self, data: dict[str, Any], name: str, key: str, default: float,
+                    lo: float, hi: float) -> float:
+        value = self.typed(data, name, key, float, default)
+        if not lo <= value <= hi:
+            raise self.fail(f"{key}.{name}", f"expected a number from {lo} to {hi}, got {value}")
+        return value
+
+    def ident(self, data: dict[str, Any], name: str, key: str) -> str:
+        value = self.typed(data, name, key, str, required=True)
+        if not ID_PATTERN.match(value):
+            raise self.fail(
+                f"{key}.{name}",
+                f"expected an id of letters, digits, '-', '_' or '.' (at most 64), got {value!r}",
+            )
+        return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file; raise ConfigError on any problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "(file)", f"not UTF-8 text: {exc}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    return parse_config(document, file=file, base_dir=Path(path).resolve().parent)
+
+
+def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
+    r = _Reader(file)
+    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "zones",
+                                   "channels", "loudspeakers"})
+    server = _server(r, top.get("server"))
+    audio = _audio(r, top.get("audio"))
+    http = _http(r, top.get("http"))
+    speakers = _speaker_policy(r, top.get("speakers"))
+    zones = _zones(r, top.get("zones"))
+    zone_ids = {z.id for z in zones}
+    channels = _channels(r, top.get("channels"), zone_ids, base_dir)
+    loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
+    return Config(path=file, server=server, audio=audio, http=http, speakers=speakers,
+                  zones=tuple(zones), channels=tuple(channels),
+                  loudspeakers=tuple(loudspeakers))
+
+
+def _server(r: _Reader, value: Any) -> ServerConfig:
+    d = r.mapping(value, "server", {"host", "http_port", "udp_port"})
+    host = r.typed(d, "host", "server", str, ServerConfig.host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise r.fail("server.host", f"expected an IP address such as 0.0.0.0 or 127.0.0.1, got {host!r}") from None
+    return ServerConfig(
+        host=host,
+        http_port=r.int_range(d, "http_port", "server", ServerConfig.http_port, 0, 65535),
+        udp_port=r.int_range(d, "udp_port", "server", ServerConfig.udp_port, 0, 65535),
+    )
+
+
+def _audio(r: _Reader, value: Any) -> AudioConfig:
+    d = r.mapping(value, "audio", {"frame_ms", "bitrate", "complexity", "dtx", "fec",
+                                   "packet_loss_percent"})
+    frame_ms = r.typed(d, "frame_ms", "audio", int, AudioConfig.frame_ms)
+    if frame_ms not in FRAME_MS_CHOICES:
+        raise r.fail("audio.frame_ms", f"expected one of {FRAME_MS_CHOICES} (milliseconds), got {frame_ms}")
+    return AudioConfig(
+        frame_ms=frame_ms,
+        bitrate=r.int_range(d, "bitrate", "audio", AudioConfig.bitrate, 6000, 510000),
+        complexity=r.int_range(d, "complexity", "audio", AudioConfig.complexity, 0, 10),
+        dtx=r.typed(d, "dtx", "audio", bool, AudioConfig.dtx),
+        fec=r.typed(d, "fec", "audio", bool, AudioConfig.fec),
+        packet_loss_percent=r.int_range(d, "packet_loss_percent", "audio", 0, 0, 100),
+    )
+
+
+def _http(r: _Reader, value: Any) -> HttpConfig:
+    d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes"})
+    return HttpConfig(
+        page_ms=r.int_range(d, "page_ms", "http", HttpConfig.page_ms, 20, 5000),
+        burst_ms=r.int_range(d, "burst_ms", "http", HttpConfig.burst_ms, 0, 30000),
+        max_backlog_bytes=r.int_range(d, "max_backlog_bytes", "http",
+                                      HttpConfig.max_backlog_bytes, 16384, 64 * 1024 * 1024),
+    )
+
+
+def _speaker_policy(r: _Reader, value: Any) -> SpeakerPolicy:
+    d = r.mapping(value, "speakers", {"keepalive_s", "missed_keepalives", "replay_window_s"})
+    return SpeakerPolicy(
+        keepalive_s=r.float_range(d, "keepalive_s", "speakers", SpeakerPolicy.keepalive_s, 0.5, 3600),
+        missed_keepalives=r.int_range(d, "missed_keepalives", "speakers",
+                                      SpeakerPolicy.missed_keepalives, 1, 100),
+        replay_window_s=r.float_range(d, "replay_window_s", "speakers",
+                                      SpeakerPolicy.replay_window_s, 1, 3600),
+    )
+
+
+ZONE_KINDS = ("province", "district", "commune", "ward", "hamlet", "group")
+
+
+def _zones(r: _Reader, value: Any) -> list[Zone]:
+    zones: list[Zone] = []
+    seen: set[str] = set()
+
+    def walk(items: Any, key: str, parent: str | None) -> None:
+        for i, item in enumerate(r.sequence(items, key)):
+            k = f"{key}[{i}]"
+            d = r.mapping(item, k, {"id", "name", "kind", "children"})
+            zone_id = r.ident(d, "id", k)
+            if zone_id in seen:
+                raise r.fail(f"{k}.id", f"duplicate zone id {zone_id!r}")
+            seen.add(zone_id)
+            kind = r.typed(d, "kind", k, str, "province" if parent is None else "commune")
+            if kind not in ZONE_KINDS:
+                raise r.fail(f"{k}.kind", f"expected one of {', '.join(ZONE_KINDS)}, got {kind!r}")
+            zones.append(Zone(id=zone_id, name=r.typed(d, "name", k, str, zone_id),
+                              parent=parent, kind=kind))
+            walk(d.get("children"), f"{k}.children", zone_id)
+
+    walk(value, "zones", None)
+    return zones
+
+
+def _channels(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> list[ChannelConfig]:
+    channels: list[ChannelConfig] = []
+    for i, item in enumerate(r.sequence(value, "channels")):
+        k = f"channels[{i}]"
+        d = r.mapping(item, k, {"id", "name", "zone", "public", "multicast", "loop", "loop_gain_db"})
+        channel_id = r.ident(d, "id", k)
+        if any(c.id == channel_id for c in channels):
+            raise r.fail(f"{k}.id", f"duplicate channel id {channel_id!r}")
+        zone = r.typed(d, "zone", k, str, required=True)
+        if zone not in zone_ids:
+            raise r.fail(f"{k}.zone", f"no zone with id {zone!r} is defined under zones")
+        loop_path: Path | None = None
+        loop = r.typed(d, "loop", k, str)
+        if loop is not None:
+            loop_path = (base_dir / loop).resolve()
+            if not loop_path.is_file():
+                raise r.fail(f"{k}.loop", f"audio file {str(loop_path)!r} does not exist")
+        channels.append(ChannelConfig(
+            id=channel_id,
+            name=r.typed(d, "name", k, str, channel_id),
+            zone=zone,
+            public=r.typed(d, "public", k, bool, True),
+            multicast=_multicast(r, d.get("multicast"), f"{k}.multicast"),
+            loop=loop_path,
+            loop_gain_db=r.float_range(d, "loop_gain_db", k, 0.0, -60.0, 20.0),
+        ))
+    return channels
+
+
+def _multicast(r: _Reader, value: Any, key: str) -> Multicast | None:
+    if value is None:
+        return None
+    d = r.mapping(value, key, {"group", "port", "ttl"})
+    group = r.typed(d, "group", key, str, required=True)
+    try:
+        address = ipaddress.ip_address(group)
+    except ValueError:
+        raise r.fail(f"{key}.group", f"expected a multicast IP address, got {group!r}") from None
+    if not address.is_multicast:
+        raise r.fail(f"{key}.group", f"{group} is not a multicast address (224.0.0.0/4 or ff00::/8)")
+    return Multicast(
+        group=group,
+        port=r.int_range(d, "port", key, 5004, 1, 65535),
+        ttl=r.int_range(d, "ttl", key, 1, 0, 255),
+    )
+
+
+def _loudspeakers(r: _Reader, value: Any, zones: list[Zone],
+                  channels: list[ChannelConfig]) -> list[LoudspeakerConfig]:
+    zone_ids = {z.id for z in zones}
+    channel_ids = {c.id for c in channels}
+    result: list[LoudspeakerConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(r.sequence(value, "loudspeakers")):
+        k = f"loudspeakers[{i}]"
+        d = r.mapping(item, k, {"id", "zone", "channel", "key"})
+        speaker_id = r.ident(d, "id", k)
+        if speaker_id in seen:
+            raise r.fail(f"{k}.id", f"duplicate loudspeaker id {speaker_id!r}")
+        seen.add(speaker_id)
+        zone = r.typed(d, "zone", k, str, required=True)
+        if zone not in zone_ids:
+            raise r.fail(f"{k}.zone", f"no zone with id {zone!r} is defined under zones")
+        channel = r.typed(d, "channel", k, str, required=True)
+        if channel not in channel_ids:
+            raise r.fail(f"{k}.channel", f"no channel with id {channel!r} is defined under channels")
+        key = r.typed(d, "key", k, str, required=True)
+        if len(key.encode("utf-8")) < MIN_KEY_LENGTH:
+            raise r.fail(f"{k}.key", f"expected a secret of at least {MIN_KEY_LENGTH} bytes")
+        result.append(LoudspeakerConfig(id=speaker_id, zone=zone, channel=channel, key=key))
+    return result

@@ -1,0 +1,105 @@
+"""The HTTP side: channel list, streams, SDP, metrics and health on one port."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from broadcaster import metrics
+from broadcaster.protocols.listener import serve_stream
+from broadcaster.sdp import channel_sdp
+
+if TYPE_CHECKING:
+    from broadcaster.server import BroadcastServer
+
+
+def respond(request: Request, route: str, code: int, body: bytes | str | Any,
+            content_type: str = "application/json") -> bytes:
+    if isinstance(body, str):
+        data = body.encode("utf-8")
+    elif isinstance(body, bytes):
+        data = body
+    else:
+        data = json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", content_type.encode("ascii"))
+    metrics.http_requests_total.labels(route, str(code)).inc()
+    return data
+
+
+def error(request: Request, route: str, code: int, error_code: str, message: str) -> bytes:
+    return respond(request, route, code, {"error": {"code": error_code, "message": message}})
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def __init__(self, server: BroadcastServer) -> None:
+        super().__init__()
+        self.app = server
+
+
+class ChannelList(_Leaf):
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        if request.postpath and request.postpath != [b""]:
+            return self._channel_file(request, b"/".join(request.postpath).decode("utf-8", "replace"))
+        return respond(request, "channels", 200, [self.app.describe_channel(c) for c in self.app.channels.values()])
+
+    render_HEAD = render_GET
+
+    def _channel_file(self, request: Request, name: str) -> Any:
+        channel_id, _, extension = name.rpartition(".")
+        channel = self.app.channels.get(channel_id)
+        if channel is None or extension not in ("ogg", "sdp"):
+            return error(request, "channels", 404, "not_found", f"no channel stream {name!r}; see GET /channels")
+        if extension == "sdp":
+            if channel.config.multicast is None:
+                return error(request, "sdp", 404, "no_multicast",
+                             f"channel {channel_id!r} has no multicast group configured")
+            sdp = channel_sdp(channel.config, channel.ssrc, self.app.config.audio.frame_ms,
+                              origin=self.app.config.server.host)
+            return respond(request, "sdp", 200, sdp, "application/sdp")
+        if not channel.config.public:
+            return error(request, "stream", 403, "not_public",
+                         f"channel {channel_id!r} is not open to public HTTP listening")
+        metrics.http_requests_total.labels("stream", "200").inc()
+        return serve_stream(request, channel, max_backlog_bytes=self.app.config.http.max_backlog_bytes,
+                            on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())
+
+
+class MetricsPage(_Leaf):
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        return respond(request, "metrics", 200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
+
+
+class Health(_Leaf):
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        return respond(request, "healthz", 200, self.app.health())
+
+
+class Root(Resource):
+    def __init__(self, server: BroadcastServer) -> None:
+        super().__init__()
+        self.putChild(b"channels", ChannelList(server))
+        self.putChild(b"metrics", MetricsPage(server))
+        self.putChild(b"healthz", Health(server))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        return NotFound()
+
+
+class NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return error(request, "other", 404, "not_found", f"no such resource: {request.path.decode('utf-8', 'replace')}")
+
+
+def make_site(server: BroadcastServer) -> Site:
+    site = Site(Root(server))
+    site.displayTracebacks = False
+    return site

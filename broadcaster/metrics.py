@@ -1,0 +1,76 @@
+"""Every Prometheus metric the server exports, declared in one place.
+
+Labels are channels, transports and reasons: bounded sets. Never label by
+loudspeaker or listener id: a province has thousands, and each label value is
+a time series kept forever by Prometheus.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.5, 1.0)
+_ENCODE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01)
+
+tick_lateness_seconds = Histogram(
+    "broadcaster_tick_lateness_seconds",
+    "How late each frame tick ran after its deadline; steady growth means the reactor is overloaded.",
+    buckets=_TICK_BUCKETS, registry=REGISTRY)
+ticks_missed_total = Counter(
+    "broadcaster_ticks_missed_total",
+    "Frame ticks skipped because the reactor fell further behind than the catch-up limit.",
+    registry=REGISTRY)
+encode_seconds = Histogram(
+    "broadcaster_encode_seconds",
+    "Time to mix and Opus-encode one frame of one channel.",
+    ["channel"], buckets=_ENCODE_BUCKETS, registry=REGISTRY)
+frames_encoded_total = Counter(
+    "broadcaster_frames_encoded_total",
+    "Frames encoded, once per channel per tick with any consumer (silence uses a cached packet and is not counted).",
+    ["channel"], registry=REGISTRY)
+frames_silent_total = Counter(
+    "broadcaster_frames_silent_total",
+    "Frames sent as the cached silence packet because nothing was playing on the channel.",
+    ["channel"], registry=REGISTRY)
+subscribers = Gauge(
+    "broadcaster_subscribers",
+    "Current subscribers of a channel by transport (rtp = loudspeakers, http = Ogg listeners).",
+    ["channel", "transport"], registry=REGISTRY)
+packets_sent_total = Counter(
+    "broadcaster_packets_sent_total",
+    "Packets (RTP datagrams, or Ogg pages for http) handed to the kernel.",
+    ["channel", "transport"], registry=REGISTRY)
+bytes_sent_total = Counter(
+    "broadcaster_bytes_sent_total",
+    "Payload bytes handed to the kernel, by channel and transport.",
+    ["channel", "transport"], registry=REGISTRY)
+send_errors_total = Counter(
+    "broadcaster_send_errors_total",
+    "Sends the kernel refused (buffer full, unreachable), by channel and transport.",
+    ["channel", "transport"], registry=REGISTRY)
+datagrams_rejected_total = Counter(
+    "broadcaster_datagrams_rejected_total",
+    "Subscription datagrams dropped without audio, by reason.",
+    ["reason"], registry=REGISTRY)
+subscriptions_total = Counter(
+    "broadcaster_subscriptions_total",
+    "Loudspeaker subscriptions that started (not keepalives of a running one).",
+    ["channel"], registry=REGISTRY)
+subscriptions_expired_total = Counter(
+    "broadcaster_subscriptions_expired_total",
+    "Loudspeaker subscriptions ended because keepalives stopped.",
+    ["channel"], registry=REGISTRY)
+loudspeakers_online = Gauge(
+    "broadcaster_loudspeakers_online",
+    "Loudspeakers with a live subscription.",
+    registry=REGISTRY)
+listeners_dropped_total = Counter(
+    "broadcaster_listeners_dropped_total",
+    "HTTP listeners disconnected by the server, by reason (slow = backlog over the limit).",
+    ["channel", "reason"], registry=REGISTRY)
+http_requests_total = Counter(
+    "broadcaster_http_requests_total",
+    "HTTP requests by route family and status code.",
+    ["route", "code"], registry=REGISTRY)

@@ -1,0 +1,154 @@
+"""Who may receive audio: the loudspeaker subscription controller.
+
+Pure policy with time passed in. An address receives RTP only after a
+datagram from it carried a valid MAC under a registered device's key, a
+timestamp inside the replay window, and a (timestamp, sequence) pair newer
+than any accepted before from that device. Everything else is dropped without
+a reply (no reflection, no amplification) and counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster import metrics
+from broadcaster.config import SpeakerPolicy
+from broadcaster.protocols.speaker import (
+    Envelope,
+    MessageType,
+    ProtocolError,
+    Request,
+    SpeakerStatus,
+    encode_message,
+    parse_envelope,
+    parse_request,
+)
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    key: bytes
+    channel: str
+    zone: str
+
+
+@dataclass
+class Subscription:
+    device_id: str
+    channel: str
+    address: Address
+    started: float
+    last_seen: float
+    status: SpeakerStatus
+
+
+class SubscriptionTable:
+    """Registered devices, live subscriptions and the replay state.
+
+    ``on_change(channel_id)`` fires whenever a channel's set of addresses
+    changes, so the fan-out can rebuild its send list outside the hot path.
+    ``channel_info(channel_id)`` returns the stream description for the ACK
+    (SSRC, payload type, frame size), or None for a channel that does not exist.
+    """
+
+    def __init__(self, devices: Iterable[Device], policy: SpeakerPolicy, *,
+                 channel_info: Callable[[str], dict[str, Any] | None],
+                 on_change: Callable[[str], None] = lambda channel: None) -> None:
+        self.devices = {d.id: d for d in devices}
+        self.policy = policy
+        self.channel_info = channel_info
+        self.on_change = on_change
+        self.subscriptions: dict[str, Subscription] = {}
+        self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
+
+    # --- datagrams -------------------------------------------------------
+
+    def handle(self, data: bytes, address: Address, now: float) -> bytes | None:
+        try:
+            envelope = parse_envelope(data)
+        except ProtocolError as exc:
+            return self._reject(exc.reason)
+        device = self.devices.get(envelope.device_id)
+        if device is None:
+            return self._reject("unknown_device")
+        if not envelope.verify(device.key):
+            return self._reject("bad_mac")
+        try:
+            request = parse_request(envelope)
+        except ProtocolError as exc:
+            return self._reject(exc.reason)
+        if abs(request.ts_ms / 1000.0 - now) > self.policy.replay_window_s:
+            return self._reject("stale_timestamp")
+        if (request.ts_ms, request.seq) <= self._last.get(device.id, (-1, -1)):
+            return self._reject("replay")
+        self._last[device.id] = (request.ts_ms, request.seq)
+        if request.type is MessageType.UNSUBSCRIBE:
+            self._end(device.id)
+            return self._reply(device, envelope, MessageType.ACK, request, now, {"expires_s": 0})
+        if request.channel != device.channel:
+            metrics.datagrams_rejected_total.labels("channel_not_allowed").inc()
+            return self._reply(device, envelope, MessageType.REFUSE, request, now,
+                               {"reason": "channel_not_allowed", "channel": request.channel})
+        info = self.channel_info(request.channel)
+        if info is None:
+            metrics.datagrams_rejected_total.labels("unknown_channel").inc()
+            return self._reply(device, envelope, MessageType.REFUSE, request, now,
+                               {"reason": "unknown_channel", "channel": request.channel})
+        self._subscribe(device, request, address, now)
+        return self._reply(device, envelope, MessageType.ACK, request, now, {
+            "channel": request.channel,
+            "keepalive_s": self.policy.keepalive_s,
+            "expires_s": self.policy.expiry_s,
+            "rtp": info,
+        })
+
+    def _reject(self, reason: str) -> bytes | None:
+        metrics.datagrams_rejected_total.labels(reason).inc()
+        return None
+
+    def _reply(self, device: Device, envelope: Envelope, kind: MessageType, request: Request,
+               now: float, body: dict[str, Any]) -> bytes:
+        return encode_message(kind, device.id,
+                              {"ts": int(now * 1000), "seq": request.seq, **body}, device.key)
+
+    # --- subscriptions ---------------------------------------------------
+
+    def _subscribe(self, device: Device, request: Request, address: Address, now: float) -> None:
+        current = self.subscriptions.get(device.id)
+        if current is not None and current.address == address and current.channel == request.channel:
+            current.last_seen = now
+            current.status = request.status
+            return
+        if current is not None:
+            self._end(device.id, expired=False)
+        self.subscriptions[device.id] = Subscription(
+            device_id=device.id, channel=request.channel, address=address,
+            started=now, last_seen=now, status=request.status)
+        metrics.subscriptions_total.labels(request.channel).inc()
+        metrics.loudspeakers_online.set(len(self.subscriptions))
+        self.on_change(request.channel)
+
+    def _end(self, device_id: str, expired: bool = False) -> None:
+        subscription = self.subscriptions.pop(device_id, None)
+        if subscription is None:
+            return
+        if expired:
+            metrics.subscriptions_expired_total.labels(subscription.channel).inc()
+        metrics.loudspeakers_online.set(len(self.subscriptions))
+        self.on_change(subscription.channel)
+
+    def expire(self, now: float) -> list[Subscription]:
+        """End the subscriptions whose keepalives stopped; call about once a second."""
+        deadline = now - self.policy.expiry_s
+        gone = [s for s in self.subscriptions.values() if s.last_seen < deadline]
+        for subscription in gone:
+            self._end(subscription.device_id, expired=True)
+        return gone
+
+    def addresses(self, channel: str) -> list[Address]:
+        return [s.address for s in self.subscriptions.values() if s.channel == channel]

@@ -1,0 +1,25 @@
+"""Audio files in: decode with soundfile, fold to mono, resample to 48 kHz once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from broadcaster.codecs.pcm import Audio, resample, to_mono
+
+
+class AudioFileError(ValueError):
+    """The file is missing, unreadable or not audio that libsndfile decodes."""
+
+
+def load_audio(path: str | Path) -> Audio:
+    """The whole file as 48 kHz mono float32 (programmes are minutes, not hours)."""
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioFileError(f"{path}: cannot decode audio: {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{path}: the file holds no audio samples")
+    return np.ascontiguousarray(resample(to_mono(data), int(rate)))

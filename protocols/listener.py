@@ -1,0 +1,102 @@
+"""HTTP listeners: an endless Ogg/Opus response per listener, Icecast style.
+
+The channel builds each Ogg page once; a listener only writes it. A listener
+that cannot keep up is disconnected once its backlog passes a bound, so one
+slow phone on 3G never grows the server's memory or delays anyone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+
+class Stream(Protocol):
+    """What a listener needs from a channel."""
+
+    id: str
+    name: str
+    description: str
+
+    def stream_start(self) -> bytes: ...
+
+    def add_listener(self, listener: OggListener) -> None: ...
+
+    def remove_listener(self, listener: OggListener) -> None: ...
+
+
+@implementer(IPushProducer)
+class OggListener:
+    def __init__(self, request: Request, stream: Stream, max_backlog_bytes: int,
+                 on_drop: Callable[[str], None]) -> None:
+        self.request = request
+        self.stream = stream
+        self.max_backlog_bytes = max_backlog_bytes
+        self.on_drop = on_drop
+        self.paused = False
+        self.backlog = 0
+        self.closed = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addBoth(self._finished)
+        self.stream.add_listener(self)
+        self.request.write(self.stream.stream_start())
+
+    def write_page(self, page: bytes) -> None:
+        if self.closed:
+            return
+        if self.paused:
+            self.backlog += len(page)
+            if self.backlog > self.max_backlog_bytes:
+                self.drop("slow")
+                return
+        self.request.write(page)
+
+    def drop(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.on_drop(reason)
+        self._close()
+        transport = self.request.channel.transport if self.request.channel else None
+        if transport is not None:
+            transport.abortConnection()  # type: ignore[attr-defined]  # TCP transports have it
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.stream.remove_listener(self)
+
+    def _finished(self, _: object) -> None:
+        self._close()
+
+    # IPushProducer: Twisted pauses us when the socket's send buffer is full.
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._close()
+
+
+def serve_stream(request: Request, stream: Stream, *, max_backlog_bytes: int,
+                 on_drop: Callable[[str], None]) -> object:
+    """Answer a GET with the stream: headers a player and an Icecast directory expect."""
+    request.setHeader(b"Content-Type", b"audio/ogg")
+    request.setHeader(b"Cache-Control", b"no-cache, no-store")
+    request.setHeader(b"Pragma", b"no-cache")
+    request.setHeader(b"icy-name", stream.name.encode("utf-8"))
+    request.setHeader(b"icy-description", stream.description.encode("utf-8"))
+    request.setHeader(b"icy-pub", b"1")
+    request.setHeader(b"Server", b"broadcaster")
+    if request.method == b"HEAD":
+        return b""
+    OggListener(request, stream, max_backlog_bytes, on_drop).start()
+    return NOT_DONE_YET

@@ -1,0 +1,129 @@
+"""Shared fixtures: write a configuration, start the real server as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {f"spk-{i}": f"test-key-for-speaker-{i:04d}" for i in range(1, 5)}
+
+
+def tone_file(path: Path, frequency_hz: float = 440.0, level_dbfs: float = -12.0, seconds: float = 2.0) -> Path:
+    t = np.arange(int(seconds * 48000)) / 48000
+    amplitude = 10 ** (level_dbfs / 20) * np.sqrt(2)
+    soundfile.write(str(path), (amplitude * np.sin(2 * np.pi * frequency_hz * t)).astype(np.float32), 48000)
+    return path
+
+
+def write_config(tmp_path: Path, *, loops: dict[str, Path | None] | None = None,
+                 multicast: dict[str, Any] | None = None, frame_ms: int = 20,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Two communes, a channel each (ch-a, ch-b); spk-1/2 on ch-a, spk-3/4 on ch-b."""
+    loops = loops if loops is not None else {"ch-a": tone_file(tmp_path / "a.wav", 440.0),
+                                             "ch-b": tone_file(tmp_path / "b.wav", 1000.0)}
+    channels = []
+    for cid, zone in (("ch-a", "commune-a"), ("ch-b", "commune-b")):
+        channel: dict[str, Any] = {"id": cid, "zone": zone, "name": f"Kênh {cid}"}
+        if loops.get(cid):
+            channel["loop"] = str(loops[cid])
+        if multicast and cid in multicast:
+            channel["multicast"] = multicast[cid]
+        channels.append(channel)
+    document: dict[str, Any] = {
+        "server": {"host": "127.0.0.1"},
+        "audio": {"frame_ms": frame_ms},
+        "speakers": {"keepalive_s": 1, "missed_keepalives": 3},
+        "zones": [{"id": "province", "children": [
+            {"id": "commune-a", "children": [{"id": "hamlet-a", "kind": "hamlet"}]},
+            {"id": "commune-b", "children": [{"id": "hamlet-b", "kind": "hamlet"}]}]}],
+        "channels": channels,
+        "loudspeakers": [
+            {"id": sid, "zone": "hamlet-a" if i < 3 else "hamlet-b", "channel": "ch-a" if i < 3 else "ch-b", "key": key}
+            for i, (sid, key) in enumerate(KEYS.items(), start=1)],
+    }
+    for section, values in (extra or {}).items():
+        document.setdefault(section, {}).update(values)
+    path = tmp_path / "broadcaster.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    http_port: int
+    udp_port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url(path), timeout=10) as response:
+            return bytes(response.read())
+
+    def get_json(self, path: str) -> Any:
+        return json.loads(self.get(path))
+
+    @property
+    def udp(self) -> str:
+        return f"127.0.0.1:{self.udp_port}"
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.stderr.read() if self.process.stderr else ""
+
+
+def start_server(config: Path, prefix: Sequence[str] = ()) -> RunningServer:
+    command = [*prefix, sys.executable, "-m", "broadcaster", "serve", "-c", str(config),
+               "--http-port", "0", "--udp-port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith("listening "):
+        process.kill()
+        raise AssertionError(f"server did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    return RunningServer(process, int(fields["http"].rsplit(":", 1)[1]), int(fields["udp"].rsplit(":", 1)[1]))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    running = start_server(write_config(tmp_path))
+    yield running
+    running.stop()
+
+
+def run_speaker(server: RunningServer, device: str, seconds: float, out: Path | None = None,
+                channel: str | None = None, key: str | None = None) -> dict[str, Any]:
+    channel = channel or ("ch-a" if device in ("spk-1", "spk-2") else "ch-b")
+    command = [sys.executable, "-m", "broadcaster", "speaker", "--device", device,
+               "--key", key or KEYS.get(device, "x" * 16), "--channel", channel,
+               "--server", server.udp, "--duration", str(seconds)]
+    if out is not None:
+        command += ["--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, cwd=ROOT)
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"speaker printed nothing: {result.stderr}"
+    return dict(json.loads(lines[-1]))
