@@ -13,13 +13,12 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import Protocol
+from typing import Callable, Protocol
 
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings, silence_packet
 from broadcaster.config import AudioConfig, ChannelConfig, HttpConfig
-from broadcaster.fanout import UdpFanout
 from broadcaster.mixer import Mixer
 from broadcaster.protocols.rtp import OPUS_CLOCK_RATE, OPUS_PAYLOAD_TYPE, RtpPacketizer
 
@@ -38,9 +37,14 @@ class PacketSink(Protocol):
     def __len__(self) -> int: ...
 
 
+class Fanout(PacketSink, Protocol):
+    def set_targets(self, addresses: list[tuple[str, int]]) -> None: ...
+
+
 class Channel:
     def __init__(self, config: ChannelConfig, audio: AudioConfig, http: HttpConfig,
-                 speakers: UdpFanout, multicast: PacketSink | None = None) -> None:
+                 speakers: Fanout, multicast: PacketSink | None = None,
+                 speaker_addresses: Callable[[], list[tuple[str, int]]] = list) -> None:
         self.config = config
         self.id = config.id
         self.name = config.name
@@ -61,6 +65,8 @@ class Channel:
                                  comments=[f"TITLE={config.name}", f"CHANNEL={config.id}"])
         self.burst: deque[bytes] = deque(maxlen=-(-http.burst_ms // http.page_ms))
         self.speakers = speakers
+        self._speaker_addresses = speaker_addresses
+        self._speakers_dirty = False
         self.multicast = multicast
         self.listeners: set[Listener] = set()
         self._marker = True
@@ -85,7 +91,14 @@ class Channel:
         self.listeners.discard(listener)
         metrics.subscribers.labels(*self._labels_http).set(len(self.listeners))
 
-    def speakers_changed(self, addresses: list[tuple[str, int]]) -> None:
+    def speakers_changed(self) -> None:
+        """Subscriptions changed; the send list is rebuilt once, at the next tick,
+        however many loudspeakers (re)subscribed in between."""
+        self._speakers_dirty = True
+
+    def _rebuild_speakers(self) -> None:
+        self._speakers_dirty = False
+        addresses = self._speaker_addresses()
         self.speakers.set_targets(addresses)
         metrics.subscribers.labels(*self._labels_rtp).set(len(addresses))
 
@@ -96,6 +109,8 @@ class Channel:
     # --- the frame -------------------------------------------------------
 
     def tick(self, tick: int, deadline: float) -> None:
+        if self._speakers_dirty:
+            self._rebuild_speakers()
         if not self.has_consumers:
             self.mixer.skip()
             self.packetizer.skip(self.frame_samples)

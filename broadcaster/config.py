@@ -37,6 +37,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     http_port: int = 8000
     udp_port: int = 5004
+    udp_fanout: str = "auto"  # "auto" (sendmmsg where available) or "loop" (one sendto per address)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,12 @@ class _Reader:
             raise self.fail(f"{key}.{name}", f"expected a number from {lo} to {hi}, got {value}")
         return value
 
+    def choice(self, data: dict[str, Any], name: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.typed(data, name, key, str, default)
+        if value not in choices:
+            raise self.fail(f"{key}.{name}", f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
     def ident(self, data: dict[str, Any], name: str, key: str) -> str:
         value = self.typed(data, name, key, str, required=True)
         if not ID_PATTERN.match(value):
@@ -228,7 +235,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
 
 
 def _server(r: _Reader, value: Any) -> ServerConfig:
-    d = r.mapping(value, "server", {"host", "http_port", "udp_port"})
+    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout"})
     host = r.typed(d, "host", "server", str, ServerConfig.host)
     try:
         ipaddress.ip_address(host)
@@ -238,6 +245,7 @@ def _server(r: _Reader, value: Any) -> ServerConfig:
         host=host,
         http_port=r.int_range(d, "http_port", "server", ServerConfig.http_port, 0, 65535),
         udp_port=r.int_range(d, "udp_port", "server", ServerConfig.udp_port, 0, 65535),
+        udp_fanout=r.choice(d, "udp_fanout", "server", ServerConfig.udp_fanout, ("auto", "loop")),
     )
 
 

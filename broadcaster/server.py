@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
@@ -13,7 +14,7 @@ from twisted.internet.task import LoopingCall
 from broadcaster.channel import Channel
 from broadcaster.clock import FrameClock
 from broadcaster.config import Config
-from broadcaster.fanout import UdpFanout
+from broadcaster.fanout import LoopFanout, make_fanout
 from broadcaster.http import make_site
 from broadcaster.mixer import Priority
 from broadcaster.protocols.speaker import SpeakerDatagramProtocol
@@ -21,6 +22,24 @@ from broadcaster.sources import BufferSource
 from broadcaster.subscriptions import Device, SubscriptionTable
 
 log = logging.getLogger(__name__)
+
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux <asm-generic/socket.h>; Python does not export them
+
+
+def _grow_buffers(sock: socket.socket, size: int) -> None:
+    """Room for a frame's fan-out and for a fleet's keepalives arriving together.
+
+    The plain options are capped by net.core.[rw]mem_max; the FORCE variants
+    (root only) are not, so try them first."""
+    linux = sys.platform.startswith("linux")
+    for force, plain in ((SO_SNDBUFFORCE if linux else None, socket.SO_SNDBUF),
+                         (SO_RCVBUFFORCE if linux else None, socket.SO_RCVBUF)):
+        try:
+            if force is None:
+                raise PermissionError
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 class MulticastSender:
@@ -77,13 +96,15 @@ class BroadcastServer:
         self.udp_port = self.reactor.listenUDP(
             self.config.server.udp_port if udp_port is None else udp_port, protocol, interface=host)
         sock = self.udp_port.socket  # type: ignore[union-attr]
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        _grow_buffers(sock, 4 * 1024 * 1024)
         for cfg in self.config.channels:
             multicast = None
             if cfg.multicast is not None:
                 multicast = MulticastSender(cfg.multicast.group, cfg.multicast.port, cfg.multicast.ttl)
                 self.multicast.append(multicast)
-            channel = Channel(cfg, self.config.audio, self.config.http, UdpFanout(sock), multicast)
+            fanout = LoopFanout(sock) if self.config.server.udp_fanout == "loop" else make_fanout(sock)
+            channel = Channel(cfg, self.config.audio, self.config.http, fanout, multicast,
+                              speaker_addresses=lambda cid=cfg.id: self.subscriptions.addresses(cid))
             if cfg.loop is not None:
                 channel.mixer.add(BufferSource.from_file(cfg.loop, frame_samples=channel.frame_samples, loop=True),
                                   gain_db=cfg.loop_gain_db, priority=Priority.BACKGROUND)
@@ -111,7 +132,7 @@ class BroadcastServer:
     def _speakers_changed(self, channel_id: str) -> None:
         channel = self.channels.get(channel_id)
         if channel is not None:
-            channel.speakers_changed(self.subscriptions.addresses(channel_id))
+            channel.speakers_changed()
 
     def describe_channel(self, channel: Channel) -> dict[str, Any]:
         cfg = channel.config

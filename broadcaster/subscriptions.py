@@ -64,6 +64,7 @@ class SubscriptionTable:
         self.channel_info = channel_info
         self.on_change = on_change
         self.subscriptions: dict[str, Subscription] = {}
+        self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
 
     # --- datagrams -------------------------------------------------------
@@ -129,6 +130,7 @@ class SubscriptionTable:
         self.subscriptions[device.id] = Subscription(
             device_id=device.id, channel=request.channel, address=address,
             started=now, last_seen=now, status=request.status)
+        self._by_channel.setdefault(request.channel, {})[device.id] = address
         metrics.subscriptions_total.labels(request.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))
         self.on_change(request.channel)
@@ -137,6 +139,7 @@ class SubscriptionTable:
         subscription = self.subscriptions.pop(device_id, None)
         if subscription is None:
             return
+        self._by_channel.get(subscription.channel, {}).pop(device_id, None)
         if expired:
             metrics.subscriptions_expired_total.labels(subscription.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))
@@ -151,4 +154,4 @@ class SubscriptionTable:
         return gone
 
     def addresses(self, channel: str) -> list[Address]:
-        return [s.address for s in self.subscriptions.values() if s.channel == channel]
+        return list(self._by_channel.get(channel, {}).values())

@@ -248,7 +248,7 @@ def test_packet_field_ranges_checked() -> None:
     for field, bad in (("payload_type", 128), ("payload_type", -1), ("sequence", 65536),
                        ("timestamp", 1 << 32), ("ssrc", 1 << 32), ("ssrc", -1)):
         with pytest.raises(RtpError):
-            RtpPacket(**{**good, field: bad})  # type: ignore[arg-type]
+            RtpPacket(**{**good, field: bad})
     with pytest.raises(RtpError):
         RtpPacket(payload_type=111, sequence=0, timestamp=0, ssrc=0, payload=b"", csrcs=(1 << 32,))
 
