@@ -63,14 +63,15 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit(max(args.counts) + 256)
     print(f"machine: {machine()}; fan-out: {args.fanout}; {args.seconds:g} s per row", flush=True)
-    print("| frame | loudspeakers | online | server CPU s/s (user) | µs CPU per loudspeaker-s | packets/s received "
-          "(of wanted) | ticks missed | lost | late |")
+    print("| frame | loudspeakers | online | server CPU s/s (user) | µs CPU per loudspeaker-s "
+          "| packets/s received (of wanted) | ticks missed | lost | late |")
     print("|---|---|---|---|---|---|---|---|---|")
     for frame_ms in args.frames:
         for n in args.counts:
             r = run_one(n, frame_ms, min(args.seconds, 60.0), args.fanout)
             loss = r["lost"] / r["expected"] * 100 if r["expected"] else 0.0
-            print(f"| {frame_ms} ms | {n} | {r['online']} | {r['cpu_per_s']:.3f} ({r['user_per_s']:.3f}) | {r['us_per_speaker_s']:.1f} "
+            print(f"| {frame_ms} ms | {n} | {r['online']} | {r['cpu_per_s']:.3f} ({r['user_per_s']:.3f}) "
+                  f"| {r['us_per_speaker_s']:.1f} "
                   f"| {r['pps']:.0f} ({r['pps'] / r['wanted_pps'] * 100:.0f} %) | {r['missed']} "
                   f"| {r['lost']} ({loss:.2f} %) | {r['late']} |", flush=True)
 

@@ -13,7 +13,8 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter

@@ -123,7 +123,7 @@ class MmsgFanout:
         messages = (_MMsgHdr * count)()
         if count:
             # Filled column-wise through numpy: thousands of headers in microseconds.
-            table = np.frombuffer(messages, dtype=_HEADER_COLUMNS)
+            table = np.frombuffer(memoryview(messages), dtype=_HEADER_COLUMNS)
             table["name"] = ctypes.addressof(names) + 16 * np.arange(count, dtype=np.uint64)
             table["namelen"] = 16
             table["iov"] = ctypes.addressof(self._iov)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from functools import partial
 from typing import Any
 
 from twisted.internet.interfaces import IListeningPort
@@ -104,7 +105,7 @@ class BroadcastServer:
                 self.multicast.append(multicast)
             fanout = LoopFanout(sock) if self.config.server.udp_fanout == "loop" else make_fanout(sock)
             channel = Channel(cfg, self.config.audio, self.config.http, fanout, multicast,
-                              speaker_addresses=lambda cid=cfg.id: self.subscriptions.addresses(cid))
+                              speaker_addresses=partial(self.subscriptions.addresses, cfg.id))
             if cfg.loop is not None:
                 channel.mixer.add(BufferSource.from_file(cfg.loop, frame_samples=channel.frame_samples, loop=True),
                                   gain_db=cfg.loop_gain_db, priority=Priority.BACKGROUND)

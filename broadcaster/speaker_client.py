@@ -231,7 +231,7 @@ class SpeakerSwarm:
     def subscribe_all(self, only_unacked: bool = False, batch: int = 100) -> None:
         """Send a SUBSCRIBE from every loudspeaker, in batches with a short receive
         in between, as a fleet of real devices would not all fire in the same millisecond."""
-        for i, (sock, messages) in enumerate(zip(self.sockets, self.messages)):
+        for i, (sock, messages) in enumerate(zip(self.sockets, self.messages, strict=True)):
             if only_unacked and self.acked[i]:
                 continue
             try:
@@ -296,14 +296,14 @@ class SpeakerSwarm:
         self.first, self.highest, self.received, self.late = [-1] * n, [-1] * n, [0] * n, [0] * n
 
     def totals(self) -> dict[str, int]:
-        expected = sum(h - f + 1 for f, h in zip(self.first, self.highest) if h >= 0)
+        expected = sum(h - f + 1 for f, h in zip(self.first, self.highest, strict=True) if h >= 0)
         received = sum(self.received)
         return {"speakers": len(self.sockets), "acked": sum(self.acked),
                 "hearing": sum(1 for h in self.highest if h >= 0), "received": received,
                 "expected": expected, "lost": max(0, expected - received), "late": sum(self.late)}
 
     def close(self) -> None:
-        for sock, messages in zip(self.sockets, self.messages):
+        for sock, messages in zip(self.sockets, self.messages, strict=True):
             try:
                 sock.sendto(messages.unsubscribe(), self.server)
             except OSError:
