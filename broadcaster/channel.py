@@ -71,6 +71,7 @@ class Channel:
         self.multicast = multicast
         self.listeners: set[Listener] = set()
         self._marker = True
+        self._last_tick: int | None = None
         self._labels_rtp = (self.id, "rtp")
         self._labels_http = (self.id, "http")
         self._encode_seconds = metrics.encode_seconds.labels(self.id)
@@ -112,6 +113,13 @@ class Channel:
     def tick(self, tick: int, deadline: float) -> None:
         if self._speakers_dirty:
             self._rebuild_speakers()
+        if self._last_tick is not None and tick > self._last_tick + 1:
+            # The clock skipped ticks after a stall: keep media time with wall time,
+            # so programmes stay on schedule and receivers see the gap in RTP timestamps.
+            for _ in range(tick - self._last_tick - 1):
+                self.mixer.skip()
+                self.packetizer.skip(self.frame_samples)
+        self._last_tick = tick
         if not self.has_consumers:
             self.mixer.skip()
             self.packetizer.skip(self.frame_samples)
