@@ -7,8 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broadcaster.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from broadcaster.storage import Storage
 
 DEFAULT_CONFIG = Path("conf/broadcaster.yaml")
 
@@ -52,6 +56,96 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage(args: argparse.Namespace) -> tuple[Config, Storage]:
+    from broadcaster.server import seed_from_config
+    from broadcaster.storage import KeySealer, Storage, StorageError
+
+    config = _load(args.config or _default_config())
+    try:
+        storage = Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
+    except StorageError as exc:
+        print(f"storage error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if storage.is_empty():
+        seed_from_config(storage, config)
+    return config, storage
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from broadcaster.auth import ROLES
+    from broadcaster.storage import Conflict
+
+    config, storage = _storage(args)
+    if args.role not in ROLES:
+        print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    if args.role != "admin" and not args.zone:
+        print("an operator or viewer needs at least one --zone", file=sys.stderr)
+        return 2
+    known = {r["id"] for r in storage.query("SELECT id FROM zones")}
+    unknown = [z for z in args.zone if z not in known]
+    if unknown:
+        print(f"no zone {unknown[0]!r}; zones: {', '.join(sorted(known))}", file=sys.stderr)
+        return 2
+    password = None
+    if args.password:
+        import getpass
+        prompt = f"password for {args.name}: "
+        password = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline().strip()
+        if len(password) < 8:
+            print("a password needs at least 8 characters", file=sys.stderr)
+            return 2
+    try:
+        storage.add_user(args.name, args.role, args.zone, password)
+    except Conflict:
+        print(f"a user named {args.name!r} already exists", file=sys.stderr)
+        return 1
+    print(f"user {args.name} ({args.role}{': ' + ', '.join(args.zone) if args.zone else ''}) added")
+    if args.token:
+        print(storage.new_token(args.name, "cli"))
+    storage.close()
+    return 0
+
+
+def cmd_user_token(args: argparse.Namespace) -> int:
+    from broadcaster.storage import Conflict
+
+    _, storage = _storage(args)
+    try:
+        print(storage.new_token(args.name, args.label))
+    except Conflict as exc:
+        print(str(exc).strip('"'), file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from broadcaster.api import ApiError, _time_query
+    from broadcaster.auth import ZoneTree
+    from broadcaster.reports import broadcast_report, report_csv
+
+    _, storage = _storage(args)
+    zones = ZoneTree.from_rows(storage.query("SELECT id, name, kind, parent FROM zones"))
+    zone = args.zone or next((z for z, p in zones.parents.items() if p is None), "")
+    if zone not in zones:
+        print(f"no zone {zone!r}", file=sys.stderr)
+        return 2
+    now = time.time()
+    try:
+        start = _time_query({"from": args.since or ""}, "from", now - 365 * 86400)
+        end = _time_query({"to": args.until or ""}, "to", now)
+    except ApiError as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    result = broadcast_report(storage, zones, zone, start, end, now=now)
+    print(report_csv(result) if args.format == "csv" else json.dumps(result, ensure_ascii=False, indent=1), end="")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     print(f"{args.file}: ok ({len(config.zones)} zones, {len(config.channels)} channels, "
@@ -90,6 +184,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file without starting")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config)
+
+    user = sub.add_parser("user", help="manage API users and tokens")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a user")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, help="admin, operator or viewer")
+    add.add_argument("--zone", action="append", default=[], help="a zone the user may act in (repeat)")
+    add.add_argument("--password", action="store_true", help="also set a password (prompted; for studio ingest)")
+    add.add_argument("--token", action="store_true", help="print a new API token for the user")
+    add.set_defaults(func=cmd_user_add)
+    token = user_sub.add_parser("token", help="print a new API token for a user")
+    token.add_argument("name")
+    token.add_argument("--label", default="", help="a note stored with the token")
+    token.set_defaults(func=cmd_user_token)
+    for p in (add, token):
+        p.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+
+    report = sub.add_parser("report", help="hours on air and loudspeaker availability per commune")
+    report.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
+    report.add_argument("--zone", help="zone to report on (default: the province)")
+    report.add_argument("--from", dest="since", help="start, ISO 8601 or Unix seconds (default: a year ago)")
+    report.add_argument("--to", dest="until", help="end, ISO 8601 or Unix seconds (default: now)")
+    report.add_argument("--format", choices=["json", "csv"], default="csv")
+    report.set_defaults(func=cmd_report)
 
     speaker = sub.add_parser("speaker", help="run the reference loudspeaker client")
     speaker.add_argument("--device", required=True, help="device id as registered on the server")

@@ -73,6 +73,15 @@ class SpeakerPolicy:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    path: Path = Path("var/broadcaster.db")
+    secret_file: Path = Path("var/secret.key")
+    media_dir: Path = Path("var/media")
+    max_upload_bytes: int = 100 * 1024 * 1024
+    loudness_target_lufs: float = -16.0
+
+
+@dataclass(frozen=True)
 class Zone:
     id: str
     name: str
@@ -113,6 +122,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     speakers: SpeakerPolicy = field(default_factory=SpeakerPolicy)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -219,17 +229,18 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
-    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "zones",
+    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "zones",
                                    "channels", "loudspeakers"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
     speakers = _speaker_policy(r, top.get("speakers"))
+    storage = _storage(r, top.get("storage"), base_dir)
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
-    return Config(path=file, server=server, audio=audio, http=http, speakers=speakers,
+    return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers))
 
@@ -283,6 +294,24 @@ def _speaker_policy(r: _Reader, value: Any) -> SpeakerPolicy:
                                       SpeakerPolicy.missed_keepalives, 1, 100),
         replay_window_s=r.float_range(d, "replay_window_s", "speakers",
                                       SpeakerPolicy.replay_window_s, 1, 3600),
+    )
+
+
+def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
+    d = r.mapping(value, "storage", {"path", "secret_file", "media_dir", "max_upload_bytes",
+                                     "loudness_target_lufs"})
+
+    def path(name: str, default: Path) -> Path:
+        return (base_dir / r.typed(d, name, "storage", str, str(default))).resolve()
+
+    return StorageConfig(
+        path=path("path", StorageConfig.path),
+        secret_file=path("secret_file", StorageConfig.secret_file),
+        media_dir=path("media_dir", StorageConfig.media_dir),
+        max_upload_bytes=r.int_range(d, "max_upload_bytes", "storage", StorageConfig.max_upload_bytes,
+                                     1024, 2**34),
+        loudness_target_lufs=r.float_range(d, "loudness_target_lufs", "storage",
+                                           StorageConfig.loudness_target_lufs, -40.0, -5.0),
     )
 
 

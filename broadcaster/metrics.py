@@ -74,3 +74,15 @@ http_requests_total = Counter(
     "broadcaster_http_requests_total",
     "HTTP requests by route family and status code.",
     ["route", "code"], registry=REGISTRY)
+uploads_rejected_total = Counter(
+    "broadcaster_uploads_rejected_total",
+    "Media uploads refused, by reason (too_large, undecodable, too_short, silent, ...).",
+    ["reason"], registry=REGISTRY)
+auth_failures_total = Counter(
+    "broadcaster_auth_failures_total",
+    "Requests with a token or password that did not authenticate, by interface.",
+    ["interface"], registry=REGISTRY)
+storage_flush_errors_total = Counter(
+    "broadcaster_storage_flush_errors_total",
+    "Batched log writes that failed and were kept for the next attempt.",
+    registry=REGISTRY)

@@ -6,21 +6,29 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 
+from broadcaster import metrics
+from broadcaster.auth import ZoneTree
 from broadcaster.channel import Channel
 from broadcaster.clock import FrameClock
-from broadcaster.config import Config
+from broadcaster.codecs.audiofile import AudioFileError
+from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.fanout import LoopFanout, make_fanout
 from broadcaster.http import make_site
 from broadcaster.mixer import Priority
 from broadcaster.protocols.speaker import SpeakerDatagramProtocol
 from broadcaster.sources import BufferSource
-from broadcaster.subscriptions import Device, SubscriptionTable
+from broadcaster.storage import KeySealer, Storage
+from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
 
@@ -72,60 +80,157 @@ class MulticastSender:
 
 
 class BroadcastServer:
-    def __init__(self, config: Config, reactor: Any) -> None:
+    """The running server. The database is the truth for zones, channels and
+    loudspeakers; the configuration file only seeds an empty database."""
+
+    FLUSH_S = 1.0
+
+    def __init__(self, config: Config, reactor: Any, storage: Storage | None = None) -> None:
         self.config = config
         self.reactor = reactor
+        self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
+        if self.storage.is_empty():
+            seed_from_config(self.storage, config)
         self.clock = FrameClock(reactor, config.audio.frame_ms / 1000.0)
         self.channels: dict[str, Channel] = {}
         self.multicast: list[MulticastSender] = []
         self.udp_port: IListeningPort | None = None
         self.http_port: IListeningPort | None = None
+        self._socket: socket.socket | None = None
+        self._loop_log: dict[str, int] = {}
+        self.zones = ZoneTree()
         self._expiry = LoopingCall(self._expire)
         self._expiry.clock = reactor
+        self._flusher = LoopingCall(self._flush)
+        self._flusher.clock = reactor
         self.subscriptions = SubscriptionTable(
-            (Device(id=s.id, key=s.key.encode("utf-8"), channel=s.channel, zone=s.zone)
-             for s in config.loudspeakers),
-            config.speakers,
+            (), config.speakers,
             channel_info=lambda cid: self.channels[cid].rtp_info if cid in self.channels else None,
             on_change=self._speakers_changed,
+            on_session=self._session,
         )
 
     def start(self, http_port: int | None = None, udp_port: int | None = None) -> tuple[int, int]:
         """Listen and start the clock; returns the bound (http, udp) ports."""
+        self._close_dangling()
         host = self.config.server.host
         protocol = SpeakerDatagramProtocol(self.subscriptions, self.reactor.seconds)
         self.udp_port = self.reactor.listenUDP(
             self.config.server.udp_port if udp_port is None else udp_port, protocol, interface=host)
-        sock = self.udp_port.socket  # type: ignore[union-attr]
-        _grow_buffers(sock, 4 * 1024 * 1024)
-        for cfg in self.config.channels:
-            multicast = None
-            if cfg.multicast is not None:
-                multicast = MulticastSender(cfg.multicast.group, cfg.multicast.port, cfg.multicast.ttl)
-                self.multicast.append(multicast)
-            fanout = LoopFanout(sock) if self.config.server.udp_fanout == "loop" else make_fanout(sock)
-            channel = Channel(cfg, self.config.audio, self.config.http, fanout, multicast,
-                              speaker_addresses=partial(self.subscriptions.addresses, cfg.id))
-            if cfg.loop is not None:
-                channel.mixer.add(BufferSource.from_file(cfg.loop, frame_samples=channel.frame_samples, loop=True),
-                                  gain_db=cfg.loop_gain_db, priority=Priority.BACKGROUND)
-            self.channels[cfg.id] = channel
-            self.clock.add_handler(channel.tick)
+        self._socket = self.udp_port.socket  # type: ignore[union-attr]
+        _grow_buffers(self._socket, 4 * 1024 * 1024)
+        self.reload_zones()
+        self.reload_channels()
+        self.reload_devices()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
         self.clock.start()
         self._expiry.start(1.0, now=False)
+        self._flusher.start(self.FLUSH_S, now=False)
         return self.http_port.getHost().port, self.udp_port.getHost().port  # type: ignore[union-attr]
 
     def stop(self) -> None:
         self.clock.stop()
-        if self._expiry.running:
-            self._expiry.stop()
+        for loop in (self._expiry, self._flusher):
+            if loop.running:
+                loop.stop()
+        now = self.reactor.seconds()
+        self.subscriptions.end_all(now)
+        for entry in self._loop_log.values():
+            self.storage.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = 'stopped' WHERE id = ?",
+                                 (now, entry))
+        self._loop_log.clear()
         for port in (self.http_port, self.udp_port):
             if port is not None:
                 port.stopListening()
         for sender in self.multicast:
             sender.close()
+        self.storage.flush()
+
+    # --- the database is the truth -------------------------------------------
+
+    def reload_zones(self) -> None:
+        self.zones = ZoneTree.from_rows(self.storage.query("SELECT id, name, kind, parent FROM zones"))
+
+    def reload_channels(self) -> None:
+        """Build channels that exist in the database but not yet here (added live by the API)."""
+        assert self._socket is not None
+        for row in self.storage.query("SELECT * FROM channels ORDER BY id"):
+            if row["id"] in self.channels:
+                continue
+            cfg = channel_config(row)
+            multicast = None
+            if cfg.multicast is not None:
+                multicast = MulticastSender(cfg.multicast.group, cfg.multicast.port, cfg.multicast.ttl)
+                self.multicast.append(multicast)
+            fanout = LoopFanout(self._socket) if self.config.server.udp_fanout == "loop" else make_fanout(self._socket)
+            channel = Channel(cfg, self.config.audio, self.config.http, fanout, multicast,
+                              speaker_addresses=partial(self.subscriptions.addresses, cfg.id))
+            if cfg.loop is not None:
+                try:
+                    source = BufferSource.from_file(cfg.loop, frame_samples=channel.frame_samples, loop=True)
+                except AudioFileError as exc:
+                    log.error("channel %s: cannot play its loop programme: %s", cfg.id, exc)
+                else:
+                    channel.mixer.add(source, gain_db=cfg.loop_gain_db, priority=Priority.BACKGROUND)
+                    self._log_loop(cfg)
+            self.channels[cfg.id] = channel
+            self.clock.add_handler(channel.tick)
+
+    def reload_devices(self) -> None:
+        devices = []
+        for row in self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers"):
+            try:
+                key = self.storage.sealer.open(row["id"], row["key_sealed"])
+            except InvalidTag:
+                log.error("loudspeaker %s: its stored key does not open with this server's secret", row["id"])
+                continue
+            devices.append(Device(id=row["id"], key=key, channel=row["channel"], zone=row["zone"],
+                                  volume=row["volume"]))
+        self.subscriptions.set_devices(devices, self.reactor.seconds())
+
+    # --- records -----------------------------------------------------------------
+
+    def _log_loop(self, cfg: ChannelConfig) -> None:
+        assert cfg.loop is not None
+        with self.storage.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO broadcast_log (channel, zone, kind, item, started_at, started_by) VALUES (?,?,?,?,?,?)",
+                (cfg.id, cfg.zone, "loop", cfg.loop.name, self.reactor.seconds(), "system"))
+            self._loop_log[cfg.id] = int(cursor.lastrowid or 0)
+
+    def _session(self, event: str, subscription: Subscription, now: float) -> None:
+        device = self.subscriptions.devices.get(subscription.device_id)
+        if event == "start":
+            self.storage.enqueue("INSERT INTO speaker_sessions (loudspeaker, zone, channel, started_at) "
+                                 "VALUES (?,?,?,?)", (subscription.device_id, device.zone if device else "",
+                                                      subscription.channel, now))
+        else:
+            self.storage.enqueue("UPDATE speaker_sessions SET ended_at = ? WHERE loudspeaker = ? AND ended_at IS NULL",
+                                 (now, subscription.device_id))
+
+    def _close_dangling(self) -> None:
+        """What a crash left open ends at the last heartbeat the server wrote."""
+        rows = self.storage.query("SELECT value FROM meta WHERE key = 'heartbeat'")
+        if not rows:
+            return
+        beat = rows[0]["value"]
+        with self.storage.transaction() as db:
+            db.execute("UPDATE speaker_sessions SET ended_at = MAX(started_at, ?) WHERE ended_at IS NULL", (beat,))
+            db.execute("UPDATE broadcast_log SET ended_at = MAX(started_at, ?), outcome = 'interrupted' "
+                       "WHERE ended_at IS NULL", (beat,))
+
+    def _flush(self) -> Any:
+        self.storage.enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)",
+                             (self.reactor.seconds(),))
+        deferred = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.storage.flush)
+
+        def failed(failure: Any) -> None:
+            metrics.storage_flush_errors_total.inc()
+            log.error("writing the broadcast log failed (kept for the next try): %s", failure.getErrorMessage())
+
+        deferred.addErrback(failed)
+        return None
 
     def _expire(self) -> None:
         self.subscriptions.expire(self.reactor.seconds())
@@ -151,6 +256,36 @@ class BroadcastServer:
         }
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "channels": len(self.channels),
+        return {"status": "ok", "channels": len(self.channels), "schema_version": self.storage.version,
                 "loudspeakers_online": len(self.subscriptions.subscriptions),
                 "ticks": self.clock.tick_index, "ticks_missed": self.clock.missed}
+
+
+def channel_config(row: dict[str, Any]) -> ChannelConfig:
+    multicast = None
+    if row["multicast_group"]:
+        multicast = Multicast(group=row["multicast_group"], port=row["multicast_port"], ttl=row["multicast_ttl"])
+    return ChannelConfig(id=row["id"], name=row["name"], zone=row["zone"], public=bool(row["public"]),
+                         multicast=multicast, loop=Path(row["loop_path"]) if row["loop_path"] else None,
+                         loop_gain_db=row["loop_gain_db"])
+
+
+def seed_from_config(storage: Storage, config: Config) -> None:
+    """First start: the configuration file's zones, channels and loudspeakers become the database."""
+    now = time.time()
+    with storage.transaction() as db:
+        for zone in config.zones:
+            db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)",
+                       (zone.id, zone.name, zone.kind, zone.parent))
+        for c in config.channels:
+            m = c.multicast
+            db.execute("INSERT INTO channels (id, name, zone, public, multicast_group, multicast_port, multicast_ttl, "
+                       "loop_path, loop_gain_db) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (c.id, c.name, c.zone, int(c.public), m.group if m else None, m.port if m else None,
+                        m.ttl if m else None, str(c.loop) if c.loop else None, c.loop_gain_db))
+        for s in config.loudspeakers:
+            db.execute("INSERT INTO loudspeakers (id, zone, channel, key_sealed, created_at) VALUES (?,?,?,?,?)",
+                       (s.id, s.zone, s.channel, storage.sealer.seal(s.id, s.key.encode("utf-8")), now))
+        storage.audit(db, "system", "seed", config.path, None, None,
+                      f"{len(config.zones)} zones, {len(config.channels)} channels, "
+                      f"{len(config.loudspeakers)} loudspeakers")

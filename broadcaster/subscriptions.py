@@ -35,6 +35,7 @@ class Device:
     key: bytes
     channel: str
     zone: str
+    volume: int = 80
 
 
 @dataclass
@@ -58,11 +59,13 @@ class SubscriptionTable:
 
     def __init__(self, devices: Iterable[Device], policy: SpeakerPolicy, *,
                  channel_info: Callable[[str], dict[str, Any] | None],
-                 on_change: Callable[[str], None] = lambda channel: None) -> None:
+                 on_change: Callable[[str], None] = lambda channel: None,
+                 on_session: Callable[[str, Subscription, float], None] = lambda event, s, now: None) -> None:
         self.devices = {d.id: d for d in devices}
         self.policy = policy
         self.channel_info = channel_info
         self.on_change = on_change
+        self.on_session = on_session  # ("start" | "end", subscription, now): for the availability record
         self.subscriptions: dict[str, Subscription] = {}
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
@@ -89,7 +92,7 @@ class SubscriptionTable:
             return self._reject("replay")
         self._last[device.id] = (request.ts_ms, request.seq)
         if request.type is MessageType.UNSUBSCRIBE:
-            self._end(device.id)
+            self._end(device.id, now)
             return self._reply(device, envelope, MessageType.ACK, request, now, {"expires_s": 0})
         if request.channel != device.channel:
             metrics.datagrams_rejected_total.labels("channel_not_allowed").inc()
@@ -104,6 +107,7 @@ class SubscriptionTable:
         return self._reply(device, envelope, MessageType.ACK, request, now, {
             "channel": request.channel,
             "keepalive_s": self.policy.keepalive_s,
+            "volume": device.volume,
             "expires_s": self.policy.expiry_s,
             "rtp": info,
         })
@@ -126,19 +130,21 @@ class SubscriptionTable:
             current.status = request.status
             return
         if current is not None:
-            self._end(device.id, expired=False)
-        self.subscriptions[device.id] = Subscription(
+            self._end(device.id, now)
+        subscription = self.subscriptions[device.id] = Subscription(
             device_id=device.id, channel=request.channel, address=address,
             started=now, last_seen=now, status=request.status)
+        self.on_session("start", subscription, now)
         self._by_channel.setdefault(request.channel, {})[device.id] = address
         metrics.subscriptions_total.labels(request.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))
         self.on_change(request.channel)
 
-    def _end(self, device_id: str, expired: bool = False) -> None:
+    def _end(self, device_id: str, now: float, expired: bool = False) -> None:
         subscription = self.subscriptions.pop(device_id, None)
         if subscription is None:
             return
+        self.on_session("end", subscription, now)
         self._by_channel.get(subscription.channel, {}).pop(device_id, None)
         if expired:
             metrics.subscriptions_expired_total.labels(subscription.channel).inc()
@@ -150,8 +156,25 @@ class SubscriptionTable:
         deadline = now - self.policy.expiry_s
         gone = [s for s in self.subscriptions.values() if s.last_seen < deadline]
         for subscription in gone:
-            self._end(subscription.device_id, expired=True)
+            # Online until the first keepalive that did not come.
+            self._end(subscription.device_id, subscription.last_seen + self.policy.keepalive_s, expired=True)
         return gone
+
+    def end_all(self, now: float) -> None:
+        """The server is stopping: close every session record."""
+        for device_id in list(self.subscriptions):
+            self._end(device_id, now)
+
+    def set_devices(self, devices: Iterable[Device], now: float) -> None:
+        """Replace the registry (the API changed it). A device that was removed, moved
+        to another channel or given a new key loses its subscription at once: audio
+        must follow the current registration, and a rotated key must be proven anew."""
+        new = {d.id: d for d in devices}
+        for device_id, subscription in list(self.subscriptions.items()):
+            old, current = self.devices.get(device_id), new.get(device_id)
+            if current is None or old is None or current.key != old.key or current.channel != subscription.channel:
+                self._end(device_id, now)
+        self.devices = new
 
     def addresses(self, channel: str) -> list[Address]:
         return list(self._by_channel.get(channel, {}).values())
