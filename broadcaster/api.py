@@ -133,7 +133,7 @@ def _time_query(query: dict[str, str], name: str, default: float) -> float:
 
 
 def _ident(value: str, what: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):
         raise ApiError(400, "bad_id", f"{what} must be letters, digits, '-', '_' or '.' (at most 64), got {value!r}")
     return value
 

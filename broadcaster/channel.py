@@ -74,6 +74,11 @@ class Channel:
         self._last_tick: int | None = None
         self._labels_rtp = (self.id, "rtp")
         self._labels_http = (self.id, "http")
+        self._rtp_packets = metrics.packets_sent_total.labels(*self._labels_rtp)
+        self._rtp_bytes = metrics.bytes_sent_total.labels(*self._labels_rtp)
+        self._rtp_errors = metrics.send_errors_total.labels(*self._labels_rtp)
+        self._http_pages = metrics.packets_sent_total.labels(*self._labels_http)
+        self._http_bytes = metrics.bytes_sent_total.labels(*self._labels_http)
         self._encode_seconds = metrics.encode_seconds.labels(self.id)
         self._frames_encoded = metrics.frames_encoded_total.labels(self.id)
         self._frames_silent = metrics.frames_silent_total.labels(self.id)
@@ -125,6 +130,7 @@ class Channel:
             self.packetizer.skip(self.frame_samples)
             self._marker = True
             self.burst.clear()  # a listener arriving later must not get stale audio
+            self.ogg.flush()
             return
         started = time.perf_counter()
         frame = self.mixer.mix()
@@ -149,18 +155,18 @@ class Channel:
             sent += m_sent
             failed += m_failed
         if sent:
-            metrics.packets_sent_total.labels(*self._labels_rtp).inc(sent)
-            metrics.bytes_sent_total.labels(*self._labels_rtp).inc(sent * len(rtp))
+            self._rtp_packets.inc(sent)
+            self._rtp_bytes.inc(sent * len(rtp))
         if failed:
-            metrics.send_errors_total.labels(*self._labels_rtp).inc(failed)
+            self._rtp_errors.inc(failed)
 
     def _deliver_page(self, page: bytes) -> None:
         self.burst.append(page)
         for listener in list(self.listeners):
             listener.write_page(page)
         if self.listeners:
-            metrics.packets_sent_total.labels(*self._labels_http).inc(len(self.listeners))
-            metrics.bytes_sent_total.labels(*self._labels_http).inc(len(self.listeners) * len(page))
+            self._http_pages.inc(len(self.listeners))
+            self._http_bytes.inc(len(self.listeners) * len(page))
 
     def stream_start(self) -> bytes:
         """What a new HTTP listener receives first: Ogg headers, then the burst."""

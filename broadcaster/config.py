@@ -18,7 +18,7 @@ import yaml
 T = TypeVar("T")
 
 FRAME_MS_CHOICES = (20, 40, 60)
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # use with fullmatch
 MIN_KEY_LENGTH = 16
 
 
@@ -196,7 +196,7 @@ class _Reader:
 
     def ident(self, data: dict[str, Any], name: str, key: str) -> str:
         value = self.typed(data, name, key, str, required=True)
-        if not ID_PATTERN.match(value):
+        if not ID_PATTERN.fullmatch(value):
             raise self.fail(
                 f"{key}.{name}",
                 f"expected an id of letters, digits, '-', '_' or '.' (at most 64), got {value!r}",

@@ -151,11 +151,14 @@ class MmsgFanout:
         while offset < count:
             batch = min(UIO_MAXIOV, count - offset)
             done = sendmmsg(self._fd, base + offset * step, batch, MSG_DONTWAIT)  # type: ignore[operator]
-            if done <= 0:
-                failed += 1  # this message failed; skip it and carry on with the next
-                offset += 1
-            else:
+            if done > 0:
                 offset += done
+            elif ctypes.get_errno() in (errno.EAGAIN, errno.ENOBUFS):
+                failed += count - offset  # the buffer is full: this frame is lost for the rest
+                break
+            else:
+                failed += 1  # this address was refused; skip it and carry on with the next
+                offset += 1
         return count - failed, failed
 
 

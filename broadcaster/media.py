@@ -139,6 +139,7 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
     ``ValueError`` for nonsensical arguments.
     """
     if max_peak_dbfs > 0.0:
+        # Above full scale libsndfile would silently clip while writing 24-bit PCM.
         raise ValueError(f"max_peak_dbfs must be at most 0 dBFS, got {max_peak_dbfs}")
     tmp_path = out_path.with_suffix(".tmp")
     if tmp_path == out_path:
@@ -172,10 +173,6 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
     ceiling = db_to_gain(max_peak_dbfs) - 4 * _LSB_24
     gain = min(db_to_gain(target_lufs - original_lufs), ceiling / peak)
     samples *= np.float32(gain)
-    # Not a limiter: after the gain above no sample exceeds the ceiling. This only
-    # keeps +1.0 (max_peak_dbfs=0) from overflowing the 24-bit range, which libsndfile
-    # would otherwise wrap around to full negative scale.
-    np.clip(samples, -1.0, 1.0 - _LSB_24, out=samples)
 
     try:
         _write_flac(tmp_path, samples)

@@ -86,3 +86,7 @@ storage_flush_errors_total = Counter(
     "broadcaster_storage_flush_errors_total",
     "Batched log writes that failed and were kept for the next attempt.",
     registry=REGISTRY)
+cookie_challenges_total = Counter(
+    "broadcaster_cookie_challenges_total",
+    "Authenticated subscriptions answered with a cookie to echo (first contact or a new address).",
+    registry=REGISTRY)

@@ -25,7 +25,7 @@ from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.fanout import LoopFanout, make_fanout
 from broadcaster.http import make_site
 from broadcaster.mixer import Priority
-from broadcaster.protocols.speaker import SpeakerDatagramProtocol
+from broadcaster.protocols.speaker import BoundedUdpPort, SpeakerDatagramProtocol
 from broadcaster.sources import BufferSource
 from broadcaster.storage import KeySealer, Storage
 from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
@@ -115,8 +115,9 @@ class BroadcastServer:
         self._close_dangling()
         host = self.config.server.host
         protocol = SpeakerDatagramProtocol(self.subscriptions, self.reactor.seconds)
-        self.udp_port = self.reactor.listenUDP(
-            self.config.server.udp_port if udp_port is None else udp_port, protocol, interface=host)
+        self.udp_port = BoundedUdpPort(self.config.server.udp_port if udp_port is None else udp_port, protocol,
+                                       interface=host, reactor=self.reactor)
+        self.udp_port.startListening()
         self._socket = self.udp_port.socket  # type: ignore[union-attr]
         _grow_buffers(self._socket, 4 * 1024 * 1024)
         self.reload_zones()

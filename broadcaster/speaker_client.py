@@ -45,9 +45,12 @@ class SubscriptionMessages:
         self.channel = channel
         self.wall = wall
         self._seq = itertools.count()
+        self.cookie: str | None = None  # from the server's last ACK; echoing it proves our address
 
     def subscribe(self, status: SpeakerStatus | None = None) -> bytes:
         body: dict[str, Any] = {"channel": self.channel, "ts": int(self.wall() * 1000), "seq": next(self._seq)}
+        if self.cookie:
+            body["cookie"] = self.cookie
         if status is not None:
             body["status"] = status.as_dict()
         return encode_message(MessageType.SUBSCRIBE, self.device, body, self.key)
@@ -119,7 +122,14 @@ class SpeakerClient(DatagramProtocol):
         if envelope.type is MessageType.REFUSE:
             self.refusals.append(str(body.get("reason")))
             return
-        if envelope.type is not MessageType.ACK or not body.get("expires_s"):
+        if envelope.type is not MessageType.ACK:
+            return
+        if isinstance(body.get("cookie"), str):
+            self.messages.cookie = body["cookie"]
+        if body.get("verified") is False:
+            self._send_subscribe()  # echo the cookie at once: audio starts on the next ACK
+            return
+        if not body.get("expires_s"):
             return
         self.acks += 1
         if self.jitter is None:
@@ -158,10 +168,13 @@ class SpeakerClient(DatagramProtocol):
 
 
 def parse_server(text: str) -> tuple[str, int]:
+    """HOST:PORT to the (address, port) replies will come from (names resolved once)."""
+    import socket
+
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    return socket.gethostbyname(host.strip("[]")), int(port)
 
 
 def run_speaker(*, device: str, key: bytes, channel: str, server: str, out: Path | None,
@@ -272,9 +285,28 @@ class SpeakerSwarm:
                     except BlockingIOError:
                         break
                     if data[:4] == MAGIC:
-                        self.acked[i] = True
+                        self._control(i, data)
                         continue
                     self._count(i, rtp_sequence(data))
+
+    def _control(self, i: int, data: bytes) -> None:
+        messages = self.messages[i]
+        try:
+            envelope = parse_envelope(data)
+            if not envelope.verify(messages.key):
+                return
+            body = envelope.json()
+        except ProtocolError:
+            return
+        if isinstance(body.get("cookie"), str):
+            messages.cookie = body["cookie"]
+        if body.get("verified") is False:
+            try:
+                self.sockets[i].sendto(messages.subscribe(), self.server)
+            except BlockingIOError:
+                pass
+        elif envelope.type is MessageType.ACK and body.get("expires_s"):
+            self.acked[i] = True
 
     def _count(self, i: int, seq: int) -> None:
         highest = self.highest[i]

@@ -10,6 +10,9 @@ a reply (no reflection, no amplification) and counted by reason.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +30,7 @@ from broadcaster.protocols.speaker import (
 )
 
 Address = tuple[str, int]
+COOKIE_PERIOD_S = 300  # a cookie is good for this period and the next
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class SubscriptionTable:
         self.subscriptions: dict[str, Subscription] = {}
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
+        self._cookie_secret = secrets.token_bytes(32)
 
     # --- datagrams -------------------------------------------------------
 
@@ -97,20 +102,43 @@ class SubscriptionTable:
         if request.channel != device.channel:
             metrics.datagrams_rejected_total.labels("channel_not_allowed").inc()
             return self._reply(device, envelope, MessageType.REFUSE, request, now,
-                               {"reason": "channel_not_allowed", "channel": request.channel})
+                               {"reason": "channel_not_allowed", "channel": request.channel[:64]})
         info = self.channel_info(request.channel)
         if info is None:
             metrics.datagrams_rejected_total.labels("unknown_channel").inc()
             return self._reply(device, envelope, MessageType.REFUSE, request, now,
-                               {"reason": "unknown_channel", "channel": request.channel})
+                               {"reason": "unknown_channel", "channel": request.channel[:64]})
+        cookie = self.cookie(device.id, address, now)
+        if not self._cookie_valid(request.cookie, device.id, address, now):
+            # Return routability: audio goes to an address only once it has echoed a
+            # cookie sent to it. This reply is no larger than the request, so a
+            # spoofed source gains nothing.
+            metrics.cookie_challenges_total.inc()
+            return self._reply(device, envelope, MessageType.ACK, request, now,
+                               {"cookie": cookie, "verified": False})
         self._subscribe(device, request, address, now)
         return self._reply(device, envelope, MessageType.ACK, request, now, {
+            "verified": True,
+            "cookie": cookie,
             "channel": request.channel,
             "keepalive_s": self.policy.keepalive_s,
             "volume": device.volume,
             "expires_s": self.policy.expiry_s,
             "rtp": info,
         })
+
+    def cookie(self, device_id: str, address: Address, now: float) -> str:
+        return self._cookie(device_id, address, int(now // COOKIE_PERIOD_S))
+
+    def _cookie(self, device_id: str, address: Address, period: int) -> str:
+        text = f"{device_id}|{address[0]}|{address[1]}|{period}".encode()
+        return hmac.new(self._cookie_secret, text, hashlib.sha256).hexdigest()[:32]
+
+    def _cookie_valid(self, cookie: str | None, device_id: str, address: Address, now: float) -> bool:
+        if not cookie:
+            return False
+        period = int(now // COOKIE_PERIOD_S)
+        return any(hmac.compare_digest(cookie, self._cookie(device_id, address, p)) for p in (period, period - 1))
 
     def _reject(self, reason: str) -> bytes | None:
         metrics.datagrams_rejected_total.labels(reason).inc()

@@ -14,6 +14,7 @@ import numpy.typing as npt
 try:
     import opuslib_next as _opus
     import opuslib_next.api.decoder
+    import opuslib_next.api.encoder
 except Exception as exc:  # pragma: no cover - depends on the system library
     raise ImportError(
         "libopus is missing: install the system package libopus0 "
@@ -22,7 +23,7 @@ except Exception as exc:  # pragma: no cover - depends on the system library
 SAMPLE_RATE = 48000
 CHANNELS = 1
 VALID_FRAME_SAMPLES = (120, 240, 480, 960, 1920, 2880)
-MAX_PACKET_BYTES = 1500
+MAX_PACKET_BYTES = 1200  # an RTP datagram of this plus 12 bytes fits any path MTU
 
 Frame = npt.NDArray[np.float32]
 
@@ -65,7 +66,10 @@ class OpusEncoder:
             raise ValueError(f"expected {self.frame_samples} samples, got shape {frame.shape}")
         pcm = np.ascontiguousarray(frame, dtype=np.float32).tobytes()
         try:
-            return bytes(self._encoder.encode_float(pcm, self.frame_samples))
+            # Capped so every packet fits one datagram whatever the bitrate: libopus
+            # lowers the quality of a frame rather than exceed the cap.
+            return bytes(_opus.api.encoder.encode_float(self._encoder.encoder_state, pcm, self.frame_samples,
+                                                        MAX_PACKET_BYTES))
         except _opus.OpusError as exc:
             raise OpusCodecError(f"Opus encode failed: {exc}") from exc
 

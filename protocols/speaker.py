@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
 
+from twisted.internet import udp
 from twisted.internet.protocol import DatagramProtocol
 
 MAGIC = b"BCS1"
@@ -35,7 +36,7 @@ MAC_BYTES = 32
 MAX_BODY = 1024
 MAX_DEVICE_ID = 64
 HEADER = struct.Struct("!4sBBH")
-DEVICE_ID = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEVICE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class MessageType(IntEnum):
@@ -71,8 +72,8 @@ class Envelope:
         """Decode the body; only call this after ``verify`` succeeded."""
         try:
             value = json.loads(self.body.decode("utf-8")) if self.body else {}
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError("malformed", f"body is not UTF-8 JSON: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ProtocolError("malformed", f"body is not UTF-8 JSON: {type(exc).__name__}") from None
         if not isinstance(value, dict):
             raise ProtocolError("malformed", "body is not a JSON object")
         return value
@@ -94,7 +95,7 @@ def parse_envelope(data: bytes) -> Envelope:
     except ValueError:
         raise ProtocolError("malformed", f"unknown message type {kind}") from None
     raw_id = data[HEADER.size:HEADER.size + id_len]
-    if not DEVICE_ID.match(raw_id):
+    if not DEVICE_ID.fullmatch(raw_id):
         raise ProtocolError("malformed", "device id has characters outside [A-Za-z0-9_.-]")
     return Envelope(type=message_type, device_id=raw_id.decode("ascii"),
                     body=data[HEADER.size + id_len:end], signed=data[:end], mac=data[end:])
@@ -103,7 +104,7 @@ def parse_envelope(data: bytes) -> Envelope:
 def encode_message(message_type: MessageType, device_id: str, body: dict[str, Any], key: bytes) -> bytes:
     raw_id = device_id.encode("ascii")
     raw_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    if not 1 <= len(raw_id) <= MAX_DEVICE_ID or not DEVICE_ID.match(raw_id):
+    if not 1 <= len(raw_id) <= MAX_DEVICE_ID or not DEVICE_ID.fullmatch(raw_id):
         raise ValueError(f"invalid device id {device_id!r}")
     if len(raw_body) > MAX_BODY:
         raise ValueError(f"body of {len(raw_body)} bytes exceeds {MAX_BODY}")
@@ -136,6 +137,7 @@ class Request:
     ts_ms: int
     seq: int
     status: SpeakerStatus = field(default_factory=SpeakerStatus)
+    cookie: str | None = None
 
 
 def _int(body: dict[str, Any], name: str, lo: int, hi: int, required: bool = True) -> int | None:
@@ -153,12 +155,15 @@ def parse_request(envelope: Envelope) -> Request:
         raise ProtocolError("unexpected_type", f"a server does not accept {envelope.type.name}")
     body = envelope.json()
     channel = body.get("channel", "")
-    if envelope.type is MessageType.SUBSCRIBE and (not isinstance(channel, str) or not channel):
-        raise ProtocolError("malformed", "field 'channel' must be a non-empty string")
+    if envelope.type is MessageType.SUBSCRIBE and (not isinstance(channel, str) or not 1 <= len(channel) <= 64):
+        raise ProtocolError("malformed", "field 'channel' must be a string of 1 to 64 characters")
     raw_status = body.get("status") or {}
     if not isinstance(raw_status, dict):
         raise ProtocolError("malformed", "field 'status' must be an object")
     amp = raw_status.get("amp")
+    cookie = body.get("cookie")
+    if cookie is not None and (not isinstance(cookie, str) or len(cookie) > 64):
+        raise ProtocolError("malformed", "field 'cookie' must be a string of at most 64 characters")
     status = SpeakerStatus(
         volume=_int(raw_status, "volume", 0, 100, required=False),
         signal_dbm=_int(raw_status, "signal_dbm", -200, 50, required=False),
@@ -166,8 +171,8 @@ def parse_request(envelope: Envelope) -> Request:
         amplifier_on=amp if isinstance(amp, bool) else None,
     )
     return Request(type=envelope.type, device_id=envelope.device_id, channel=str(channel),
-                   ts_ms=_int(body, "ts", 0, 2**53) or 0, seq=_int(body, "seq", 0, 2**63) or 0,
-                   status=status)
+                   ts_ms=int(_int(body, "ts", 0, 2**53) or 0), seq=int(_int(body, "seq", 0, 2**63) or 0),
+                   status=status, cookie=cookie)
 
 
 class SubscriptionController(Protocol):
@@ -192,3 +197,26 @@ class SpeakerDatagramProtocol(DatagramProtocol):
                 self.transport.write(reply, addr)
             except OSError:
                 pass  # the kernel refused; the device will retry with its next keepalive
+
+
+class BoundedUdpPort(udp.Port):
+    """A UDP port that hands at most ``max_datagrams`` datagrams to its protocol
+    per readiness event, then returns to the reactor.
+
+    Twisted's own Port reads until it has seen 256 KB, so a flood of empty
+    datagrams would keep it reading and no frame tick would run."""
+
+    max_datagrams = 256
+
+    def doRead(self) -> None:  # noqa: N802
+        for _ in range(self.max_datagrams):
+            try:
+                data, addr = self.socket.recvfrom(self.maxPacketSize)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # ICMP errors surfacing on the socket: nothing to read
+            try:
+                self.protocol.datagramReceived(data, addr[:2])
+            except Exception:
+                pass  # the controller never raises; never let one datagram stop the port

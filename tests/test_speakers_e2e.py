@@ -10,7 +10,7 @@ import numpy as np
 import soundfile
 
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
-from broadcaster.protocols.speaker import MessageType, encode_message
+from broadcaster.protocols.speaker import MessageType, encode_message, parse_envelope
 from tests.conftest import KEYS, RunningServer, run_speaker
 from tests.test_http_stream import metric
 
@@ -79,8 +79,12 @@ def test_bad_datagrams_get_nothing_back(server: RunningServer) -> None:
     for reason, datagrams in bad.items():
         assert metric(server, "broadcaster_datagrams_rejected_total", {"reason": reason}) == before[reason] + len(
             datagrams)
-    # The server is still serving: the valid datagram from the same socket is answered and audio follows.
+    # The server is still serving: the valid datagram gets a cookie, its echo gets audio.
     sock.sendto(valid, target)
+    challenge = parse_envelope(sock.recv(2048)).json()
+    assert challenge["verified"] is False
+    sock.sendto(encode_message(MessageType.SUBSCRIBE, "spk-1", {"channel": "ch-a", "ts": now_ms, "seq": 2,
+                                                                 "cookie": challenge["cookie"]}, key), target)
     packets = []
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and len(packets) < 10:
@@ -97,10 +101,15 @@ def test_subscription_expires_when_keepalives_stop(server: RunningServer) -> Non
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.5)
-    datagram = encode_message(MessageType.SUBSCRIBE, "spk-2",
-                              {"channel": "ch-a", "ts": int(time.time() * 1000), "seq": 1}, KEYS["spk-2"].encode())
+    key = KEYS["spk-2"].encode()
+    datagram = encode_message(MessageType.SUBSCRIBE, "spk-2", {"channel": "ch-a", "ts": int(time.time() * 1000),
+                                                               "seq": 1}, key)
     sock.sendto(datagram, ("127.0.0.1", server.udp_port))
-    assert sock.recv(2048)[:4] == b"BCS1"
+    cookie = parse_envelope(sock.recv(2048)).json()["cookie"]
+    sock.sendto(encode_message(MessageType.SUBSCRIBE, "spk-2", {"channel": "ch-a", "ts": int(time.time() * 1000),
+                                                                "seq": 2, "cookie": cookie}, key),
+                ("127.0.0.1", server.udp_port))
+    assert parse_envelope(sock.recv(2048)).json()["verified"] is True
     assert server.get_json("/healthz")["loudspeakers_online"] == 1
     # keepalive_s is 1 and missed_keepalives 3 in the test configuration: gone within about 4 s.
     deadline = time.monotonic() + 8

@@ -14,7 +14,7 @@ from broadcaster.protocols.speaker import (
     parse_envelope,
     parse_request,
 )
-from broadcaster.subscriptions import Device, SubscriptionTable
+from broadcaster.subscriptions import COOKIE_PERIOD_S, Device, SubscriptionTable
 
 KEY = b"0123456789abcdef-secret"
 OTHER_KEY = b"another-device-secret-key"
@@ -52,6 +52,17 @@ def test_envelope_round_trip_and_layout() -> None:
     assert (request.device_id, request.channel, request.seq) == ("spk-1", "ch1", 1)
 
 
+def handshake(table: SubscriptionTable, *, seq: int = 1, address: tuple[str, int] = ADDR, now: float = NOW,
+              device: str = "spk-1", key: bytes = KEY, channel: str = "ch1") -> bytes | None:
+    """First contact gets a cookie; echoing it from the same address starts the audio."""
+    challenge = table.handle(subscribe(device, key, channel, ts=now, seq=seq), address, now)
+    assert challenge is not None
+    body = parse_envelope(challenge).json()
+    if body.get("verified") is not False:
+        return challenge
+    return table.handle(subscribe(device, key, channel, ts=now, seq=seq + 1, cookie=body["cookie"]), address, now)
+
+
 def test_documented_test_vector() -> None:
     """docs/protocol.md publishes this datagram for device makers."""
     data = encode_message(MessageType.SUBSCRIBE, "spk-1", {"channel": "ch1", "ts": 1800000000000, "seq": 1},
@@ -61,16 +72,47 @@ def test_documented_test_vector() -> None:
     assert data[-32:].hex() == "ab9d5b60b6d98c4cf89f8dbac4d07a5d8cfb68e06fd5373297e2cc6f316c5058"
 
 
+def test_first_contact_gets_a_cookie_and_no_audio() -> None:
+    table = make_table()
+    request = subscribe()
+    reply = table.handle(request, ADDR, NOW)
+    assert reply is not None and len(reply) <= len(request) + 80, "no amplification worth the name"
+    envelope = parse_envelope(reply)
+    assert envelope.type is MessageType.ACK and envelope.verify(KEY)
+    body = envelope.json()
+    assert body["verified"] is False and len(body["cookie"]) == 32 and "rtp" not in body
+    assert table.addresses("ch1") == []
+
+
+def test_cookie_is_bound_to_the_address() -> None:
+    table = make_table()
+    challenge = table.handle(subscribe(seq=1), ADDR, NOW)
+    assert challenge is not None
+    cookie = parse_envelope(challenge).json()["cookie"]
+    elsewhere = ("127.0.0.7", 4000)
+    reply = table.handle(subscribe(seq=2, cookie=cookie), elsewhere, NOW)
+    assert reply is not None and parse_envelope(reply).json()["verified"] is False
+    assert table.addresses("ch1") == []
+    later = NOW + COOKIE_PERIOD_S  # a cookie is still good in the next period
+    reply = table.handle(subscribe(seq=3, ts=later, cookie=cookie), ADDR, later)
+    assert reply is not None and parse_envelope(reply).json()["verified"] is True
+    assert table.addresses("ch1") == [ADDR]
+
+
 def test_valid_subscription_is_acknowledged_and_signed() -> None:
     changes: list[str] = []
     table = make_table(changes)
-    reply = table.handle(subscribe(status={"volume": 70, "signal_dbm": -80, "uptime_s": 5}), ADDR, NOW)
+    challenge = table.handle(subscribe(seq=1), ADDR, NOW)
+    assert challenge is not None
+    cookie = parse_envelope(challenge).json()["cookie"]
+    reply = table.handle(subscribe(seq=2, cookie=cookie, status={"volume": 70, "signal_dbm": -80, "uptime_s": 5}),
+                         ADDR, NOW)
     assert reply is not None
     envelope = parse_envelope(reply)
     assert envelope.type is MessageType.ACK and envelope.device_id == "spk-1"
     assert envelope.verify(KEY), "the device can authenticate the server's reply"
     body = envelope.json()
-    assert body["seq"] == 1 and body["rtp"]["ssrc"] == 7 and body["expires_s"] == 15
+    assert body["seq"] == 2 and body["rtp"]["ssrc"] == 7 and body["expires_s"] == 15 and body["verified"]
     assert table.addresses("ch1") == [ADDR]
     assert table.subscriptions["spk-1"].status.volume == 70
     assert changes == ["ch1"]
@@ -104,7 +146,9 @@ def test_tampered_body_fails_the_mac() -> None:
 
 def test_replayed_datagram_is_rejected_even_from_another_address() -> None:
     table = make_table()
-    first = subscribe(seq=5)
+    assert handshake(table, seq=3) is not None
+    cookie = table.cookie("spk-1", ADDR, NOW)
+    first = subscribe(seq=5, cookie=cookie)
     assert table.handle(first, ADDR, NOW) is not None
     before = rejected("replay")
     attacker = ("127.0.0.9", 5555)
@@ -116,8 +160,9 @@ def test_replayed_datagram_is_rejected_even_from_another_address() -> None:
 
 def test_device_reboot_with_fresh_timestamp_and_sequence_zero_is_accepted() -> None:
     table = make_table()
-    assert table.handle(subscribe(seq=900), ADDR, NOW) is not None
-    assert table.handle(subscribe(ts=NOW + 2, seq=0), ADDR, NOW + 2) is not None
+    assert handshake(table, seq=900) is not None
+    reply = table.handle(subscribe(ts=NOW + 2, seq=0, cookie=table.cookie("spk-1", ADDR, NOW)), ADDR, NOW + 2)
+    assert reply is not None and parse_envelope(reply).json()["verified"] is True
 
 
 def test_wrong_channel_is_refused_with_a_signed_reason() -> None:
@@ -133,8 +178,9 @@ def test_wrong_channel_is_refused_with_a_signed_reason() -> None:
 def test_keepalives_extend_and_silence_expires() -> None:
     changes: list[str] = []
     table = make_table(changes)
+    cookie = table.cookie("spk-1", ADDR, NOW)
     for i in range(4):
-        assert table.handle(subscribe(ts=NOW + 5 * i, seq=i), ADDR, NOW + 5 * i) is not None
+        assert table.handle(subscribe(ts=NOW + 5 * i, seq=i, cookie=cookie), ADDR, NOW + 5 * i) is not None
         assert table.expire(NOW + 5 * i) == []
     assert changes == ["ch1"]  # keepalives do not rebuild the send list
     assert table.expire(NOW + 15 + 14.9) == []
@@ -145,16 +191,25 @@ def test_keepalives_extend_and_silence_expires() -> None:
 
 def test_address_change_moves_the_subscription() -> None:
     table = make_table()
-    table.handle(subscribe(seq=1), ADDR, NOW)
+    handshake(table, seq=1)
     moved = ("127.0.0.1", 40001)
-    table.handle(subscribe(seq=2), moved, NOW + 1)
+    handshake(table, seq=3, address=moved, now=NOW + 1)
     assert table.addresses("ch1") == [moved]
+
+
+def test_a_new_address_gets_audio_only_after_proving_itself() -> None:
+    table = make_table()
+    handshake(table, seq=1)
+    spoofed = ("127.0.0.66", 666)
+    old_cookie = table.cookie("spk-1", ADDR, NOW)
+    table.handle(subscribe(seq=3, cookie=old_cookie), spoofed, NOW + 1)  # a captured, re-sourced keepalive
+    assert table.addresses("ch1") == [ADDR]
 
 
 def test_unsubscribe_ends_at_once() -> None:
     table = make_table()
-    table.handle(subscribe(seq=1), ADDR, NOW)
-    bye = encode_message(MessageType.UNSUBSCRIBE, "spk-1", {"ts": int(NOW * 1000), "seq": 2}, KEY)
+    handshake(table, seq=1)
+    bye = encode_message(MessageType.UNSUBSCRIBE, "spk-1", {"ts": int(NOW * 1000), "seq": 3}, KEY)
     reply = table.handle(bye, ADDR, NOW)
     assert reply is not None and parse_envelope(reply).json()["expires_s"] == 0
     assert table.addresses("ch1") == []
