@@ -10,6 +10,7 @@ a test keeps the two equal.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -20,18 +21,22 @@ from datetime import UTC
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
 from broadcaster.auth import Action, Forbidden, Principal, authorize, visible_zones
 from broadcaster.config import ID_PATTERN, MIN_KEY_LENGTH, ZONE_KINDS
-from broadcaster.media import MediaError, process_upload
 from broadcaster.reports import broadcast_report, report_csv
 from broadcaster.storage import Conflict
 
 if TYPE_CHECKING:
     from broadcaster.server import BroadcastServer
+
+log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 64 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -138,7 +143,7 @@ def _ident(value: str, what: str) -> str:
     return value
 
 
-Handler = Callable[[Call], tuple[int, Any]]
+Handler = Callable[[Call], "tuple[int, Any] | Deferred[tuple[int, Any]]"]
 
 
 @dataclass(frozen=True)
@@ -375,7 +380,9 @@ def get_media(call: Call) -> tuple[int, Any]:
     return 200, row
 
 
-def upload_media(call: Call) -> tuple[int, Any]:
+def upload_media(call: Call) -> Deferred[tuple[int, Any]]:
+    from broadcaster.media import MediaError, ProcessedMedia, process_upload  # scipy: slow to import, rarely used
+
     zone = call.query.get("zone", "")
     title = call.query.get("title", "").strip()
     filename = call.query.get("filename", title or "upload")
@@ -384,31 +391,45 @@ def upload_media(call: Call) -> tuple[int, Any]:
     if not title:
         raise ApiError(400, "missing_field", "query parameter 'title' is required")
     call.authorize(Action.WRITE, zone)
+    settings = call.app.config.storage
     if getattr(call.request, "too_large", False):
-        raise ApiError(413, "too_large", f"uploads are limited to {call.app.config.storage.max_upload_bytes} bytes")
+        metrics.uploads_rejected_total.labels("too_large").inc()
+        raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
     data = call.request.content.read() if call.request.content else b""
     media_id = uuid.uuid4().hex
-    path = call.app.config.storage.media_dir / f"{media_id}.flac"
-    try:
-        result = process_upload(data, filename=filename, out_path=path,
-                                max_bytes=call.app.config.storage.max_upload_bytes,
-                                target_lufs=call.app.config.storage.loudness_target_lufs)
-    except MediaError as exc:
-        metrics.uploads_rejected_total.labels(exc.code).inc()
-        raise ApiError(413 if exc.code == "too_large" else 422, exc.code, exc.message) from None
-    try:
-        with call.app.storage.transaction() as db:
-            db.execute("INSERT INTO media (id, zone, title, filename, path, duration_s, loudness_lufs, original_lufs, "
-                       "sha256, size_bytes, uploaded_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (media_id, zone, title, filename, str(path), result.duration_s, result.loudness_lufs,
-                        result.original_lufs, result.sha256, result.size_bytes, call.principal.name, time.time()))
-            call.app.storage.audit(db, call.principal.name, "media.upload", media_id, zone, call.remote, title)
-    except BaseException:
-        path.unlink(missing_ok=True)  # nothing stored half-way
-        raise
-    call.params["id"] = media_id
-    _, view = get_media(call)
-    return 201, view
+    path = settings.media_dir / f"{media_id}.flac"
+    # Decoding and loudness analysis take seconds: never on the reactor thread,
+    # or every channel would stall for as long.
+    work = deferToThreadPool(call.app.reactor, call.app.reactor.getThreadPool(), process_upload, data,
+                             filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
+                             target_lufs=settings.loudness_target_lufs,
+                             max_duration_s=settings.max_upload_duration_s)
+
+    def stored(result: ProcessedMedia) -> tuple[int, Any]:  # noqa: F821
+        try:
+            with call.app.storage.transaction() as db:
+                db.execute("INSERT INTO media (id, zone, title, filename, path, duration_s, loudness_lufs, "
+                           "original_lufs, sha256, size_bytes, uploaded_by, created_at) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                           (media_id, zone, title, filename, str(path), result.duration_s, result.loudness_lufs,
+                            result.original_lufs, result.sha256, result.size_bytes, call.principal.name,
+                            time.time()))
+                call.app.storage.audit(db, call.principal.name, "media.upload", media_id, zone, call.remote, title)
+        except BaseException:
+            path.unlink(missing_ok=True)  # nothing stored half-way
+            raise
+        call.params["id"] = media_id
+        _, view = get_media(call)
+        return 201, view
+
+    def refused(failure: Failure) -> Failure:
+        if failure.check(MediaError):
+            exc = failure.value
+            metrics.uploads_rejected_total.labels(exc.code).inc()
+            raise ApiError(413 if exc.code == "too_large" else 422, exc.code, exc.message)
+        return failure
+
+    return work.addCallbacks(stored, refused)
 
 
 def delete_media(call: Call) -> tuple[int, Any]:
@@ -504,8 +525,33 @@ class AdminApi(Resource):
         super().__init__()
         self.app = app
 
-    def render(self, request: Request) -> bytes:
-        status, body, content_type = self._dispatch(request)
+    def render(self, request: Request) -> bytes | int:
+        outcome = self._dispatch(request)
+        if not isinstance(outcome, Deferred):
+            return self._write(request, *outcome)
+
+        def done(result: tuple[int, Any, str | None]) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(self._write(request, *result))
+                request.finish()
+
+        outcome.addCallbacks(self._shape, self._failed).addCallback(done)
+        return NOT_DONE_YET
+
+    def _shape(self, result: tuple[int, Any]) -> tuple[int, Any, str | None]:
+        status, body = result
+        if isinstance(body, tuple):
+            return status, body[1], body[0]
+        return status, body, None
+
+    def _failed(self, failure: Failure) -> tuple[int, Any, str | None]:
+        if failure.check(ApiError):
+            exc = failure.value
+            return exc.status, {"error": {"code": exc.code, "message": exc.message}}, None
+        log.error("API request failed: %s", failure.getTraceback())
+        return 500, {"error": {"code": "internal", "message": "the server failed; the error is in its log"}}, None
+
+    def _write(self, request: Request, status: int, body: Any, content_type: str | None) -> bytes:
         metrics.http_requests_total.labels("api", str(status)).inc()
         request.setResponseCode(status)
         if status == 204:
@@ -516,7 +562,7 @@ class AdminApi(Resource):
         request.setHeader(b"Content-Type", content_type.encode("ascii"))
         return str(body).encode("utf-8")
 
-    def _dispatch(self, request: Request) -> tuple[int, Any, str | None]:
+    def _dispatch(self, request: Request) -> tuple[int, Any, str | None] | Deferred[tuple[int, Any]]:
         path = request.path.decode("utf-8", "replace").rstrip("/")
         method = request.method.decode("ascii", "replace")
         try:
@@ -532,10 +578,10 @@ class AdminApi(Resource):
             principal = self._authenticate(request, route)
             args: dict[bytes, list[bytes]] = request.args or {}
             query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in args.items() if v}
-            status, body = route.handler(Call(request, principal, dict(match.groupdict()), query, self.app))
-            if isinstance(body, tuple):
-                return status, body[1], body[0]
-            return status, body, None
+            result = route.handler(Call(request, principal, dict(match.groupdict()), query, self.app))
+            if isinstance(result, Deferred):
+                return result
+            return self._shape(result)
         except ApiError as exc:
             if exc.status == 401:
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="broadcaster"')

@@ -57,8 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _storage(args: argparse.Namespace) -> tuple[Config, Storage]:
-    from broadcaster.server import seed_from_config
-    from broadcaster.storage import KeySealer, Storage, StorageError
+    from broadcaster.storage import KeySealer, Storage, StorageError, seed_from_config
 
     config = _load(args.config or _default_config())
     try:

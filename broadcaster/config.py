@@ -78,6 +78,7 @@ class StorageConfig:
     secret_file: Path = Path("var/secret.key")
     media_dir: Path = Path("var/media")
     max_upload_bytes: int = 100 * 1024 * 1024
+    max_upload_duration_s: float = 3600.0  # decoding holds the whole programme in memory
     loudness_target_lufs: float = -16.0
 
 
@@ -299,7 +300,7 @@ def _speaker_policy(r: _Reader, value: Any) -> SpeakerPolicy:
 
 def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
     d = r.mapping(value, "storage", {"path", "secret_file", "media_dir", "max_upload_bytes",
-                                     "loudness_target_lufs"})
+                                     "max_upload_duration_s", "loudness_target_lufs"})
 
     def path(name: str, default: Path) -> Path:
         return (base_dir / r.typed(d, name, "storage", str, str(default))).resolve()
@@ -310,6 +311,8 @@ def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
         media_dir=path("media_dir", StorageConfig.media_dir),
         max_upload_bytes=r.int_range(d, "max_upload_bytes", "storage", StorageConfig.max_upload_bytes,
                                      1024, 2**34),
+        max_upload_duration_s=r.float_range(d, "max_upload_duration_s", "storage",
+                                            StorageConfig.max_upload_duration_s, 1.0, 4 * 3600.0),
         loudness_target_lufs=r.float_range(d, "loudness_target_lufs", "storage",
                                            StorageConfig.loudness_target_lufs, -40.0, -5.0),
     )

@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from broadcaster import metrics
+from broadcaster.api import AdminApi
 from broadcaster.protocols.listener import serve_stream
 from broadcaster.sdp import channel_sdp
 
@@ -84,6 +85,7 @@ class Health(_Leaf):
 class Root(Resource):
     def __init__(self, server: BroadcastServer) -> None:
         super().__init__()
+        self.putChild(b"api", AdminApi(server))
         self.putChild(b"channels", ChannelList(server))
         self.putChild(b"metrics", MetricsPage(server))
         self.putChild(b"healthz", Health(server))
@@ -99,7 +101,42 @@ class NotFound(Resource):
         return error(request, "other", 404, "not_found", f"no such resource: {request.path.decode('utf-8', 'replace')}")
 
 
+class BoundedRequest(Request):
+    """A request whose body is kept only up to a limit.
+
+    twisted.web reads the whole body before a resource sees it; past the
+    limit this stops storing it (the resource answers 413), so an oversized
+    upload costs bandwidth but never memory or disk."""
+
+    max_body_bytes = 100 * 1024 * 1024
+    too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802
+        if length is not None and length > self.max_body_bytes:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+        self._received += len(data)
+        if self._received > self.max_body_bytes:
+            if not self.too_large and self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
+            self.too_large = True
+            return
+        if not self.too_large:
+            super().handleContentChunk(data)
+
+
 def make_site(server: BroadcastServer) -> Site:
+    limit = server.config.storage.max_upload_bytes
+
+    class Limited(BoundedRequest):
+        max_body_bytes = limit
+
     site = Site(Root(server))
+    site.requestFactory = Limited
     site.displayTracebacks = False
     return site

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from broadcaster.http import make_site
 from broadcaster.mixer import Priority
 from broadcaster.protocols.speaker import BoundedUdpPort, SpeakerDatagramProtocol
 from broadcaster.sources import BufferSource
-from broadcaster.storage import KeySealer, Storage
+from broadcaster.storage import KeySealer, Storage, seed_from_config
 from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
@@ -91,6 +90,7 @@ class BroadcastServer:
         self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
         if self.storage.is_empty():
             seed_from_config(self.storage, config)
+        config.storage.media_dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock(reactor, config.audio.frame_ms / 1000.0)
         self.channels: dict[str, Channel] = {}
         self.multicast: list[MulticastSender] = []
@@ -269,24 +269,3 @@ def channel_config(row: dict[str, Any]) -> ChannelConfig:
     return ChannelConfig(id=row["id"], name=row["name"], zone=row["zone"], public=bool(row["public"]),
                          multicast=multicast, loop=Path(row["loop_path"]) if row["loop_path"] else None,
                          loop_gain_db=row["loop_gain_db"])
-
-
-def seed_from_config(storage: Storage, config: Config) -> None:
-    """First start: the configuration file's zones, channels and loudspeakers become the database."""
-    now = time.time()
-    with storage.transaction() as db:
-        for zone in config.zones:
-            db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)",
-                       (zone.id, zone.name, zone.kind, zone.parent))
-        for c in config.channels:
-            m = c.multicast
-            db.execute("INSERT INTO channels (id, name, zone, public, multicast_group, multicast_port, multicast_ttl, "
-                       "loop_path, loop_gain_db) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (c.id, c.name, c.zone, int(c.public), m.group if m else None, m.port if m else None,
-                        m.ttl if m else None, str(c.loop) if c.loop else None, c.loop_gain_db))
-        for s in config.loudspeakers:
-            db.execute("INSERT INTO loudspeakers (id, zone, channel, key_sealed, created_at) VALUES (?,?,?,?,?)",
-                       (s.id, s.zone, s.channel, storage.sealer.seal(s.id, s.key.encode("utf-8")), now))
-        storage.audit(db, "system", "seed", config.path, None, None,
-                      f"{len(config.zones)} zones, {len(config.channels)} channels, "
-                      f"{len(config.loudspeakers)} loudspeakers")

@@ -30,6 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from broadcaster.config import Config
+
 MIGRATIONS: list[str] = [
     # 1: the base schema.
     """
@@ -345,3 +347,24 @@ class Storage:
         user["zones"] = [r["zone"] for r in self.query("SELECT zone FROM user_zones WHERE user_id = ?",
                                                        (user["id"],))]
         return user
+
+
+def seed_from_config(storage: Storage, config: Config) -> None:
+    """First start: the configuration file's zones, channels and loudspeakers become the database."""
+    now = time.time()
+    with storage.transaction() as db:
+        for zone in config.zones:
+            db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)",
+                       (zone.id, zone.name, zone.kind, zone.parent))
+        for c in config.channels:
+            m = c.multicast
+            db.execute("INSERT INTO channels (id, name, zone, public, multicast_group, multicast_port, multicast_ttl, "
+                       "loop_path, loop_gain_db) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (c.id, c.name, c.zone, int(c.public), m.group if m else None, m.port if m else None,
+                        m.ttl if m else None, str(c.loop) if c.loop else None, c.loop_gain_db))
+        for s in config.loudspeakers:
+            db.execute("INSERT INTO loudspeakers (id, zone, channel, key_sealed, created_at) VALUES (?,?,?,?,?)",
+                       (s.id, s.zone, s.channel, storage.sealer.seal(s.id, s.key.encode("utf-8")), now))
+        storage.audit(db, "system", "seed", config.path, None, None,
+                      f"{len(config.zones)} zones, {len(config.channels)} channels, "
+                      f"{len(config.loudspeakers)} loudspeakers")

@@ -9,10 +9,10 @@ a reply (no reflection, no amplification) and counted by reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 

@@ -1,0 +1,243 @@
+"""The admin API on the real server: roles and zones, validation, uploads, audit, reports, restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broadcaster.api import ROUTES
+from tests.conftest import ROOT, RunningServer, run_speaker, start_server, tone_file, write_config
+
+MAX_UPLOAD = 600_000
+
+
+def cli(config: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "broadcaster", *args, "-c", str(config)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class Api:
+    def __init__(self, server: RunningServer, config: Path, tokens: dict[str, str]) -> None:
+        self.server, self.config, self.tokens = server, config, tokens
+
+    def __call__(self, method: str, path: str, who: str | None = "admin", body: Any = None,
+                 raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.server.url(path), data=data, method=method)
+        if who is not None:
+            request.add_header("Authorization", f"Bearer {self.tokens.get(who, who)}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, payload, ctype = response.status, response.read(), response.headers["Content-Type"] or ""
+        except urllib.error.HTTPError as exc:
+            status, payload, ctype = exc.code, exc.read(), exc.headers["Content-Type"] or ""
+        if ctype.startswith("application/json") and payload:
+            return status, json.loads(payload)
+        return status, payload.decode()
+
+
+def prepare(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    config = write_config(tmp_path, extra={"storage": {"max_upload_bytes": MAX_UPLOAD}})
+    tokens = {}
+    for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"]),
+                              ("viewer-a", "viewer", ["commune-a"])):
+        zone_args = [a for z in zones for a in ("--zone", z)]
+        out = cli(config, "user", "add", name, "--role", role, *zone_args, "--token")
+        tokens[name] = out.strip().splitlines()[-1]
+    return config, tokens
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    config, tokens = prepare(tmp_path)
+    server = start_server(config)
+    yield Api(server, config, tokens)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    config, tokens = prepare(tmp_path_factory.mktemp("shared"))
+    server = start_server(config)
+    yield Api(server, config, tokens)
+    server.stop()
+
+
+def test_openapi_document_matches_the_routes(shared_api: Api) -> None:
+    status, document = shared_api("GET", "/api/v1/openapi.json", who=None)
+    assert status == 200 and document["openapi"].startswith("3.")
+    documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    routed = {(r.method, r.path) for r in ROUTES}
+    assert documented == routed
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            assert operation["responses"], f"{method} {path} documents no responses"
+            if path != "/api/v1/openapi.json":
+                assert "401" in operation["responses"], f"{method} {path} must document 401"
+
+
+def test_requests_without_a_valid_token_get_401(shared_api: Api) -> None:
+    assert shared_api("GET", "/api/v1/zones", who=None)[0] == 401
+    status, body = shared_api("GET", "/api/v1/zones", who="bct_not-a-token")
+    assert status == 401 and body["error"]["code"] == "unauthenticated"
+    assert shared_api("GET", "/api/v1/nothing")[0] == 404
+    assert shared_api("PUT", "/api/v1/zones")[0] == 405
+
+
+SPEAKER_B = {"id": "new-b", "zone": "hamlet-b", "channel": "ch-b"}
+
+
+@pytest.mark.parametrize("method, path, body, admin, op_a, viewer_a", [
+    ("GET", "/api/v1/channels/ch-a", None, 200, 200, 200),
+    ("GET", "/api/v1/channels/ch-b", None, 200, 403, 403),
+    ("GET", "/api/v1/loudspeakers/spk-3", None, 200, 403, 403),
+    ("PATCH", "/api/v1/loudspeakers/spk-1", {"volume": 55}, 200, 200, 403),
+    ("PATCH", "/api/v1/loudspeakers/spk-3", {"volume": 55}, 200, 403, 403),
+    ("PATCH", "/api/v1/loudspeakers/spk-1", {"channel": "ch-b"}, 200, 403, 403),
+    ("POST", "/api/v1/loudspeakers", SPEAKER_B, 201, 403, 403),
+    ("POST", "/api/v1/loudspeakers/spk-3/rotate-key", None, 200, 403, 403),
+    ("DELETE", "/api/v1/loudspeakers/spk-4", None, 204, 403, 403),
+    ("POST", "/api/v1/zones", {"id": "z-new", "name": "Mới", "kind": "commune", "parent": "province"},
+     201, 403, 403),
+    ("POST", "/api/v1/channels", {"id": "ch-new", "name": "Mới", "zone": "commune-a"}, 201, 403, 403),
+    ("GET", "/api/v1/broadcasts?zone=commune-b", None, 200, 403, 403),
+    ("GET", "/api/v1/audit?zone=commune-b", None, 200, 403, 403),
+    ("GET", "/api/v1/reports/broadcast?zone=commune-b", None, 200, 403, 403),
+    ("GET", "/api/v1/reports/broadcast?zone=province", None, 200, 403, 403),
+    ("POST", "/api/v1/media?zone=commune-b&title=x", None, 422, 403, 403),
+])
+def test_every_role_against_every_route_family(shared_api: Api, method: str, path: str, body: Any, admin: int,
+                                               op_a: int, viewer_a: int) -> None:
+    """One server for the table: rows are ordered so that what an admin changes
+    does not alter a later row's answer."""
+    raw = b"not audio" if "/media" in path else None
+    for who, expected in (("viewer-a", viewer_a), ("op-a", op_a), ("admin", admin)):
+        status, reply = shared_api(method, path, who=who, body=body, raw=raw)
+        assert status == expected, f"{who}: {status} {reply}"
+        if status == 403:
+            assert reply["error"]["code"] == "forbidden"
+
+
+def test_lists_are_scoped_and_paged(api: Api) -> None:
+    status, page = api("GET", "/api/v1/loudspeakers", who="op-a")
+    assert status == 200 and [s["id"] for s in page["items"]] == ["spk-1", "spk-2"] and page["total"] == 2
+    status, page = api("GET", "/api/v1/loudspeakers?limit=1&offset=1")
+    assert [s["id"] for s in page["items"]] == ["spk-2"] and page["total"] == 4 and page["limit"] == 1
+    assert api("GET", "/api/v1/loudspeakers?limit=0")[0] == 400
+    status, page = api("GET", "/api/v1/channels", who="viewer-a")
+    assert [c["id"] for c in page["items"]] == ["ch-a"]
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"id": "x", "zone": "hamlet-a"}, "missing_field"),
+    ({"id": "x", "zone": "hamlet-a", "channel": "ch-a", "colour": "red"}, "unknown_field"),
+    ({"id": "x", "zone": "hamlet-a", "channel": "ch-a", "volume": "loud"}, "wrong_type"),
+    ({"id": "x", "zone": "hamlet-a", "channel": "ch-a", "volume": 101}, "bad_value"),
+    ({"id": "x'); DROP TABLE loudspeakers;--", "zone": "hamlet-a", "channel": "ch-a"}, "bad_id"),
+    ({"id": "x", "zone": "nowhere", "channel": "ch-a"}, "bad_reference"),
+    ({"id": "x", "zone": "hamlet-a", "channel": "ch-a", "key": "short"}, "bad_value"),
+    ({"id": "spk-1", "zone": "hamlet-a", "channel": "ch-a"}, "exists"),
+])
+def test_bad_registrations_store_nothing(shared_api: Api, body: Any, code: str) -> None:
+    before = shared_api("GET", "/api/v1/loudspeakers")[1]["total"]
+    audit_before = shared_api("GET", "/api/v1/audit")[1]["total"]
+    status, reply = shared_api("POST", "/api/v1/loudspeakers", body=body)
+    assert 400 <= status < 500 and reply["error"]["code"] == code, reply
+    assert shared_api("GET", "/api/v1/loudspeakers")[1]["total"] == before
+    assert shared_api("GET", "/api/v1/audit")[1]["total"] == audit_before
+
+
+def test_bad_json_is_a_clear_400(shared_api: Api) -> None:
+    for raw, code in ((b"{not json", "bad_json"), (b"[1, 2]", "bad_json"), (b"x" * 70_000, "too_large")):
+        status, reply = shared_api("PATCH", "/api/v1/loudspeakers/spk-1", raw=raw)
+        assert status in (400, 413) and reply["error"]["code"] == code
+
+
+def test_sql_metacharacters_in_names_are_just_text(api: Api) -> None:
+    name = "Loa ấp 1'); DELETE FROM zones; --"
+    status, speaker = api("PATCH", "/api/v1/loudspeakers/spk-1", body={"name": name})
+    assert status == 200 and speaker["name"] == name
+    assert api("GET", "/api/v1/zones")[1]["total"] == 5
+
+
+def test_registered_loudspeaker_plays_without_restart_and_rotation_locks_out_the_old_key(api: Api) -> None:
+    status, created = api("POST", "/api/v1/loudspeakers", who="op-a",
+                          body={"id": "new-a", "zone": "hamlet-a", "channel": "ch-a", "volume": 60})
+    assert status == 201 and len(created["key"]) == 64
+    stats = run_speaker(api.server, "new-a", 2.0, channel="ch-a", key=created["key"])
+    assert stats["acked"] and stats["received"] > 50 and stats["lost"] == 0
+    status, rotated = api("POST", "/api/v1/loudspeakers/new-a/rotate-key", who="op-a")
+    assert status == 200 and rotated["key"] != created["key"]
+    assert not run_speaker(api.server, "new-a", 1.5, channel="ch-a", key=created["key"])["acked"]
+    assert run_speaker(api.server, "new-a", 1.5, channel="ch-a", key=rotated["key"])["acked"]
+    actions = [e["action"] for e in api("GET", "/api/v1/audit?zone=hamlet-a")[1]["items"]]
+    assert actions[:2] == ["loudspeaker.rotate_key", "loudspeaker.register"]
+
+
+def test_upload_library_audit_and_refusals(api: Api, tmp_path: Path) -> None:
+    wav = tone_file(tmp_path / "bulletin.wav", 440.0, -30.0, 3.0).read_bytes()
+    status, media = api("POST", "/api/v1/media?zone=commune-a&title=B%E1%BA%A3n%20tin&filename=bulletin.wav",
+                        who="op-a", raw=wav)
+    assert status == 201, media
+    assert media["title"] == "Bản tin" and abs(media["duration_s"] - 3.0) < 0.05
+    assert abs(media["loudness_lufs"] - (-16.0)) < 0.5 and media["original_lufs"] < -25
+    listed = api("GET", "/api/v1/media", who="viewer-a")[1]
+    assert [m["id"] for m in listed["items"]] == [media["id"]]
+    media_dir = api.config.parent / "var" / "media"
+    files_before = sorted(media_dir.iterdir())
+    for raw, status_code, code in ((b"garbage" * 100, 422, "undecodable"), (b"", 422, "empty"),
+                                   (b"\0" * (MAX_UPLOAD + 1), 413, "too_large")):
+        status, reply = api("POST", "/api/v1/media?zone=commune-a&title=x", who="op-a", raw=raw)
+        assert (status, reply["error"]["code"]) == (status_code, code)
+    assert sorted(media_dir.iterdir()) == files_before, "refused uploads leave no file"
+    assert api("GET", "/api/v1/media")[1]["total"] == 1
+    audit = api("GET", "/api/v1/audit")[1]["items"]
+    assert audit[0]["action"] == "media.upload" and audit[0]["actor"] == "op-a" and audit[0]["remote"] == "127.0.0.1"
+    assert api("DELETE", f"/api/v1/media/{media['id']}", who="viewer-a")[0] == 403
+    assert api("DELETE", f"/api/v1/media/{media['id']}", who="op-a")[0] == 204
+    assert sorted(media_dir.iterdir()) == []
+
+
+def test_csv_report_and_broadcast_log(api: Api) -> None:
+    status, log = api("GET", "/api/v1/broadcasts")
+    assert status == 200 and {e["channel"] for e in log["items"]} == {"ch-a", "ch-b"}
+    assert all(e["kind"] == "loop" and e["ended_at"] is None for e in log["items"])
+    status, text = api("GET", "/api/v1/reports/broadcast?zone=province&format=csv&from=2020-01-01")
+    assert status == 200
+    header, *rows = text.strip().splitlines()
+    assert header.startswith("zone,name,hours_loop,hours_total,loudspeakers,availability")
+    assert [r.split(",")[0] for r in rows] == ["commune-a", "commune-b"]
+
+
+def test_state_and_keys_survive_a_restart(tmp_path: Path) -> None:
+    config, tokens = prepare(tmp_path)
+    server = start_server(config)
+    api = Api(server, config, tokens)
+    status, created = api("POST", "/api/v1/loudspeakers",
+                          body={"id": "kept", "zone": "hamlet-b", "channel": "ch-b"})
+    assert status == 201
+    assert api("PATCH", "/api/v1/loudspeakers/spk-3", body={"volume": 33})[0] == 200
+    assert run_speaker(server, "kept", 1.5, channel="ch-b", key=created["key"])["acked"]
+    server.stop()
+    server = start_server(config)
+    try:
+        api = Api(server, config, tokens)
+        status, speaker = api("GET", "/api/v1/loudspeakers/kept")
+        assert status == 200 and speaker["channel"] == "ch-b"
+        assert api("GET", "/api/v1/loudspeakers/spk-3")[1]["volume"] == 33
+        stats = run_speaker(server, "kept", 2.0, channel="ch-b", key=created["key"])
+        assert stats["acked"] and stats["lost"] == 0
+        log = api("GET", "/api/v1/broadcasts?limit=10")[1]["items"]
+        assert {e["outcome"] for e in log if e["ended_at"] is not None} == {"stopped"}
+    finally:
+        server.stop()
