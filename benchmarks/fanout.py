@@ -23,20 +23,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ServerProcess, machine, raise_fd_limit, speaker_key, write_config  # noqa: E402
 from broadcaster.speaker_client import SpeakerSwarm  # noqa: E402
 
+KEEPALIVE_S = 5.0  # as a real device with the default configuration
+
 
 def run_one(n: int, frame_ms: int, seconds: float, fanout: str, warmup_s: float = 2.0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(write_config(Path(tmp), speakers_per_channel=n, frame_ms=frame_ms, fanout=fanout))
+        server = ServerProcess(write_config(Path(tmp), speakers_per_channel=n, frame_ms=frame_ms, fanout=fanout,
+                                            keepalive_s=KEEPALIVE_S))
         swarm = SpeakerSwarm([(f"spk-0-{i}", speaker_key(i).encode()) for i in range(n)], "ch-0",
                              ("127.0.0.1", server.udp_port))
         try:
             swarm.subscribe_until_acked()
             online = server.wait_online(n, timeout_s=5)
-            swarm.run(warmup_s)
+            swarm.run(warmup_s, keepalive_s=KEEPALIVE_S)
             swarm.reset_counts()
             missed0 = server.get_json("/healthz")["ticks_missed"]
             cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            swarm.run(seconds)
+            swarm.run(seconds, keepalive_s=KEEPALIVE_S)
             cpu1, t1 = server.cpu_seconds(), time.monotonic()
             missed = server.get_json("/healthz")["ticks_missed"] - missed0
             totals = swarm.totals()
