@@ -492,6 +492,122 @@ def report(call: Call) -> tuple[int, Any]:
     return 200, result
 
 
+PROGRAMME_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "title": (str, True), "zones": (list, True), "media": (list, True), "start": (str, True),
+    "recurrence": (str, False), "weekdays": (list, False), "until": (str, False), "duration_s": ((int, float), False),
+    "on_restart": (str, False), "priority": ((str, int), False)}
+
+
+def _programme_view(call: Call, row: dict[str, Any]) -> dict[str, Any]:
+    view = dict(row)
+    for name in ("zones", "media", "weekdays"):
+        view[name] = json.loads(view[name])
+    programme = call.app.schedule.get(row["id"])
+    now = call.app.wall()
+    view["channels"] = list(programme.channels) if programme else []
+    view["next"] = [o.start for o in call.app.schedule.occurrences(now, now + 8 * 86400)
+                    if o.programme.id == row["id"]][:5]
+    return view
+
+
+def list_programmes(call: Call) -> tuple[int, Any]:
+    visible = visible_zones(call.principal, call.app.zones)
+    rows = call.app.storage.query("SELECT * FROM programmes ORDER BY start_local, id")
+    rows = [r for r in rows if visible is None or set(json.loads(r["zones"])) <= visible]
+    limit, offset = call.paging()
+    return 200, {"items": [_programme_view(call, r) for r in rows[offset:offset + limit]], "total": len(rows),
+                 "limit": limit, "offset": offset}
+
+
+def _programme_row(call: Call) -> dict[str, Any]:
+    rows = call.app.storage.query("SELECT * FROM programmes WHERE id = ?", (call.params["id"],))
+    if not rows:
+        raise ApiError(404, "not_found", f"no programme {call.params['id']!r}")
+    call.authorize(Action.READ, *json.loads(rows[0]["zones"]))
+    return rows[0]
+
+
+def get_programme(call: Call) -> tuple[int, Any]:
+    return 200, _programme_view(call, _programme_row(call))
+
+
+def create_programme(call: Call) -> tuple[int, Any]:
+    from datetime import date, datetime
+
+    from broadcaster.programmes import PRIORITY_NAMES
+    from broadcaster.scheduler import Clash, Programme, ScheduleError
+
+    body = call.body(PROGRAMME_FIELDS)
+    zones, media = body["zones"], body["media"]
+    if not zones or not all(isinstance(z, str) and z in call.app.zones for z in zones):
+        raise ApiError(400, "bad_reference", "zones must be a non-empty list of zone ids")
+    call.authorize(Action.WRITE, *zones)
+    if not media or not all(isinstance(m, str) for m in media):
+        raise ApiError(400, "bad_value", "media must be a non-empty list of media ids")
+    found = {r["id"]: r for r in call.app.storage.query(
+        f"SELECT id, zone, duration_s FROM media WHERE id IN ({','.join('?' * len(media))})", media)}
+    missing = [m for m in media if m not in found]
+    if missing:
+        raise ApiError(400, "bad_reference", f"no media item {missing[0]!r}")
+    call.authorize(Action.READ, *{found[m]["zone"] for m in media})
+    channels = call.app.channels_in(zones)
+    if not channels:
+        raise ApiError(400, "bad_reference", "the zones have no channel to play on")
+    priority = body.get("priority", "normal")
+    if isinstance(priority, str):
+        if priority not in PRIORITY_NAMES:
+            raise ApiError(400, "bad_value", f"priority must be one of {', '.join(PRIORITY_NAMES)}")
+        priority = int(PRIORITY_NAMES[priority])
+    elif priority not in (10, 20):
+        raise ApiError(400, "bad_value", "a scheduled programme's priority class is 10 (background) or 20 (normal)")
+    try:
+        start = datetime.fromisoformat(body["start"])
+        until = date.fromisoformat(body["until"]) if body.get("until") else None
+    except ValueError:
+        raise ApiError(400, "bad_value", "start is a local date and time (2026-12-01T06:00), until a date") from None
+    if start.tzinfo is not None:
+        raise ApiError(400, "bad_value", f"start is local time in {call.app.config.schedule.timezone}; "
+                       "give it without an offset")
+    duration = float(body.get("duration_s") or sum(found[m]["duration_s"] for m in media))
+    programme = Programme(id="p-" + uuid.uuid4().hex[:10], title=body["title"], channels=channels, start=start,
+                          duration_s=duration, recurrence=body.get("recurrence", "once"),
+                          weekdays=tuple(body.get("weekdays") or ()), until=until, priority=priority,
+                          on_restart=body.get("on_restart", "resume"))
+    try:
+        call.app.schedule.add(programme)
+    except Clash as exc:
+        raise ApiError(409, "clash", str(exc)) from None
+    except ScheduleError as exc:
+        raise ApiError(400, "bad_value", str(exc)) from None
+    try:
+        with call.app.storage.transaction() as db:
+            db.execute("INSERT INTO programmes (id, title, zones, media, start_local, duration_s, recurrence, "
+                       "weekdays, until, priority, on_restart, created_by, created_at) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (programme.id, programme.title, json.dumps(zones), json.dumps(media), start.isoformat(),
+                        duration, programme.recurrence, json.dumps(list(programme.weekdays)),
+                        until.isoformat() if until else None, priority, programme.on_restart, call.principal.name,
+                        time.time()))
+            call.app.storage.audit(db, call.principal.name, "programme.create", programme.id, zones[0], call.remote,
+                                   f"{programme.title} {programme.recurrence} {start.isoformat()}")
+    except BaseException:
+        call.app.schedule.remove(programme.id)
+        raise
+    call.params["id"] = programme.id
+    return 201, _programme_view(call, _programme_row(call))
+
+
+def delete_programme(call: Call) -> tuple[int, Any]:
+    row = _programme_row(call)
+    call.authorize(Action.WRITE, *json.loads(row["zones"]))
+    with call.app.storage.transaction() as db:
+        db.execute("DELETE FROM programmes WHERE id = ?", (row["id"],))
+        call.app.storage.audit(db, call.principal.name, "programme.delete", row["id"], json.loads(row["zones"])[0],
+                               call.remote, row["title"])
+    call.app.schedule.remove(row["id"])
+    return 204, None
+
+
 ROUTES: list[Route] = [
     Route("GET", "/api/v1/openapi.json", openapi, public=True),
     Route("GET", "/api/v1/me", me),
@@ -510,6 +626,10 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/media", upload_media),
     Route("GET", "/api/v1/media/{id}", get_media),
     Route("DELETE", "/api/v1/media/{id}", delete_media),
+    Route("GET", "/api/v1/programmes", list_programmes),
+    Route("POST", "/api/v1/programmes", create_programme),
+    Route("GET", "/api/v1/programmes/{id}", get_programme),
+    Route("DELETE", "/api/v1/programmes/{id}", delete_programme),
     Route("GET", "/api/v1/broadcasts", list_broadcasts),
     Route("GET", "/api/v1/audit", list_audit),
     Route("GET", "/api/v1/reports/broadcast", report),

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter
@@ -70,6 +70,7 @@ class Channel:
         self._speakers_dirty = False
         self.multicast = multicast
         self.listeners: set[Listener] = set()
+        self.live: Any = None  # the studio session on air here (broadcaster.studio.LiveSession), if any
         self._marker = True
         self._last_tick: int | None = None
         self._labels_rtp = (self.id, "rtp")

@@ -83,6 +83,20 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class LiveConfig:
+    target_delay_ms: int = 300        # studio audio buffered before it plays
+    max_delay_ms: int = 2500          # the buffer grows up to this for bursty consoles; beyond, oldest dropped
+    stall_timeout_ms: int = 3000      # no audio from a studio for this long: the channel falls back
+    recordings_dir: Path = Path("var/recordings")
+    recording_retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+
+@dataclass(frozen=True)
 class Zone:
     id: str
     name: str
@@ -124,6 +138,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     speakers: SpeakerPolicy = field(default_factory=SpeakerPolicy)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -230,18 +246,21 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
-    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "zones",
-                                   "channels", "loudspeakers"})
+    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "schedule",
+                                   "zones", "channels", "loudspeakers"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
     speakers = _speaker_policy(r, top.get("speakers"))
     storage = _storage(r, top.get("storage"), base_dir)
+    live = _live(r, top.get("live"), base_dir)
+    schedule = _schedule(r, top.get("schedule"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
+                  live=live, schedule=schedule,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers))
 
@@ -316,6 +335,34 @@ def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
         loudness_target_lufs=r.float_range(d, "loudness_target_lufs", "storage",
                                            StorageConfig.loudness_target_lufs, -40.0, -5.0),
     )
+
+
+def _live(r: _Reader, value: Any, base_dir: Path) -> LiveConfig:
+    d = r.mapping(value, "live", {"target_delay_ms", "max_delay_ms", "stall_timeout_ms", "recordings_dir",
+                                  "recording_retention_days"})
+    target = r.int_range(d, "target_delay_ms", "live", LiveConfig.target_delay_ms, 20, 10000)
+    maximum = r.int_range(d, "max_delay_ms", "live", LiveConfig.max_delay_ms, 40, 30000)
+    if maximum <= target:
+        raise r.fail("live.max_delay_ms", f"must be more than live.target_delay_ms ({target})")
+    return LiveConfig(
+        target_delay_ms=target, max_delay_ms=maximum,
+        stall_timeout_ms=r.int_range(d, "stall_timeout_ms", "live", LiveConfig.stall_timeout_ms, 100, 60000),
+        recordings_dir=(base_dir / r.typed(d, "recordings_dir", "live", str, str(LiveConfig.recordings_dir))).resolve(),
+        recording_retention_days=r.int_range(d, "recording_retention_days", "live",
+                                             LiveConfig.recording_retention_days, 1, 3650),
+    )
+
+
+def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    d = r.mapping(value, "schedule", {"timezone"})
+    tz = r.typed(d, "timezone", "schedule", str, ScheduleConfig.timezone)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise r.fail("schedule.timezone", f"unknown time zone {tz!r} (an IANA name such as Asia/Ho_Chi_Minh)") from None
+    return ScheduleConfig(timezone=tz)
 
 
 ZONE_KINDS = ("province", "district", "commune", "ward", "hamlet", "group")

@@ -6,13 +6,16 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.protocol import ServerFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
+from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
 from broadcaster.sdp import channel_sdp
+from broadcaster.studio import StudioDesk
 
 if TYPE_CHECKING:
     from broadcaster.server import BroadcastServer
@@ -130,7 +133,20 @@ class BoundedRequest(Request):
             super().handleContentChunk(data)
 
 
-def make_site(server: BroadcastServer) -> Site:
+class HttpPortFactory(ServerFactory):
+    """The HTTP port: studio sources (PUT/SOURCE) go to ingest, the rest to twisted.web."""
+
+    def __init__(self, site: Site, desk: StudioDesk) -> None:
+        self.site = site
+        self.desk = desk
+
+    def buildProtocol(self, addr: Any) -> Sniffer:  # noqa: N802
+        protocol = Sniffer(self.site, self.desk)
+        protocol.factory = self
+        return protocol
+
+
+def make_site(server: BroadcastServer) -> HttpPortFactory:
     limit = server.config.storage.max_upload_bytes
 
     class Limited(BoundedRequest):
@@ -139,4 +155,4 @@ def make_site(server: BroadcastServer) -> Site:
     site = Site(Root(server))
     site.requestFactory = Limited
     site.displayTracebacks = False
-    return site
+    return HttpPortFactory(site, StudioDesk(server))

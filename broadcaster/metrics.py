@@ -90,3 +90,39 @@ cookie_challenges_total = Counter(
     "broadcaster_cookie_challenges_total",
     "Authenticated subscriptions answered with a cookie to echo (first contact or a new address).",
     registry=REGISTRY)
+live_sessions = Gauge(
+    "broadcaster_live_sessions",
+    "Studio sessions on air now.",
+    registry=REGISTRY)
+ingest_bytes_total = Counter(
+    "broadcaster_ingest_bytes_total",
+    "Bytes received from studio consoles, by stream format.",
+    ["format"], registry=REGISTRY)
+ingest_decode_errors_total = Counter(
+    "broadcaster_ingest_decode_errors_total",
+    "Damaged frames or pages in studio streams, skipped.",
+    ["format"], registry=REGISTRY)
+ingest_refused_total = Counter(
+    "broadcaster_ingest_refused_total",
+    "Studio sources refused, by reason (unauthenticated, forbidden, already_live, unknown_mount, ...).",
+    ["reason"], registry=REGISTRY)
+live_buffer_seconds = Gauge(
+    "broadcaster_live_buffer_seconds",
+    "Audio held in a channel's live jitter buffer.",
+    ["channel"], registry=REGISTRY)
+live_underruns_total = Counter(
+    "broadcaster_live_underruns_total",
+    "Frames of a live session filled with silence because the studio's audio was late.",
+    ["channel"], registry=REGISTRY)
+live_overrun_seconds_total = Counter(
+    "broadcaster_live_overrun_seconds_total",
+    "Studio audio dropped because the live buffer was over its maximum.",
+    ["channel"], registry=REGISTRY)
+programmes_total = Counter(
+    "broadcaster_programmes_total",
+    "Scheduled programme plays by outcome (started, completed, failed, skipped).",
+    ["outcome"], registry=REGISTRY)
+scheduler_lag_seconds = Histogram(
+    "broadcaster_scheduler_lag_seconds",
+    "How late a scheduled programme started after its start time.",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)

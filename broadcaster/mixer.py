@@ -2,8 +2,9 @@
 and a limiter so the sum never clips.
 
 Pure: no clock, no sockets. One ``mix()`` call is one frame. Every input
-carries a priority class so that arbitration (which input plays over which)
-can be decided in ``_target_gain`` without changing the data model.
+carries a priority class: at each frame the highest class that has audio
+plays and lower ones are muted (``_target_gain``), which is how a live
+studio takes over from a channel's idle programme and gives it back.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ class Mixer:
     def active(self) -> bool:
         return any(not i.source.finished for i in self.inputs)
 
-    def _target_gain(self, item: MixerInput) -> float:
-        if item.removing:
+    def _target_gain(self, item: MixerInput, top: Priority | None) -> float:
+        """The highest class with audio this frame plays; lower classes are muted
+        (ramped, so the switch never clicks). Duck policies refine this later."""
+        if item.removing or (top is not None and item.priority < top):
             return 0.0
         return db_to_gain(item.gain_db)
 
@@ -81,9 +84,10 @@ class Mixer:
     def mix(self) -> Audio | None:
         """One frame of the sum, or None when no input produced audio."""
         out: Audio | None = None
-        for item in list(self.inputs):
-            frame = item.source.read()
-            target = self._target_gain(item)
+        frames = [(item, item.source.read()) for item in list(self.inputs)]
+        top = max((item.priority for item, frame in frames if frame is not None and not item.removing), default=None)
+        for item, frame in frames:
+            target = self._target_gain(item, top)
             if frame is not None:
                 if item.gain == target:
                     contribution = frame if target == 1.0 else frame * np.float32(target)

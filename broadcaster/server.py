@@ -3,12 +3,16 @@ from a Config, and drive every channel from one FrameClock."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sys
+import time
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidTag
 from twisted.internet.interfaces import IListeningPort
@@ -24,9 +28,12 @@ from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.fanout import LoopFanout, make_fanout
 from broadcaster.http import make_site
 from broadcaster.mixer import Priority
+from broadcaster.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.protocols.speaker import BoundedUdpPort, SpeakerDatagramProtocol
+from broadcaster.scheduler import Schedule, ScheduleError
 from broadcaster.sources import BufferSource
 from broadcaster.storage import KeySealer, Storage, seed_from_config
+from broadcaster.studio import describe_live
 from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
@@ -98,6 +105,14 @@ class BroadcastServer:
         self.http_port: IListeningPort | None = None
         self._socket: socket.socket | None = None
         self._loop_log: dict[str, int] = {}
+        self._live_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
+        self.wall = time.time  # wall-clock time for records; the reactor's clock drives audio
+        self._cleaner = LoopingCall(self._clean_recordings)
+        self._cleaner.clock = reactor
+        self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
+        self.programmes = ProgrammeRunner(self, self.schedule)
+        self._scheduler = LoopingCall(self.programmes.poll)
+        self._scheduler.clock = reactor
         self.zones = ZoneTree()
         self._expiry = LoopingCall(self._expire)
         self._expiry.clock = reactor
@@ -123,23 +138,25 @@ class BroadcastServer:
         self.reload_zones()
         self.reload_channels()
         self.reload_devices()
+        self.reload_programmes()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
         self.clock.start()
         self._expiry.start(1.0, now=False)
         self._flusher.start(self.FLUSH_S, now=False)
+        self._cleaner.start(86400, now=True)
+        self._scheduler.start(0.5, now=True)
         return self.http_port.getHost().port, self.udp_port.getHost().port  # type: ignore[union-attr]
 
     def stop(self) -> None:
         self.clock.stop()
-        for loop in (self._expiry, self._flusher):
+        for loop in (self._expiry, self._flusher, self._cleaner, self._scheduler):
             if loop.running:
                 loop.stop()
         now = self.reactor.seconds()
         self.subscriptions.end_all(now)
-        for entry in self._loop_log.values():
-            self.storage.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = 'stopped' WHERE id = ?",
-                                 (now, entry))
+        self.programmes.stop()
+        self.end_play(list(self._loop_log.values()), "stopped")
         self._loop_log.clear()
         for port in (self.http_port, self.udp_port):
             if port is not None:
@@ -178,6 +195,21 @@ class BroadcastServer:
             self.channels[cfg.id] = channel
             self.clock.add_handler(channel.tick)
 
+    def channels_in(self, zones: list[str]) -> tuple[str, ...]:
+        """The channels a set of target zones resolves to (their whole subtrees)."""
+        covered: set[str] = set()
+        for zone in zones:
+            covered |= self.zones.subtree(zone)
+        return tuple(sorted(c.id for c in self.channels.values() if c.config.zone in covered))
+
+    def reload_programmes(self) -> None:
+        for row in self.storage.query("SELECT * FROM programmes ORDER BY created_at"):
+            programme = programme_from_row(row, self.channels_in(json.loads(row["zones"])))
+            try:
+                self.schedule.add(programme)
+            except ScheduleError as exc:  # stored before a channel moved zones, say
+                log.error("programme %s not scheduled: %s", programme.id, exc)
+
     def reload_devices(self) -> None:
         devices = []
         for row in self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers"):
@@ -194,11 +226,28 @@ class BroadcastServer:
 
     def _log_loop(self, cfg: ChannelConfig) -> None:
         assert cfg.loop is not None
+        self._loop_log[cfg.id] = self.log_play([cfg], "loop", cfg.loop.name, "system")[0]
+
+    def log_play(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> list[int]:
+        """One broadcast-log entry per channel; returns their ids for end_play.
+
+        Written at once (a few rows, on the reactor thread) because the ids are
+        needed to close the entries; the closing updates are queued."""
+        ids = []
         with self.storage.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO broadcast_log (channel, zone, kind, item, started_at, started_by) VALUES (?,?,?,?,?,?)",
-                (cfg.id, cfg.zone, "loop", cfg.loop.name, self.reactor.seconds(), "system"))
-            self._loop_log[cfg.id] = int(cursor.lastrowid or 0)
+            for channel in channels:
+                config = getattr(channel, "config", channel)
+                cursor = db.execute("INSERT INTO broadcast_log (channel, zone, kind, item, started_at, started_by, "
+                                    "detail) VALUES (?,?,?,?,?,?,?)",
+                                    (config.id, config.zone, kind, item, self.wall(), by, detail))
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def end_play(self, ids: list[int], outcome: str) -> None:
+        now = self.wall()
+        for entry in ids:
+            self.storage.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
+                                 (now, outcome, entry))
 
     def _session(self, event: str, subscription: Subscription, now: float) -> None:
         device = self.subscriptions.devices.get(subscription.device_id)
@@ -234,7 +283,33 @@ class BroadcastServer:
         return None
 
     def _expire(self) -> None:
+        """Once a second: end silent subscriptions, export live-buffer state."""
         self.subscriptions.expire(self.reactor.seconds())
+        for channel in self.channels.values():
+            session = channel.live
+            if session is None:
+                continue
+            source = session.sources[channel.id]
+            metrics.live_buffer_seconds.labels(channel.id).set(source.depth_s)
+            seen = self._live_seen.get(source, (0, 0))
+            metrics.live_underruns_total.labels(channel.id).inc(source.stats.underruns - seen[0])
+            metrics.live_overrun_seconds_total.labels(channel.id).inc((source.stats.overruns - seen[1]) / 48000)
+            self._live_seen[source] = (source.stats.underruns, source.stats.overruns)
+
+    def _clean_recordings(self) -> int:
+        """Delete studio recordings older than the retention setting."""
+        cutoff = self.wall() - self.config.live.recording_retention_days * 86400
+        removed = 0
+        root = self.config.live.recordings_dir
+        if root.is_dir():
+            for path in root.glob("*/*.ogg"):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        if removed:
+            log.info("removed %d studio recordings older than %d days", removed,
+                     self.config.live.recording_retention_days)
+        return removed
 
     def _speakers_changed(self, channel_id: str) -> None:
         channel = self.channels.get(channel_id)
@@ -254,6 +329,7 @@ class BroadcastServer:
                 "group": cfg.multicast.group, "port": cfg.multicast.port, "ttl": cfg.multicast.ttl},
             "stream": f"/channels/{cfg.id}.ogg",
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
+            "live": describe_live(channel),
         }
 
     def health(self) -> dict[str, Any]:

@@ -67,21 +67,23 @@ class ToneSource:
 class BufferSource:
     """Decoded audio played once or looped, frame by frame.
 
-    The whole programme is decoded and resampled when it is loaded, so the
-    per-tick work is a slice.
+    The programme is decoded and resampled once when it is loaded; the
+    source only slices it (no copy), so one decoded programme can play on
+    many channels at once.
     """
 
     def __init__(self, audio: Audio, *, frame_samples: int = 960, loop: bool = False,
-                 name: str = "buffer") -> None:
+                 name: str = "buffer", start_s: float = 0.0, length_s: float | None = None) -> None:
+        """start_s/length_s play a part of the audio: a programme joined late,
+        or cut at the end of its scheduled slot."""
         if audio.ndim != 1 or audio.size == 0:
             raise ValueError("audio must be a non-empty 1-D array")
         self.name = name
         self.loop = loop
         self.frame_samples = frame_samples
-        pad = (-audio.size) % frame_samples
-        self._audio = np.concatenate([audio.astype(np.float32, copy=False),
-                                      np.zeros(pad, dtype=np.float32)])
-        self._position = 0
+        self._audio = audio if audio.dtype == np.float32 else audio.astype(np.float32)
+        self._end = self._audio.size if length_s is None else min(self._audio.size, int(length_s * SAMPLE_RATE))
+        self._position = 0 if loop else min(self._end, max(0, int(start_s * SAMPLE_RATE)))
 
     @classmethod
     def from_file(cls, path: str | Path, *, frame_samples: int = 960, loop: bool = False) -> BufferSource:
@@ -89,20 +91,26 @@ class BufferSource:
 
     @property
     def duration_s(self) -> float:
-        return self._audio.size / SAMPLE_RATE
+        return self._end / SAMPLE_RATE
 
     @property
     def finished(self) -> bool:
-        return not self.loop and self._position >= self._audio.size
+        return not self.loop and self._position >= self._end
 
     def read(self) -> Audio | None:
         if self.finished:
             return None
-        start = self._position
+        start, n = self._position, self.frame_samples
         self.skip()
-        return self._audio[start:start + self.frame_samples]
+        if start + n <= self._end:
+            return self._audio[start:start + n]
+        tail = self._audio[start:self._end]
+        head = self._audio[:n - tail.size] if self.loop else np.zeros(n - tail.size, dtype=np.float32)
+        if head.size < n - tail.size:  # a loop shorter than one frame
+            head = np.resize(self._audio[:self._end], n - tail.size)
+        return np.concatenate([tail, head])
 
     def skip(self) -> None:
         self._position += self.frame_samples
-        if self.loop and self._position >= self._audio.size:
-            self._position = 0
+        if self.loop and self._position >= self._end:
+            self._position = (self._position - self._end) % max(1, self._end)

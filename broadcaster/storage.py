@@ -131,6 +131,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE broadcast_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';
     CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
     """,
+    # 3: scheduled programmes (playlists of media on target zones).
+    """
+    CREATE TABLE programmes (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        zones TEXT NOT NULL,
+        media TEXT NOT NULL,
+        start_local TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        recurrence TEXT NOT NULL,
+        weekdays TEXT NOT NULL DEFAULT '[]',
+        until TEXT,
+        priority INTEGER NOT NULL DEFAULT 20,
+        on_restart TEXT NOT NULL DEFAULT 'resume',
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -103,3 +103,16 @@ def test_inputs_carry_priority() -> None:
     mixer = Mixer()
     item = mixer.add(ToneSource(440.0), priority=Priority.LIVE)
     assert item.priority == Priority.LIVE > Priority.SCHEDULED
+
+
+def test_highest_class_with_audio_plays_and_lower_comes_back() -> None:
+    mixer = Mixer(ramp_ms=5.0)
+    mixer.add(ToneSource(440.0, -12.0), priority=Priority.BACKGROUND, fade_in=False)
+    live = BufferSource(np.full(960 * 10, 0.25, dtype=np.float32))
+    mixer.add(live, priority=Priority.LIVE)
+    during = run(mixer, 10)
+    after = run(mixer, 10)
+    # While live has audio the background tone is muted: the output is the live DC level.
+    assert np.allclose(during[960 * 2:], 0.25, atol=1e-4)
+    assert abs(dominant_frequency(after[960 * 2:]) - 440.0) < 2.0
+    assert np.abs(np.diff(np.concatenate([during, after]))).max() < 0.26  # ramps, no worse than the step itself

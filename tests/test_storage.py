@@ -17,10 +17,10 @@ SEALER = KeySealer(bytes(range(32)))
 
 def test_migrates_an_empty_file_to_the_current_schema(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
-    assert storage.version == SCHEMA_VERSION == 2
+    assert storage.version == SCHEMA_VERSION == 3
     tables = {r["name"] for r in storage.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"zones", "channels", "loudspeakers", "users", "tokens", "media", "broadcast_log", "audit_log",
-            "speaker_sessions", "meta"} <= tables
+            "speaker_sessions", "meta", "programmes"} <= tables
     assert storage.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     assert storage.query("PRAGMA foreign_keys")[0]["foreign_keys"] == 1
 
@@ -36,7 +36,7 @@ def test_migrates_from_the_previous_version_keeping_data(tmp_path: Path) -> None
     db.commit()
     db.close()
     storage = Storage(path, SEALER)
-    assert storage.version == 2
+    assert storage.version == 3
     assert storage.query("SELECT name FROM zones") == [{"name": "Tỉnh"}]
     assert storage.query("SELECT item, detail FROM broadcast_log") == [{"item": "x.ogg", "detail": ""}]
 

@@ -1,0 +1,145 @@
+"""Scheduled programmes on air: the glue between the pure Schedule, storage
+and the channels' mixers.
+
+Audio is decoded off the reactor thread: occurrences due in the next
+``PRELOAD_S`` are loaded ahead into a cache, so at their start time the
+channel only adds a source. A programme still loading when it is due starts
+as soon as it is ready, at the offset the clock has reached by then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from twisted.internet.threads import deferToThreadPool
+
+from broadcaster import metrics
+from broadcaster.codecs.audiofile import AudioFileError, load_audio
+from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
+from broadcaster.mixer import MixerInput, Priority
+from broadcaster.scheduler import Occurrence, Programme, Schedule
+from broadcaster.sources import BufferSource
+
+if TYPE_CHECKING:
+    from broadcaster.server import BroadcastServer
+
+log = logging.getLogger(__name__)
+PRELOAD_S = 60.0
+PRIORITY_NAMES = {"normal": Priority.SCHEDULED, "thong-thuong": Priority.SCHEDULED,
+                  "scheduled": Priority.SCHEDULED, "background": Priority.BACKGROUND}
+
+
+def programme_from_row(row: dict[str, Any], channels: tuple[str, ...]) -> Programme:
+    return Programme(id=row["id"], title=row["title"], channels=channels,
+                     start=datetime.fromisoformat(row["start_local"]), duration_s=row["duration_s"],
+                     recurrence=row["recurrence"], weekdays=tuple(json.loads(row["weekdays"])),
+                     until=date.fromisoformat(row["until"]) if row["until"] else None,
+                     priority=row["priority"], on_restart=row["on_restart"])
+
+
+class Play:
+    def __init__(self, occurrence: Occurrence, inputs: list[tuple[Any, MixerInput]], log_ids: list[int]) -> None:
+        self.occurrence = occurrence
+        self.inputs = inputs
+        self.log_ids = log_ids
+
+
+class ProgrammeRunner:
+    def __init__(self, app: BroadcastServer, schedule: Schedule) -> None:
+        self.app = app
+        self.schedule = schedule
+        self.cache: dict[tuple[str, float], Audio] = {}
+        self.loading: set[tuple[str, float]] = set()
+        self.waiting: dict[tuple[str, float], Occurrence] = {}  # due but still loading
+        self.playing: list[Play] = []
+
+    def media_paths(self, programme_id: str) -> list[str]:
+        rows = self.app.storage.query("SELECT media FROM programmes WHERE id = ?", (programme_id,))
+        ids = json.loads(rows[0]["media"]) if rows else []
+        paths = {r["id"]: r["path"] for r in self.app.storage.query(
+            f"SELECT id, path FROM media WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
+        return [paths[i] for i in ids if i in paths]
+
+    def poll(self) -> None:
+        """About once a second: preload, start what is due, close what finished."""
+        now = self.app.wall()
+        for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
+            self._preload(occurrence)
+        for occurrence in self.schedule.due(now):
+            if occurrence.key in self.cache:
+                self._start(occurrence, now)
+            else:
+                self.waiting[occurrence.key] = occurrence
+                self._preload(occurrence)
+        for play in list(self.playing):
+            if all(item not in channel.mixer.inputs for channel, item in play.inputs):
+                self.playing.remove(play)
+                self.app.end_play(play.log_ids, "completed")
+                metrics.programmes_total.labels("completed").inc()
+
+    def _preload(self, occurrence: Occurrence) -> None:
+        key = occurrence.key
+        if key in self.cache or key in self.loading:
+            return
+        self.loading.add(key)
+        paths = self.media_paths(occurrence.programme.id)
+        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), _load_playlist, paths)
+
+        def loaded(audio: Audio) -> None:
+            self.loading.discard(key)
+            self.cache[key] = audio
+            waiting = self.waiting.pop(key, None)
+            if waiting is not None:
+                self._start(waiting, self.app.wall())
+
+        def failed(failure: Any) -> None:
+            self.loading.discard(key)
+            waiting = self.waiting.pop(key, None)
+            log.error("programme %s: cannot load its media: %s", occurrence.programme.id, failure.getErrorMessage())
+            metrics.programmes_total.labels("failed").inc()
+            if waiting is not None:
+                ids = self.app.log_play(self._channels(waiting), "scheduled", waiting.programme.title,
+                                        "schedule", detail=f"programme={waiting.programme.id}")
+                self.app.end_play(ids, "failed")
+
+        work.addCallbacks(loaded, failed)
+
+    def _channels(self, occurrence: Occurrence) -> list[Any]:
+        return [self.app.channels[c] for c in occurrence.programme.channels if c in self.app.channels]
+
+    def _start(self, occurrence: Occurrence, now: float) -> None:
+        audio = self.cache.pop(occurrence.key)
+        offset = max(0.0, now - occurrence.start) if occurrence.programme.on_restart != "restart" else 0.0
+        if offset < self.schedule.grace_s:
+            metrics.scheduler_lag_seconds.observe(offset)
+        remaining = min(occurrence.end - now, audio.size / SAMPLE_RATE - offset)
+        if remaining <= 0:
+            return
+        inputs = []
+        channels = self._channels(occurrence)
+        for channel in channels:
+            source = BufferSource(audio, frame_samples=channel.frame_samples, name=occurrence.programme.title,
+                                  start_s=offset, length_s=offset + remaining)
+            inputs.append((channel, channel.mixer.add(source, priority=Priority(occurrence.programme.priority))))
+        ids = self.app.log_play(channels, "scheduled", occurrence.programme.title, "schedule",
+                                detail=f"programme={occurrence.programme.id}" + (f" offset={offset:.1f}s"
+                                                                                  if offset >= 1 else ""))
+        self.playing.append(Play(occurrence, inputs, ids))
+        metrics.programmes_total.labels("started").inc()
+        log.info("programme %s (%s) on %s%s", occurrence.programme.id, occurrence.programme.title,
+                 ", ".join(c.id for c in channels), f" from {offset:.1f} s" if offset >= 1 else "")
+
+    def stop(self) -> None:
+        for play in self.playing:
+            self.app.end_play(play.log_ids, "stopped")
+        self.playing.clear()
+
+
+def _load_playlist(paths: list[str]) -> Audio:
+    if not paths:
+        raise AudioFileError("the programme has no media (deleted?)")
+    return np.concatenate([load_audio(p) for p in paths]).astype(np.float32)

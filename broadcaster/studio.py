@@ -1,0 +1,217 @@
+"""Studio sessions: who may go live where, and what a live session does.
+
+The ingest connection (protocols/ingest.py) hands each source request to
+``StudioDesk.open``: HTTP Basic credentials are checked against the stored
+users, the mount names a channel (``/ingest/{channel}``) or zones
+(``/ingest/zone/{zone}[,{zone}...]``: all their channels), and an operator
+may only go live inside its zones. A session decodes the stream once and
+pushes the PCM to a LiveSource on every target channel, records the session
+to an Ogg/Opus file, and writes one broadcast-log entry per channel.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import numpy as np
+
+from broadcaster import metrics
+from broadcaster.auth import Action, Forbidden, Principal, authorize
+from broadcaster.codecs.ogg import OggOpusWriter
+from broadcaster.codecs.opus import OpusEncoder, OpusSettings
+from broadcaster.codecs.pcm import Audio
+from broadcaster.live import LiveSource, StreamDecoder, sniff_decoder
+from broadcaster.mixer import MixerInput, Priority
+from broadcaster.protocols.ingest import Refusal, SourceRequest
+
+if TYPE_CHECKING:
+    from broadcaster.channel import Channel
+    from broadcaster.server import BroadcastServer
+
+log = logging.getLogger(__name__)
+MOUNT = re.compile(r"^/ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))$")
+SNIFF_BYTES = 64 * 1024  # give up on a stream that is neither Ogg nor MP3 after this much
+
+
+class SessionRecording:
+    """The session's audio as an Ogg/Opus file, written as it goes."""
+
+    def __init__(self, path: Path, frame_samples: int = 960) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.encoder = OpusEncoder(OpusSettings(frame_samples=frame_samples, bitrate=48000))
+        self.writer = OggOpusWriter(serial=uuid.uuid4().int & 0x7FFFFFFF, pre_skip=self.encoder.lookahead,
+                                    page_samples=48000)
+        self.file = path.open("wb")
+        self.file.write(self.writer.header_pages)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.frame_samples = frame_samples
+
+    def write(self, pcm: Audio) -> None:
+        self._pending = np.concatenate([self._pending, pcm])
+        n = self.frame_samples
+        while self._pending.size >= n:
+            frame, self._pending = self._pending[:n], self._pending[n:]
+            page = self.writer.add_packet(self.encoder.encode(frame), n)
+            if page:
+                self.file.write(page)
+
+    def close(self) -> None:
+        page = self.writer.flush(eos=True)
+        if page:
+            self.file.write(page)
+        self.file.close()
+
+
+class LiveSession:
+    def __init__(self, desk: StudioDesk, principal: Principal, request: SourceRequest,
+                 channels: list[Channel]) -> None:
+        self.desk = desk
+        self.id = uuid.uuid4().hex[:12]
+        self.principal = principal
+        self.channels = channels
+        self.name = request.headers.get("ice-name") or f"live {principal.name}"
+        self.description = request.headers.get("ice-description", "")
+        self.decoder: StreamDecoder | None = None
+        self._head = b""
+        self.bytes = 0
+        self.last_data = desk.app.reactor.seconds()
+        settings = desk.app.config.live
+        self.sources: dict[str, LiveSource] = {}
+        self.inputs: dict[str, MixerInput] = {}
+        for channel in channels:
+            source = LiveSource(frame_samples=channel.frame_samples, target_delay_s=settings.target_delay_ms / 1000,
+                                max_delay_s=settings.max_delay_ms / 1000, stall_s=settings.stall_timeout_ms / 1000,
+                                name=self.name)
+            self.sources[channel.id] = source
+            self.inputs[channel.id] = channel.mixer.add(source, priority=Priority.LIVE)
+            channel.live = self
+        day = time.strftime("%Y-%m-%d")
+        self.recording = SessionRecording(desk.app.config.live.recordings_dir / day / f"{self.id}.ogg")
+        self.log_ids = desk.app.log_play(channels, "live", self.name, principal.name,
+                                         detail=f"recording={self.recording.path}")
+        metrics.live_sessions.inc()
+        log.info("live session %s (%s) by %s from %s on %s", self.id, self.name, principal.name, request.peer,
+                 ", ".join(c.id for c in channels))
+
+    @property
+    def stalled(self) -> bool:
+        """No bytes from the studio for longer than the stall timeout."""
+        quiet_s = self.desk.app.reactor.seconds() - self.last_data
+        return quiet_s > self.desk.app.config.live.stall_timeout_ms / 1000
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.last_data = self.desk.app.reactor.seconds()
+        if self.decoder is None:
+            self._head += data
+            try:
+                self.decoder = sniff_decoder(self._head)
+                if self.decoder is None and len(self._head) > SNIFF_BYTES:
+                    raise ValueError("no audio format recognised")
+            except ValueError as exc:
+                metrics.ingest_refused_total.labels("unsupported_format").inc()
+                raise Refusal(415, "unsupported_format", f"{exc}: send Ogg/Opus or MP3") from None
+            if self.decoder is None:
+                return
+            data, self._head = self._head, b""
+        metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
+        errors = self.decoder.errors
+        chunks = self.decoder.feed(data)
+        if self.decoder.errors > errors:
+            metrics.ingest_decode_errors_total.labels(self.decoder.format).inc(self.decoder.errors - errors)
+        for pcm in chunks:
+            for source in self.sources.values():
+                source.push(pcm)
+            self.recording.write(pcm)
+
+    def close(self, clean: bool) -> None:
+        for channel in self.channels:
+            self.sources[channel.id].close()
+            if channel.live is self:
+                channel.live = None
+        self.recording.close()
+        outcome = "completed" if clean else "failed"
+        self.desk.app.end_play(self.log_ids, outcome)
+        metrics.live_sessions.dec()
+        log.info("live session %s ended (%s), %d bytes", self.id, outcome, self.bytes)
+
+    def kick(self) -> None:
+        """Take this session off air at once (a stalled studio replaced by a new source)."""
+        for channel in self.channels:
+            channel.mixer.remove(self.inputs[channel.id])
+
+
+class StudioDesk:
+    def __init__(self, app: BroadcastServer) -> None:
+        self.app = app
+
+    def open(self, request: SourceRequest) -> LiveSession:
+        principal = self._authenticate(request)
+        path = unquote(request.path.split("?", 1)[0])
+        match = MOUNT.match(path)
+        if match is None:
+            raise self._refuse(404, "unknown_mount", f"no mount {path!r}: use /ingest/CHANNEL or /ingest/zone/ZONE")
+        if match["channel"]:
+            channel = self.app.channels.get(match["channel"])
+            if channel is None:
+                raise self._refuse(404, "unknown_mount", f"no channel {match['channel']!r}")
+            channels = [channel]
+        else:
+            zones = [z for z in match["zones"].split(",") if z]
+            unknown = [z for z in zones if z not in self.app.zones]
+            if unknown:
+                raise self._refuse(404, "unknown_mount", f"no zone {unknown[0]!r}")
+            covered = set().union(*(self.app.zones.subtree(z) for z in zones))
+            channels = [c for c in self.app.channels.values() if c.config.zone in covered]
+            if not channels:
+                raise self._refuse(404, "unknown_mount", f"no channel in zones {', '.join(zones)}")
+        try:
+            authorize(principal, Action.WRITE, [c.config.zone for c in channels], self.app.zones)
+        except Forbidden as exc:
+            raise self._refuse(403, "forbidden", str(exc)) from None
+        for channel in channels:
+            current: LiveSession | None = channel.live
+            if current is None:
+                continue
+            if current.stalled:
+                current.kick()  # a dead studio connection must not lock the channel
+                continue
+            raise self._refuse(409, "already_live", f"channel {channel.id!r} is already live: "
+                               f"{current.name!r} by {current.principal.name} (session {current.id})")
+        return LiveSession(self, principal, request, channels)
+
+    def _authenticate(self, request: SourceRequest) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise self._refuse(401, "unauthenticated", "send HTTP Basic credentials of a broadcaster user")
+        try:
+            user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise self._refuse(401, "unauthenticated", "malformed Basic credentials") from None
+        row = self.app.storage.user_by_password(user, password)
+        if row is None:
+            metrics.auth_failures_total.labels("ingest").inc()
+            raise self._refuse(401, "unauthenticated", "wrong user name or password")
+        return Principal.from_row(row, request.peer)
+
+    def _refuse(self, status: int, reason: str, message: str) -> Refusal:
+        metrics.ingest_refused_total.labels(reason).inc()
+        return Refusal(status, reason, message)
+
+
+def describe_live(channel: Any) -> dict[str, Any] | None:
+    session: LiveSession | None = getattr(channel, "live", None)
+    if session is None:
+        return None
+    return {"session": session.id, "name": session.name, "by": session.principal.name,
+            "buffer_s": round(max(s.depth_s for s in session.sources.values()), 3)}

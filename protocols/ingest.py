@@ -1,0 +1,165 @@
+"""Icecast-compatible source ingest on the HTTP port.
+
+Studio tools (ffmpeg, BUTT, Mixxx, liquidsoap, libshout) send ``PUT`` (or
+the legacy ``SOURCE``) followed by an endless body with no length and no
+chunking. twisted.web cannot take such a body, so the port's protocol looks
+at the request line first: ``PUT`` and ``SOURCE`` go to ``IngestConnection``,
+everything else to the ordinary twisted.web channel. The connection only
+parses and frames; whether the source may go on air is the controller's
+decision (broadcaster/studio.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITransport
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
+
+INGEST_METHODS = (b"PUT", b"SOURCE")
+CONNECTION_DONE = Failure(ConnectionDone())
+MAX_HEAD_BYTES = 16 * 1024
+STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+               409: "Conflict", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+               503: "Service Unavailable"}
+
+
+@dataclass(frozen=True)
+class SourceRequest:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]  # lower-case names
+    peer: str
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+class IngestSession(Protocol):
+    def feed(self, data: bytes) -> None: ...
+
+    def close(self, clean: bool) -> None: ...
+
+
+class IngestController(Protocol):
+    def open(self, request: SourceRequest) -> IngestSession:
+        """Accept (return a session) or raise Refusal."""
+
+
+def parse_head(head: bytes, peer: str) -> SourceRequest:
+    try:
+        text = head.decode("latin-1")
+        request_line, *header_lines = text.split("\r\n")
+        method, path, version = request_line.split(" ")
+    except ValueError:
+        raise Refusal(400, "malformed", "malformed request line") from None
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise Refusal(400, "malformed", f"malformed header line {line[:40]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return SourceRequest(method=method, path=path, version=version, headers=headers, peer=peer)
+
+
+def _response(status: int, message: str, version: str = "HTTP/1.0", extra: str = "") -> bytes:
+    body = message.encode("utf-8") + b"\n"
+    return (f"{version} {status} {STATUS_TEXT.get(status, 'Error')}\r\nServer: broadcaster\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n{extra}"
+            "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
+class IngestConnection(TwistedProtocol):
+    def __init__(self, controller: IngestController) -> None:
+        self.controller = controller
+        self._head = b""
+        self.session: IngestSession | None = None
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.session is not None:
+            self._feed(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_HEAD_BYTES:
+                self._refuse(Refusal(431, "headers_too_large", "request headers too large"))
+            return
+        head, rest = self._head[:end], self._head[end + 4:]
+        self._head = b""
+        peer = getattr(self.transport.getPeer(), "host", "?") if self.transport else "?"
+        try:
+            request = parse_head(head, peer)
+            self.session = self.controller.open(request)
+        except Refusal as refusal:
+            self._refuse(refusal)
+            return
+        assert self.transport is not None
+        if request.headers.get("expect", "").lower() == "100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        else:
+            self.transport.write(b"HTTP/1.0 200 OK\r\nServer: broadcaster\r\n\r\n")
+        if rest:
+            self._feed(rest)
+
+    def _feed(self, data: bytes) -> None:
+        assert self.session is not None
+        try:
+            self.session.feed(data)
+        except Refusal:
+            # The stream is unusable (not a format we decode): the response has
+            # gone already, so all that is left is to hang up.
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+    def _refuse(self, refusal: Refusal) -> None:
+        assert self.transport is not None
+        extra = 'WWW-Authenticate: Basic realm="broadcaster"\r\n' if refusal.status == 401 else ""
+        self.transport.write(_response(refusal.status, refusal.message, extra=extra))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # noqa: N802
+        if self.session is not None:
+            self.session.close(clean=reason.check(ConnectionDone) is not None)
+            self.session = None
+
+
+class Sniffer(TwistedProtocol):
+    """Reads the request line, then hands the connection to ingest or to twisted.web."""
+
+    def __init__(self, web: Any, ingest: IngestController) -> None:
+        self.web_factory = web
+        self.ingest = ingest
+        self.delegate: TwistedProtocol | None = None
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.delegate is not None:
+            self.delegate.dataReceived(data)
+            return
+        self._buffer += data
+        if b" " not in self._buffer and len(self._buffer) < 16:
+            return
+        method = self._buffer.split(b" ", 1)[0]
+        transport: ITransport = self.transport  # type: ignore[assignment]
+        if method in INGEST_METHODS:
+            self.delegate = IngestConnection(self.ingest)
+        else:
+            self.delegate = self.web_factory.buildProtocol(transport.getPeer())
+        assert self.delegate is not None
+        self.delegate.makeConnection(transport)
+        data, self._buffer = self._buffer, b""
+        self.delegate.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # noqa: N802
+        if self.delegate is not None:
+            self.delegate.connectionLost(reason)

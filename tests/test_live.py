@@ -1,0 +1,97 @@
+"""LiveSource and the stream decoders, without sockets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from broadcaster.codecs.pcm import dominant_frequency
+from broadcaster.live import LiveSource, OggOpusDecoder, PyAvDecoder, sniff_decoder
+from tests.conftest import tone_file
+
+
+def chunk(seconds: float, value: float = 0.5) -> np.ndarray:
+    return np.full(int(seconds * 48000), value, dtype=np.float32)
+
+
+def test_playout_waits_for_the_target_delay() -> None:
+    source = LiveSource(target_delay_s=0.1, max_delay_s=1.0, stall_s=0.5)
+    source.push(chunk(0.06))
+    assert source.read() is None and not source.on_air
+    source.push(chunk(0.06))
+    frame = source.read()
+    assert frame is not None and frame.shape == (960,) and source.on_air
+
+
+def test_short_gap_is_concealed_and_counted_then_stall_falls_back() -> None:
+    source = LiveSource(target_delay_s=0.04, max_delay_s=1.0, stall_s=0.2)
+    source.push(chunk(0.05))
+    frames = [source.read() for _ in range(3)]
+    assert frames[0] is not None and frames[1] is not None
+    assert frames[2] is not None and np.allclose(frames[2][:480], 0.5) and np.allclose(frames[2][480:], 0.0)
+    assert source.stats.underruns == 1
+    quiet = [source.read() for _ in range(10)]
+    # 0.2 s of silence = 10 ticks of 20 ms: concealed until then, nothing after.
+    assert all(f is not None for f in quiet[:8]) and quiet[9] is None
+    assert source.stats.stalls == 1 and not source.on_air
+    assert source.target > int(0.04 * 48000), "underruns grew the buffer"
+    source.push(chunk(0.05))
+    assert source.read() is None, "re-buffering to the (now larger) target"
+    source.push(chunk(1.0))
+    assert source.read() is not None, "back on air when audio returns"
+
+
+def test_overrun_drops_the_oldest_audio() -> None:
+    source = LiveSource(target_delay_s=0.1, max_delay_s=0.5, stall_s=1.0)
+    source.push(np.arange(int(0.7 * 48000), dtype=np.float32))
+    assert source.depth_s == pytest.approx(0.5)
+    assert source.stats.overruns == int(0.2 * 48000)
+    frame = source.read()
+    assert frame is not None and frame[0] == int(0.2 * 48000), "the newest 0.5 s is kept"
+
+
+def test_disconnect_plays_out_the_buffer_then_finishes() -> None:
+    source = LiveSource(target_delay_s=0.1, max_delay_s=1.0, stall_s=1.0)
+    source.push(chunk(0.05))
+    source.close()
+    assert source.read() is not None and source.read() is not None
+    assert source.read() is None and source.finished
+
+
+def encode(tmp_path: Path, codec: list[str], fmt: str) -> bytes:
+    wav = tone_file(tmp_path / "t.wav", 880.0, -12.0, 2.0)
+    out = tmp_path / f"t.{fmt}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), *codec, "-f", fmt, str(out)], check=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("codec, fmt, kind", [(["-c:a", "libopus"], "ogg", OggOpusDecoder),
+                                              (["-c:a", "libmp3lame", "-ar", "44100", "-ac", "2"], "mp3",
+                                               PyAvDecoder)])
+def test_stream_decoders_fed_in_small_pieces(tmp_path: Path, codec: list[str], fmt: str, kind: type) -> None:
+    data = encode(tmp_path, codec, fmt)
+    decoder = sniff_decoder(data[:64])
+    assert isinstance(decoder, kind)
+    pieces = [decoder.feed(data[i:i + 777]) for i in range(0, len(data), 777)]
+    audio = np.concatenate([c for piece in pieces for c in piece])
+    assert abs(audio.size / 48000 - 2.0) < 0.1
+    assert abs(dominant_frequency(audio[4800:-4800]) - 880.0) < 2.0
+
+
+def test_damaged_stream_is_counted_not_fatal(tmp_path: Path) -> None:
+    data = bytearray(encode(tmp_path, ["-c:a", "libopus"], "ogg"))
+    for i in range(3000, 3200):
+        data[i] ^= 0x5A
+    decoder = OggOpusDecoder()
+    audio = [c for i in range(0, len(data), 1000) for c in decoder.feed(bytes(data[i:i + 1000]))]
+    assert decoder.errors >= 1
+    assert sum(c.size for c in audio) > 48000, "the rest of the stream still decodes"
+
+
+def test_unknown_format_is_refused() -> None:
+    assert sniff_decoder(b"RI") is None
+    with pytest.raises(ValueError):
+        sniff_decoder(b"RIFF\x00\x00\x00\x00WAVEfmt ")

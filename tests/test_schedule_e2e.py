@@ -1,0 +1,102 @@
+"""Scheduling through the admin API on the real server: the programme plays at its time,
+clashes are refused by name, operators stay in their zones, a restart joins mid-programme."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import soundfile
+
+from broadcaster.codecs.pcm import dominant_frequency
+from tests.conftest import run_speaker, start_server, tone_file
+from tests.test_api import Api, api, prepare  # noqa: F401  (the api fixture)
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def local_in(seconds: float) -> str:
+    return (datetime.now(VN) + timedelta(seconds=seconds)).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def upload(api: Api, tmp_path: Path, frequency: float, seconds: float, who: str = "op-a") -> str:
+    wav = tone_file(tmp_path / f"{frequency}.wav", frequency, -20.0, seconds)
+    audio, rate = soundfile.read(str(wav), dtype="float32")
+    flac = tmp_path / f"{frequency}.flac"
+    soundfile.write(str(flac), audio, rate, subtype="PCM_16")  # small enough for the test's upload limit
+    status, media = api("POST", f"/api/v1/media?zone=commune-a&title=tone{int(frequency)}", who=who,
+                        raw=flac.read_bytes())
+    assert status == 201, media
+    return str(media["id"])
+
+
+def test_programme_plays_at_its_time_and_clashes_are_named(api: Api, tmp_path: Path) -> None:
+    media = upload(api, tmp_path, 880.0, 3.0)
+    body: dict[str, Any] = {"title": "Bản tin trưa", "zones": ["commune-a"], "media": [media],
+                            "start": local_in(4.0)}
+    status, programme = api("POST", "/api/v1/programmes", who="op-a", body=body)
+    assert status == 201, programme
+    assert programme["channels"] == ["ch-a"] and abs(programme["duration_s"] - 3.0) < 0.05
+    assert len(programme["next"]) == 1
+    status, clash = api("POST", "/api/v1/programmes", who="op-a", body={**body, "title": "Nhạc"})
+    assert status == 409 and clash["error"]["code"] == "clash"
+    assert "Bản tin trưa" in clash["error"]["message"] and "ch-a" in clash["error"]["message"]
+    status, other = api("POST", "/api/v1/programmes", who="op-a", body={**body, "zones": ["commune-b"]})
+    assert status == 403
+    heard = tmp_path / "heard.wav"
+    stats = run_speaker(api.server, "spk-1", 10.0, out=heard)
+    assert stats["acked"] and stats["lost"] == 0
+    audio, _ = soundfile.read(str(heard), dtype="float32")
+    pitches = [round(dominant_frequency(audio[i:i + 24000])) for i in range(0, audio.size - 24000, 24000)]
+    on = [i for i, f in enumerate(pitches) if abs(f - 880) < 3]
+    assert len(on) >= 5 and on == list(range(on[0], on[-1] + 1)), pitches
+    assert all(abs(f - 440) < 3 for f in pitches[:on[0] - 1] + pitches[on[-1] + 2:]), pitches
+    log = api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"]
+    played = [e for e in log if e["kind"] == "scheduled"]
+    assert len(played) == 1 and played[0]["item"] == "Bản tin trưa" and played[0]["outcome"] == "completed"
+    assert abs((played[0]["ended_at"] - played[0]["started_at"]) - 3.0) < 1.5
+
+
+def test_bad_programmes_are_refused(api: Api, tmp_path: Path) -> None:
+    media = upload(api, tmp_path, 880.0, 1.0)
+    base = {"title": "x", "zones": ["commune-a"], "media": [media], "start": local_in(3600)}
+    for patch, code in (({"recurrence": "hourly"}, "bad_value"), ({"recurrence": "weekly"}, "bad_value"),
+                        ({"start": "tomorrow"}, "bad_value"), ({"start": "2026-12-01T06:00+07:00"}, "bad_value"),
+                        ({"media": ["nope"]}, "bad_reference"), ({"zones": ["nowhere"]}, "bad_reference"),
+                        ({"colour": 1}, "unknown_field")):
+        status, reply = api("POST", "/api/v1/programmes", who="op-a", body={**base, **patch})
+        assert status == 400 and reply["error"]["code"] == code, (patch, reply)
+    assert api("GET", "/api/v1/programmes")[1]["total"] == 0
+
+
+def test_restart_mid_programme_resumes_at_the_offset(tmp_path: Path) -> None:
+    config, tokens = prepare(tmp_path)
+    server = start_server(config)
+    api = Api(server, config, tokens)
+    media = upload(api, tmp_path, 880.0, 12.0)
+    status, programme = api("POST", "/api/v1/programmes", who="op-a",
+                            body={"title": "Dài", "zones": ["commune-a"], "media": [media], "start": local_in(2.0),
+                                  "recurrence": "daily"})
+    assert status == 201
+    time.sleep(5.0)
+    server.stop()
+    server = start_server(config)
+    try:
+        api = Api(server, config, tokens)
+        result: dict[str, Any] = {}
+        listener = threading.Thread(target=lambda: result.update(
+            run_speaker(server, "spk-1", 3.0, out=tmp_path / "after.wav")))
+        listener.start()
+        listener.join(30)
+        audio, _ = soundfile.read(str(tmp_path / "after.wav"), dtype="float32")
+        assert abs(dominant_frequency(audio[24000:]) - 880.0) < 3, "the programme is back on air after the restart"
+        log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "scheduled"]
+        assert [e["outcome"] for e in log] == [None, "stopped"]  # newest first: the resumed play is on air
+        assert "offset=" in log[0]["detail"]
+        assert api("GET", f"/api/v1/programmes/{programme['id']}")[1]["recurrence"] == "daily"
+    finally:
+        server.stop()
