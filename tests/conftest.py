@@ -127,3 +127,54 @@ def run_speaker(server: RunningServer, device: str, seconds: float, out: Path | 
     lines = result.stdout.strip().splitlines()
     assert lines, f"speaker printed nothing: {result.stderr}"
     return dict(json.loads(lines[-1]))
+
+
+# --- the admin API: users, tokens and a client -----------------------------------
+
+MAX_UPLOAD = 600_000
+
+
+def cli(config: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "broadcaster", *args, "-c", str(config)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class Api:
+    def __init__(self, server: RunningServer, config: Path, tokens: dict[str, str]) -> None:
+        self.server, self.config, self.tokens = server, config, tokens
+
+    def __call__(self, method: str, path: str, who: str | None = "admin", body: Any = None,
+                 raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.server.url(path), data=data, method=method)
+        if who is not None:
+            request.add_header("Authorization", f"Bearer {self.tokens.get(who, who)}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, payload, ctype = response.status, response.read(), response.headers["Content-Type"] or ""
+        except urllib.error.HTTPError as exc:
+            status, payload, ctype = exc.code, exc.read(), exc.headers["Content-Type"] or ""
+        if ctype.startswith("application/json") and payload:
+            return status, json.loads(payload)
+        return status, payload.decode()
+
+
+def prepare(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    config = write_config(tmp_path, extra={"storage": {"max_upload_bytes": MAX_UPLOAD}})
+    tokens = {}
+    for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"]),
+                              ("viewer-a", "viewer", ["commune-a"])):
+        zone_args = [a for z in zones for a in ("--zone", z)]
+        out = cli(config, "user", "add", name, "--role", role, *zone_args, "--token")
+        tokens[name] = out.strip().splitlines()[-1]
+    return config, tokens
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    config, tokens = prepare(tmp_path)
+    server = start_server(config)
+    yield Api(server, config, tokens)
+    server.stop()

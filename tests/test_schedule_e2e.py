@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import soundfile
 
 from broadcaster.codecs.pcm import dominant_frequency
-from tests.conftest import run_speaker, start_server, tone_file
-from tests.test_api import Api, api, prepare  # noqa: F401  (the api fixture)
+from tests.conftest import Api, prepare, run_speaker, start_server, tone_file
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
