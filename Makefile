@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN_DEBS := libopus0 libsndfile1 python3-venv
+RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux
 
 .PHONY: run test lint bench clean system-run system-test

@@ -608,6 +608,133 @@ def delete_programme(call: Call) -> tuple[int, Any]:
     return 204, None
 
 
+ALERT_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "title": (str, True), "zones": (list, True), "text": (str, False), "media": (str, False),
+    "language": (str, False), "priority": ((str, int), False), "policy": (str, False), "repeat": (int, False),
+    "gap_s": ((int, float), False), "volume": (int, False)}
+
+
+def _authorize_alert(call: Call, zones: list[str]) -> None:
+    if call.principal.role != "admin" and not call.app.config.alerts.operators_may_alert:
+        raise ApiError(403, "forbidden", "only the province (admin) may send alerts on this server "
+                       "(alerts.operators_may_alert is off)")
+    call.authorize(Action.WRITE, *zones)
+
+
+def _start_alert(call: Call, *, title: str, zones: list[str], text: str, media_id: str | None, language: str,
+                 priority: Any, policy: str, repeat: int, gap_s: float, volume: int,
+                 cap_identifier: str | None = None) -> dict[str, Any]:
+    from broadcaster.mixer import PRIORITY_NAMES, Priority
+
+    if not zones or not all(isinstance(z, str) and z in call.app.zones for z in zones):
+        raise ApiError(400, "bad_reference", "zones must be a non-empty list of zone ids")
+    _authorize_alert(call, zones)
+    if isinstance(priority, str):
+        level = PRIORITY_NAMES.get(priority)
+    else:
+        level = Priority(priority) if priority in (40, 50) else None
+    if level not in (Priority.ANNOUNCEMENT, Priority.EMERGENCY):
+        raise ApiError(400, "bad_value", "priority is emergency (khan-cap, 50) or announcement (uu-tien, 40)")
+    if policy not in ("preempt", "duck"):
+        raise ApiError(400, "bad_value", "policy is preempt or duck")
+    if not 1 <= repeat <= 20 or not 0 <= gap_s <= 600 or not 0 <= volume <= 100:
+        raise ApiError(400, "bad_value", "repeat is 1..20, gap_s 0..600, volume 0..100")
+    message = None
+    if media_id:
+        rows = call.app.storage.query("SELECT path, zone FROM media WHERE id = ?", (media_id,))
+        if not rows:
+            raise ApiError(400, "bad_reference", f"no media item {media_id!r}")
+        call.authorize(Action.READ, rows[0]["zone"])
+        from broadcaster.codecs.audiofile import AudioFileError, load_audio
+        try:
+            message = load_audio(rows[0]["path"])  # stored FLAC of a bulletin: tens of milliseconds
+        except AudioFileError as exc:
+            raise ApiError(422, "undecodable", str(exc)) from None
+    elif not text.strip():
+        raise ApiError(400, "missing_field", "give 'text' to read aloud or 'media' to play")
+    channels = list(call.app.channels_in(zones))
+    if not channels:
+        raise ApiError(400, "bad_reference", "the zones have no channel")
+    alert = call.app.alerts.start(title=title, zones=zones, channels=channels, priority=level, policy=policy,
+                                  repeat=repeat, gap_s=gap_s, created_by=call.principal.name, volume=volume,
+                                  text=text, message=message, media_id=media_id, language=language,
+                                  cap_identifier=cap_identifier)
+    with call.app.storage.transaction() as db:
+        call.app.storage.audit(db, call.principal.name, "alert.start", alert.id, zones[0], call.remote,
+                               f"{level.name.lower()} {title} zones={','.join(zones)}")
+    return call.app.alerts.describe(alert)
+
+
+def create_alert(call: Call) -> tuple[int, Any]:
+    settings = call.app.config.alerts
+    body = call.body(ALERT_FIELDS)
+    return 201, _start_alert(call, title=body["title"], zones=body["zones"], text=body.get("text", ""),
+                             media_id=body.get("media"), language=body.get("language", "vi"),
+                             priority=body.get("priority", "emergency"), policy=body.get("policy", "preempt"),
+                             repeat=body.get("repeat", settings.repeat), gap_s=float(body.get("gap_s", settings.gap_s)),
+                             volume=body.get("volume", settings.volume))
+
+
+def create_cap_alert(call: Call) -> tuple[int, Any]:
+    from broadcaster.cap import CapError, parse_cap, priority_of, spoken_text, zones_for
+
+    raw = call.request.content.read(1024 * 1024 + 1) if call.request.content else b""
+    try:
+        message = parse_cap(raw)
+        if message.msg_type == "Cancel":
+            cancelled = []
+            for _sender, identifier, _sent in message.references:
+                for alert in list(call.app.alerts.active.values()):
+                    if alert.cap_identifier == identifier:
+                        _authorize_alert(call, alert.zones)
+                        call.app.alerts.cancel(alert.id, call.principal.name)
+                        cancelled.append(alert.id)
+            if not cancelled:
+                raise ApiError(404, "not_found", "no alert on air matches the message's references")
+            with call.app.storage.transaction() as db:
+                call.app.storage.audit(db, call.principal.name, "alert.cancel", ",".join(cancelled), None,
+                                       call.remote, f"CAP {message.identifier}")
+            return 200, {"cancelled": cancelled}
+        info = message.info_for()
+        zones = zones_for(info, dict(call.app.config.alerts.cap_areas))
+    except CapError as exc:
+        metrics.cap_rejected_total.labels(exc.code).inc()
+        raise ApiError(413 if exc.code == "too_large" else 400, exc.code, str(exc)) from None
+    settings = call.app.config.alerts
+    priority = priority_of(info)
+    return 201, _start_alert(call, title=info.headline or info.event, zones=zones, text=spoken_text(message, info),
+                             media_id=None, language="vi" if info.language.lower().startswith("vi") else "en",
+                             priority=priority, policy="preempt",
+                             repeat=settings.repeat if priority == "emergency" else 1,
+                             gap_s=settings.gap_s, volume=settings.volume, cap_identifier=message.identifier)
+
+
+def list_alerts(call: Call) -> tuple[int, Any]:
+    visible = visible_zones(call.principal, call.app.zones)
+    items = [call.app.alerts.describe(a) for a in call.app.alerts.active.values()
+             if visible is None or set(a.zones) <= visible]
+    return 200, {"items": items, "total": len(items), "limit": len(items), "offset": 0}
+
+
+def get_alert(call: Call) -> tuple[int, Any]:
+    alert = call.app.alerts.active.get(call.params["id"]) or call.app.alerts.recent.get(call.params["id"])
+    if alert is None:
+        raise ApiError(404, "not_found", f"no alert {call.params['id']!r} (the broadcast log has past ones)")
+    call.authorize(Action.READ, *alert.zones)
+    return 200, call.app.alerts.describe(alert)
+
+
+def cancel_alert(call: Call) -> tuple[int, Any]:
+    alert = call.app.alerts.active.get(call.params["id"])
+    if alert is None:
+        raise ApiError(404, "not_found", f"no alert {call.params['id']!r} on air")
+    _authorize_alert(call, alert.zones)
+    call.app.alerts.cancel(alert.id, call.principal.name)
+    with call.app.storage.transaction() as db:
+        call.app.storage.audit(db, call.principal.name, "alert.cancel", alert.id, alert.zones[0], call.remote)
+    return 200, call.app.alerts.describe(alert)
+
+
 ROUTES: list[Route] = [
     Route("GET", "/api/v1/openapi.json", openapi, public=True),
     Route("GET", "/api/v1/me", me),
@@ -630,6 +757,11 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/programmes", create_programme),
     Route("GET", "/api/v1/programmes/{id}", get_programme),
     Route("DELETE", "/api/v1/programmes/{id}", delete_programme),
+    Route("GET", "/api/v1/alerts", list_alerts),
+    Route("POST", "/api/v1/alerts", create_alert),
+    Route("POST", "/api/v1/alerts/cap", create_cap_alert),
+    Route("GET", "/api/v1/alerts/{id}", get_alert),
+    Route("POST", "/api/v1/alerts/{id}/cancel", cancel_alert),
     Route("GET", "/api/v1/broadcasts", list_broadcasts),
     Route("GET", "/api/v1/audit", list_audit),
     Route("GET", "/api/v1/reports/broadcast", report),

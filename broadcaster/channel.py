@@ -71,6 +71,8 @@ class Channel:
         self.multicast = multicast
         self.listeners: set[Listener] = set()
         self.live: Any = None  # the studio session on air here (broadcaster.studio.LiveSession), if any
+        # Called after each frame is sent until they return True (alert latency probes).
+        self.after_send: list[Callable[[], bool]] = []
         self._marker = True
         self._last_tick: int | None = None
         self._labels_rtp = (self.id, "rtp")
@@ -142,9 +144,12 @@ class Channel:
             packet = self.encoder.encode(frame)
             self._frames_encoded.inc()
             self._encode_seconds.observe(time.perf_counter() - started)
-        rtp = self.packetizer.packetize(packet, self.frame_samples, marker=self._marker)
+        # The marker bit flags new content: the stream's start, or a higher class taking over.
+        rtp = self.packetizer.packetize(packet, self.frame_samples, marker=self._marker or self.mixer.top_rose)
         self._marker = False
         self._deliver_rtp(rtp)
+        if self.after_send:
+            self.after_send[:] = [probe for probe in self.after_send if not probe()]
         page = self.ogg.add_packet(packet, self.frame_samples)
         if page is not None:
             self._deliver_page(page)

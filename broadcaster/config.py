@@ -92,6 +92,15 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    operators_may_alert: bool = False   # commune operators may alert their own zones
+    volume: int = 100                   # loudspeaker volume during an alert
+    repeat: int = 2                     # times the message plays
+    gap_s: float = 2.0                  # silence between repeats
+    cap_areas: tuple[tuple[str, str], ...] = ()  # CAP geocode ("VN-TINH=86" or "86") -> zone id
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     timezone: str = "Asia/Ho_Chi_Minh"
 
@@ -140,6 +149,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    alerts: AlertConfig = field(default_factory=AlertConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -247,7 +257,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "schedule",
-                                   "zones", "channels", "loudspeakers"})
+                                   "alerts", "zones", "channels", "loudspeakers"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -255,12 +265,13 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     storage = _storage(r, top.get("storage"), base_dir)
     live = _live(r, top.get("live"), base_dir)
     schedule = _schedule(r, top.get("schedule"))
+    alerts = _alerts(r, top.get("alerts"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
-                  live=live, schedule=schedule,
+                  live=live, schedule=schedule, alerts=alerts,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers))
 
@@ -350,6 +361,21 @@ def _live(r: _Reader, value: Any, base_dir: Path) -> LiveConfig:
         recordings_dir=(base_dir / r.typed(d, "recordings_dir", "live", str, str(LiveConfig.recordings_dir))).resolve(),
         recording_retention_days=r.int_range(d, "recording_retention_days", "live",
                                              LiveConfig.recording_retention_days, 1, 3650),
+    )
+
+
+def _alerts(r: _Reader, value: Any) -> AlertConfig:
+    d = r.mapping(value, "alerts", {"operators_may_alert", "volume", "repeat", "gap_s", "cap_areas"})
+    areas = d.get("cap_areas") or {}
+    if not isinstance(areas, dict) or not all(isinstance(k, (str, int)) and isinstance(v, str)
+                                              for k, v in areas.items()):
+        raise r.fail("alerts.cap_areas", "expected a mapping of CAP geocodes to zone ids")
+    return AlertConfig(
+        operators_may_alert=r.typed(d, "operators_may_alert", "alerts", bool, False),
+        volume=r.int_range(d, "volume", "alerts", AlertConfig.volume, 0, 100),
+        repeat=r.int_range(d, "repeat", "alerts", AlertConfig.repeat, 1, 20),
+        gap_s=r.float_range(d, "gap_s", "alerts", AlertConfig.gap_s, 0.0, 600.0),
+        cap_areas=tuple((str(k), v) for k, v in areas.items()),
     )
 
 

@@ -126,3 +126,23 @@ scheduler_lag_seconds = Histogram(
     "broadcaster_scheduler_lag_seconds",
     "How late a scheduled programme started after its start time.",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)
+alerts_total = Counter(
+    "broadcaster_alerts_total",
+    "Alerts started, by priority class.",
+    ["priority"], registry=REGISTRY)
+alert_latency_seconds = Histogram(
+    "broadcaster_alert_latency_seconds",
+    "From an alert being accepted to its first frame leaving the server, per target channel.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0), registry=REGISTRY)
+tts_seconds = Histogram(
+    "broadcaster_tts_seconds",
+    "Time to synthesise an alert's text.",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0), registry=REGISTRY)
+speaker_commands_total = Counter(
+    "broadcaster_speaker_commands_total",
+    "Commands sent to loudspeakers (amplifier and volume for alerts), and acknowledgements received.",
+    ["event"], registry=REGISTRY)
+cap_rejected_total = Counter(
+    "broadcaster_cap_rejected_total",
+    "CAP messages refused, by reason (malformed, unsafe_xml, not_cap, unsupported, missing, no_area, too_large).",
+    ["reason"], registry=REGISTRY)

@@ -9,6 +9,7 @@ studio takes over from a channel's idle programme and gives it back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -26,13 +27,37 @@ class Priority(IntEnum):
     EMERGENCY = 50
 
 
+PRIORITY_NAMES: dict[str, Priority] = {
+    "background": Priority.BACKGROUND, "scheduled": Priority.SCHEDULED, "live": Priority.LIVE,
+    "announcement": Priority.ANNOUNCEMENT, "emergency": Priority.EMERGENCY,
+    # The bulletin classes of Circular 39/2020/TT-BTTTT.
+    "thong-thuong": Priority.SCHEDULED, "normal": Priority.SCHEDULED,
+    "uu-tien": Priority.ANNOUNCEMENT, "priority": Priority.ANNOUNCEMENT,
+    "khan-cap": Priority.EMERGENCY,
+}
+
+
 @dataclass(eq=False)
 class MixerInput:
+    """One thing playing on a channel.
+
+    ``policy`` is what this item does to lower classes while it has audio:
+    ``preempt`` mutes them, ``duck`` lowers them by ``duck_db``.
+    ``on_preempt`` is what this item does when a higher class preempts it:
+    ``continue`` (muted, it keeps running: a live studio, a relay),
+    ``pause`` (it stops where it is and resumes there: a recorded programme)
+    or ``skip`` (it ends)."""
+
     source: Source
     gain_db: float = 0.0
     priority: Priority = Priority.SCHEDULED
+    policy: str = "preempt"
+    duck_db: float = -20.0
+    on_preempt: str = "continue"
     gain: float = 0.0  # the linear gain applied at the end of the last frame
     removing: bool = field(default=False)
+    preempted: bool = False  # muted by a higher class in the last frame
+    on_end: Callable[[MixerInput, str], None] | None = None  # called once with "finished", "skipped" or "removed"
 
 
 class Mixer:
@@ -47,19 +72,23 @@ class Mixer:
         self._release_step = frame_samples / (48.0 * release_ms)
         self._limiter_gain = 1.0
         self.inputs: list[MixerInput] = []
+        self.top: Priority | None = None  # the class that played in the last frame
+        self.top_rose = False  # it is higher than the frame before's
 
-    def add(self, source: Source, *, gain_db: float = 0.0,
-            priority: Priority = Priority.SCHEDULED, fade_in: bool = True) -> MixerInput:
-        item = MixerInput(source=source, gain_db=gain_db, priority=priority,
-                          gain=0.0 if fade_in else db_to_gain(gain_db))
+    def add(self, source: Source, *, gain_db: float = 0.0, priority: Priority = Priority.SCHEDULED,
+            fade_in: bool = True, policy: str = "preempt", duck_db: float = -20.0, on_preempt: str = "continue",
+            on_end: Callable[[MixerInput, str], None] | None = None) -> MixerInput:
+        if policy not in ("preempt", "duck") or on_preempt not in ("continue", "pause", "skip"):
+            raise ValueError(f"unknown policy {policy!r} or on_preempt {on_preempt!r}")
+        item = MixerInput(source=source, gain_db=gain_db, priority=priority, policy=policy, duck_db=duck_db,
+                          on_preempt=on_preempt, gain=0.0 if fade_in else db_to_gain(gain_db), on_end=on_end)
         self.inputs.append(item)
         return item
 
     def remove(self, item: MixerInput, *, fade_out: bool = True) -> None:
         """Fade an input out over the ramp, then drop it (an abrupt cut clicks)."""
         if not fade_out or item.gain == 0.0:
-            if item in self.inputs:
-                self.inputs.remove(item)
+            self._drop(item, "removed")
         else:
             item.removing = True
 
@@ -67,27 +96,47 @@ class Mixer:
     def active(self) -> bool:
         return any(not i.source.finished for i in self.inputs)
 
-    def _target_gain(self, item: MixerInput, top: Priority | None) -> float:
-        """The highest class with audio this frame plays; lower classes are muted
-        (ramped, so the switch never clicks). Duck policies refine this later."""
-        if item.removing or (top is not None and item.priority < top):
-            return 0.0
-        return db_to_gain(item.gain_db)
+    def _drop(self, item: MixerInput, how: str) -> None:
+        if item in self.inputs:
+            self.inputs.remove(item)
+            if item.on_end is not None:
+                item.on_end(item, how)
 
     def skip(self) -> None:
         """Advance every source one frame with no output (no consumers)."""
         for item in list(self.inputs):
             item.source.skip()
             if item.source.finished or item.removing:
-                self.inputs.remove(item)
+                self._drop(item, "finished" if item.source.finished else "removed")
 
     def mix(self) -> Audio | None:
-        """One frame of the sum, or None when no input produced audio."""
+        """One frame: the highest class with audio plays (equal classes mix); what it
+        does to lower classes is its policy. Every gain change ramps over ramp_ms."""
         out: Audio | None = None
-        frames = [(item, item.source.read()) for item in list(self.inputs)]
-        top = max((item.priority for item, frame in frames if frame is not None and not item.removing), default=None)
+        top: Priority | None = None
+        duck_gain = 1.0
+        frames: list[tuple[MixerInput, Audio | None]] = []
+        for item in sorted(self.inputs, key=lambda i: -i.priority):
+            below = top is not None and item.priority < top
+            if below and duck_gain == 0.0 and item.on_preempt != "continue" and not item.removing:
+                if item.on_preempt == "skip":
+                    item.removing = True
+                elif item.gain == 0.0:
+                    item.preempted = True
+                    continue  # paused: not read, so it resumes where it stopped
+            frame = item.source.read()
+            frames.append((item, frame))
+            if frame is not None and not item.removing and (top is None or item.priority == top):
+                if top is None:
+                    top, duck_gain = item.priority, 1.0
+                # Among the top class, any preempting item preempts; else the deepest duck applies.
+                duck_gain = min(duck_gain, 0.0 if item.policy == "preempt" else db_to_gain(item.duck_db))
+        self.top_rose = top is not None and (self.top is None or top > self.top)
+        self.top = top
         for item, frame in frames:
-            target = self._target_gain(item, top)
+            preempted = top is not None and item.priority < top
+            item.preempted = preempted
+            target = 0.0 if item.removing else db_to_gain(item.gain_db) * (duck_gain if preempted else 1.0)
             if frame is not None:
                 if item.gain == target:
                     contribution = frame if target == 1.0 else frame * np.float32(target)
@@ -96,8 +145,10 @@ class Mixer:
                     contribution = frame * gains
                 out = contribution.astype(np.float32, copy=True) if out is None else out + contribution
             item.gain = target
-            if item.source.finished or (item.removing and item.gain == 0.0):
-                self.inputs.remove(item)
+            if item.source.finished:
+                self._drop(item, "finished")
+            elif item.removing and item.gain == 0.0:
+                self._drop(item, "skipped" if item.on_preempt == "skip" and preempted else "removed")
         if out is None:
             return None
         return self._limit(out)

@@ -20,6 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
+from broadcaster.alerts import AlertDesk, EspeakTTS
 from broadcaster.auth import ZoneTree
 from broadcaster.channel import Channel
 from broadcaster.clock import FrameClock
@@ -101,7 +102,7 @@ class BroadcastServer:
         self.clock = FrameClock(reactor, config.audio.frame_ms / 1000.0)
         self.channels: dict[str, Channel] = {}
         self.multicast: list[MulticastSender] = []
-        self.udp_port: IListeningPort | None = None
+        self.udp_port: BoundedUdpPort | None = None
         self.http_port: IListeningPort | None = None
         self._socket: socket.socket | None = None
         self._loop_log: dict[str, int] = {}
@@ -113,6 +114,13 @@ class BroadcastServer:
         self.programmes = ProgrammeRunner(self, self.schedule)
         self._scheduler = LoopingCall(self.programmes.poll)
         self._scheduler.clock = reactor
+        try:
+            tts: EspeakTTS | None = EspeakTTS()
+        except RuntimeError as exc:
+            log.warning("text alerts will play only their attention signal: %s", exc)
+            tts = None
+        self.alerts = AlertDesk(self, tts)
+        self._command_alert: dict[int, str] = {}
         self.zones = ZoneTree()
         self._expiry = LoopingCall(self._expire)
         self._expiry.clock = reactor
@@ -124,6 +132,7 @@ class BroadcastServer:
             on_change=self._speakers_changed,
             on_session=self._session,
         )
+        self.subscriptions.on_command_ack = self._command_ack
 
     def start(self, http_port: int | None = None, udp_port: int | None = None) -> tuple[int, int]:
         """Listen and start the clock; returns the bound (http, udp) ports."""
@@ -133,7 +142,7 @@ class BroadcastServer:
         self.udp_port = BoundedUdpPort(self.config.server.udp_port if udp_port is None else udp_port, protocol,
                                        interface=host, reactor=self.reactor)
         self.udp_port.startListening()
-        self._socket = self.udp_port.socket  # type: ignore[union-attr]
+        self._socket = self.udp_port.socket
         _grow_buffers(self._socket, 4 * 1024 * 1024)
         self.reload_zones()
         self.reload_channels()
@@ -242,6 +251,35 @@ class BroadcastServer:
                                     (config.id, config.zone, kind, item, self.wall(), by, detail))
                 ids.append(int(cursor.lastrowid or 0))
         return ids
+
+    def note_play(self, ids: list[int], note: str) -> None:
+        for entry in ids:
+            self.storage.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE id = ?",
+                                 (note, entry))
+
+    def command_speakers(self, alert: Any, on: bool) -> None:
+        """Amplifier on and alert volume at the start, the devices' own volume after."""
+        assert self.udp_port is not None
+        now = self.reactor.seconds()
+        body = {"alert": alert.id, "amp": True, "volume": alert.volume} if on else {"alert": None}
+        seq, datagrams = self.subscriptions.command(alert.channels, body, now)
+        if on:
+            self._command_alert[seq] = alert.id
+        for address, datagram, device_id in datagrams:
+            if on:
+                alert.commanded.add(device_id)
+            try:
+                self.udp_port.write(datagram, address)
+            except OSError:
+                continue
+            metrics.speaker_commands_total.labels("sent").inc()
+
+    def _command_ack(self, device_id: str, seq: int) -> None:
+        metrics.speaker_commands_total.labels("acknowledged").inc()
+        alert_id = self._command_alert.get(seq)
+        alert = self.alerts.active.get(alert_id or "")
+        if alert is not None:
+            alert.acknowledged.add(device_id)
 
     def end_play(self, ids: list[int], outcome: str) -> None:
         now = self.wall()

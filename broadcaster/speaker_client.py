@@ -55,6 +55,10 @@ class SubscriptionMessages:
             body["status"] = status.as_dict()
         return encode_message(MessageType.SUBSCRIBE, self.device, body, self.key)
 
+    def command_ack(self, command_seq: int) -> bytes:
+        body = {"ts": int(self.wall() * 1000), "seq": next(self._seq), "command": command_seq}
+        return encode_message(MessageType.COMMAND_ACK, self.device, body, self.key)
+
     def unsubscribe(self) -> bytes:
         body = {"channel": self.channel, "ts": int(self.wall() * 1000), "seq": next(self._seq)}
         return encode_message(MessageType.UNSUBSCRIBE, self.device, body, self.key)
@@ -74,6 +78,7 @@ class SpeakerClient(DatagramProtocol):
         self.ignored = 0
         self.decode_errors = 0
         self.rtp_info: dict[str, Any] = {}
+        self.commands: list[dict[str, Any]] = []
         self.jitter: JitterBuffer | None = None
         self.decoder: OpusDecoder | None = None
         self._keepalive = LoopingCall(self._send_subscribe)
@@ -119,6 +124,9 @@ class SpeakerClient(DatagramProtocol):
         except ProtocolError:
             self.ignored += 1
             return
+        if envelope.type is MessageType.COMMAND:
+            self._command(body)
+            return
         if envelope.type is MessageType.REFUSE:
             self.refusals.append(str(body.get("reason")))
             return
@@ -142,6 +150,12 @@ class SpeakerClient(DatagramProtocol):
             self._keepalive.stop()
             self._keepalive.start(keepalive_s, now=False)
 
+    def _command(self, body: dict[str, Any]) -> None:
+        """Apply an alert command (a real device switches its amplifier and volume here) and acknowledge it."""
+        self.commands.append({k: body.get(k) for k in ("alert", "amp", "volume")})
+        if isinstance(body.get("seq"), int):
+            self._send(self.messages.command_ack(body["seq"]))
+
     def _play(self) -> None:
         assert self.jitter is not None and self.decoder is not None
         for payload in self.jitter.pop_due(self.reactor.seconds()):
@@ -161,6 +175,7 @@ class SpeakerClient(DatagramProtocol):
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = {"acked": self.acks > 0, "acks": self.acks, "refusals": self.refusals,
+                                  "commands": self.commands,
                                   "ignored": self.ignored, "decode_errors": self.decode_errors}
         if self.jitter is not None:
             result.update(asdict(self.jitter.stats))

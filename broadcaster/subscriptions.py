@@ -70,6 +70,8 @@ class SubscriptionTable:
         self.channel_info = channel_info
         self.on_change = on_change
         self.on_session = on_session  # ("start" | "end", subscription, now): for the availability record
+        self.on_command_ack: Callable[[str, int], None] = lambda device, seq: None
+        self._command_seq = 0
         self.subscriptions: dict[str, Subscription] = {}
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
@@ -96,6 +98,11 @@ class SubscriptionTable:
         if (request.ts_ms, request.seq) <= self._last.get(device.id, (-1, -1)):
             return self._reject("replay")
         self._last[device.id] = (request.ts_ms, request.seq)
+        if request.type is MessageType.COMMAND_ACK:
+            subscription = self.subscriptions.get(device.id)
+            if subscription is not None and subscription.address == address and request.command is not None:
+                self.on_command_ack(device.id, request.command)
+            return None
         if request.type is MessageType.UNSUBSCRIBE:
             self._end(device.id, now)
             return self._reply(device, envelope, MessageType.ACK, request, now, {"expires_s": 0})
@@ -187,6 +194,22 @@ class SubscriptionTable:
             # Online until the first keepalive that did not come.
             self._end(subscription.device_id, subscription.last_seen + self.policy.keepalive_s, expired=True)
         return gone
+
+    def command(self, channels: Iterable[str], body: dict[str, Any],
+                now: float) -> tuple[int, list[tuple[Address, bytes, str]]]:
+        """Signed COMMAND datagrams for every loudspeaker subscribed to these channels
+        (only proven addresses: no command goes anywhere audio would not)."""
+        self._command_seq += 1
+        wanted = set(channels)
+        out = []
+        for subscription in self.subscriptions.values():
+            device = self.devices.get(subscription.device_id)
+            if device is None or subscription.channel not in wanted:
+                continue
+            datagram = encode_message(MessageType.COMMAND, device.id,
+                                      {"ts": int(now * 1000), "seq": self._command_seq, **body}, device.key)
+            out.append((subscription.address, datagram, device.id))
+        return self._command_seq, out
 
     def end_all(self, now: float) -> None:
         """The server is stopping: close every session record."""

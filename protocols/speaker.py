@@ -44,6 +44,8 @@ class MessageType(IntEnum):
     ACK = 2
     REFUSE = 3
     UNSUBSCRIBE = 4
+    COMMAND = 5       # server -> device: amplifier and volume (alerts)
+    COMMAND_ACK = 6   # device -> server: the command was applied
 
 
 class ProtocolError(ValueError):
@@ -138,6 +140,7 @@ class Request:
     seq: int
     status: SpeakerStatus = field(default_factory=SpeakerStatus)
     cookie: str | None = None
+    command: int | None = None  # COMMAND_ACK: the seq of the command applied
 
 
 def _int(body: dict[str, Any], name: str, lo: int, hi: int, required: bool = True) -> int | None:
@@ -151,7 +154,7 @@ def _int(body: dict[str, Any], name: str, lo: int, hi: int, required: bool = Tru
 
 def parse_request(envelope: Envelope) -> Request:
     """The fields of an authenticated request, validated."""
-    if envelope.type not in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE):
+    if envelope.type not in (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE, MessageType.COMMAND_ACK):
         raise ProtocolError("unexpected_type", f"a server does not accept {envelope.type.name}")
     body = envelope.json()
     channel = body.get("channel", "")
@@ -172,7 +175,8 @@ def parse_request(envelope: Envelope) -> Request:
     )
     return Request(type=envelope.type, device_id=envelope.device_id, channel=str(channel),
                    ts_ms=int(_int(body, "ts", 0, 2**53) or 0), seq=int(_int(body, "seq", 0, 2**63) or 0),
-                   status=status, cookie=cookie)
+                   status=status, cookie=cookie,
+                   command=_int(body, "command", 0, 2**63) if envelope.type is MessageType.COMMAND_ACK else None)
 
 
 class SubscriptionController(Protocol):

@@ -1,0 +1,97 @@
+"""Alerts on the real server: a targeted loudspeaker hears programme → attention signal → message →
+programme, with the amplifier/volume command; an untargeted one never hears it; rules on who may alert."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from broadcaster.codecs.pcm import rms_dbfs
+from tests.conftest import Api, run_speaker
+from tests.test_http_stream import metric
+
+
+def band_energy(audio: np.ndarray, frequency: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    freqs = np.fft.rfftfreq(audio.size, 1 / 48000)
+    return float(spectrum[np.abs(freqs - frequency) < 15].sum() / (spectrum.sum() + 1e-12))
+
+
+def windows(path: Path, seconds: float = 0.25) -> list[str]:
+    """Label each window: loop (440 or 1000 Hz), tone (the 960/640 Hz attention signal), speech, or quiet."""
+    audio, _ = soundfile.read(str(path), dtype="float32")
+    n = int(seconds * 48000)
+    labels = []
+    for i in range(0, audio.size - n, n):
+        w = audio[i:i + n]
+        if rms_dbfs(w) < -50:
+            labels.append("quiet")
+        elif band_energy(w, 440) > 0.5 or band_energy(w, 1000) > 0.5:  # ch-a and ch-b loop tones
+            labels.append("loop")
+        elif band_energy(w, 960) + band_energy(w, 640) > 0.5:
+            labels.append("tone")
+        else:
+            labels.append("speech")
+    return labels
+
+
+def test_alert_preempts_targeted_channel_only_and_commands_loudspeakers(api: Api, tmp_path: Path) -> None:
+    results: dict[str, dict[str, Any]] = {}
+
+    def listen(device: str) -> None:
+        results[device] = run_speaker(api.server, device, 14.0, out=tmp_path / f"{device}.wav")
+
+    listeners = [threading.Thread(target=listen, args=(d,)) for d in ("spk-1", "spk-3")]
+    for t in listeners:
+        t.start()
+    time.sleep(3.0)
+    status, alert = api("POST", "/api/v1/alerts", body={
+        "title": "Cảnh báo bão", "zones": ["commune-a"], "priority": "khan-cap", "repeat": 1, "volume": 95,
+        "text": "Bão số chín đang tiến vào đất liền. Bà con không ra khỏi nhà."})
+    assert status == 201, alert
+    assert alert["channels"] == ["ch-a"] and alert["priority"] == "emergency"
+    for t in listeners:
+        t.join(60)
+    a, b = windows(tmp_path / "spk-1.wav"), windows(tmp_path / "spk-3.wav")
+    # Collapse runs: the targeted loudspeaker hears loop, tone, speech, (tone/speech...), loop, in that order.
+    runs = [label for i, label in enumerate(a) if i == 0 or label != a[i - 1]]
+    core = [r for r in runs if r != "quiet"]
+    assert core[0] == "loop" and core[-1] == "loop", runs
+    assert core.index("tone") < core.index("speech"), runs
+    assert "loop" not in core[core.index("tone"):len(core) - 1], runs
+    assert a.count("tone") >= 6 and a.count("speech") >= 4
+    assert "tone" not in b and "speech" not in b, "the untargeted commune never hears it"
+    commands = results["spk-1"]["commands"]
+    assert commands[0] == {"alert": alert["id"], "amp": True, "volume": 95}
+    assert commands[-1]["alert"] is None, "restored after the alert"
+    assert results["spk-3"]["commands"] == []
+    assert results["spk-1"]["lost"] == 0 and results["spk-3"]["lost"] == 0
+    status, done = api("GET", f"/api/v1/alerts/{alert['id']}")
+    assert done["status"] == "completed" and done["loudspeakers_acknowledged"] == ["spk-1"]
+    assert 0 < done["first_frame_ms"]["ch-a"] < 200
+    log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "alert"]
+    assert log[0]["outcome"] == "completed" and "acknowledged by 1/1 loudspeakers: spk-1" in log[0]["detail"]
+    assert any(e["action"] == "alert.start" for e in api("GET", "/api/v1/audit")[1]["items"])
+    assert metric(api.server, "broadcaster_alert_latency_seconds_count") >= 1
+
+
+def test_cancel_stops_an_alert_and_who_may_alert(api: Api) -> None:
+    status, _ = api("POST", "/api/v1/alerts", who="op-a", body={"title": "x", "zones": ["commune-a"], "text": "x"})
+    assert status == 403, "operators may not alert unless the configuration allows it"
+    status, alert = api("POST", "/api/v1/alerts", body={"title": "Thử", "zones": ["province"], "text": "Thử",
+                                                        "repeat": 20, "priority": "uu-tien", "policy": "duck"})
+    assert status == 201 and sorted(alert["channels"]) == ["ch-a", "ch-b"] and alert["priority"] == "announcement"
+    assert api("POST", f"/api/v1/alerts/{alert['id']}/cancel", who="viewer-a")[0] == 403
+    status, cancelled = api("POST", f"/api/v1/alerts/{alert['id']}/cancel")
+    assert status == 200 and cancelled["status"] == "cancelled"
+    assert api("GET", "/api/v1/alerts")[1]["total"] == 0
+    for body, code in (({"title": "x", "zones": ["commune-a"]}, "missing_field"),
+                       ({"title": "x", "zones": ["commune-a"], "text": "x", "priority": "scheduled"}, "bad_value"),
+                       ({"title": "x", "zones": ["nowhere"], "text": "x"}, "bad_reference")):
+        status, reply = api("POST", "/api/v1/alerts", body=body)
+        assert status == 400 and reply["error"]["code"] == code
