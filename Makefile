@@ -23,6 +23,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fanout.py
+	$(BIN)/python benchmarks/preemption.py
 
 system-run:
 	@scripts/system-deps.sh $(RUN_DEBS)

@@ -176,7 +176,8 @@ class AlertDesk:
     def start(self, *, title: str, zones: list[str], channels: list[str], priority: Priority, policy: str,
               repeat: int, gap_s: float, created_by: str, volume: int, text: str = "",
               message: Audio | None = None, media_id: str | None = None, language: str = "vi",
-              cap_identifier: str | None = None) -> Alert:
+              cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, "")
+              ) -> Alert:
         alert = Alert(id="a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
@@ -191,18 +192,30 @@ class AlertDesk:
             alert.inputs[channel.id] = channel.mixer.add(source, priority=priority, policy=policy, fade_in=False,
                                                          on_end=partial(self._channel_done, alert))
             channel.after_send.append(self._first_frame_probe(alert, channel))
-            self._note_preemptions(channel, alert)
         self.active[alert.id] = alert
-        self.app.command_speakers(alert, on=True)
-        alert.log_ids = self.app.log_play(targets, "alert", title, created_by,
-                                          detail=f"alert={alert.id} priority={int(priority)}")
         metrics.alerts_total.labels(priority.name.lower()).inc()
         if message is None and text:
             self._synthesize(alert, text, language)
         elif message is None:
             for source in alert.sources.values():
                 source.set_message(None)
+        # Commands to thousands of loudspeakers and the log writes wait until the
+        # first frame has gone: nothing may stand between acceptance and audio.
+        frame_s = self.app.clock.frame_s
+        self.app.reactor.callLater(frame_s * 1.5, self._after_first_frame, alert, targets, audit)
         return alert
+
+    def _after_first_frame(self, alert: Alert, targets: list[Channel], audit: tuple[str, str | None, str]) -> None:
+        self.app.command_speakers(alert, on=True)
+        alert.log_ids = self.app.log_play(targets, "alert", alert.title, alert.created_by,
+                                          detail=f"alert={alert.id} priority={int(alert.priority)}")
+        for channel in targets:
+            self._note_preemptions(channel, alert)
+        actor, remote, detail = audit
+        with self.app.storage.transaction() as db:
+            self.app.storage.audit(db, actor, "alert.start", alert.id, alert.zones[0], remote, detail)
+        if alert.ended is not None:  # it was cancelled within the first frames
+            self._close_records(alert, alert.ended)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
         from twisted.internet.threads import deferToThreadPool
@@ -267,6 +280,10 @@ class AlertDesk:
         self.recent[alert.id] = alert
         while len(self.recent) > 100:
             self.recent.pop(next(iter(self.recent)))
+        if alert.log_ids:
+            self._close_records(alert, outcome)
+
+    def _close_records(self, alert: Alert, outcome: str) -> None:
         self.app.command_speakers(alert, on=False)
         heard = sorted(alert.acknowledged)
         self.app.note_play(alert.log_ids, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "

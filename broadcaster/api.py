@@ -495,7 +495,7 @@ def report(call: Call) -> tuple[int, Any]:
 PROGRAMME_FIELDS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "title": (str, True), "zones": (list, True), "media": (list, True), "start": (str, True),
     "recurrence": (str, False), "weekdays": (list, False), "until": (str, False), "duration_s": ((int, float), False),
-    "on_restart": (str, False), "priority": ((str, int), False)}
+    "on_restart": (str, False), "on_preempt": (str, False), "priority": ((str, int), False)}
 
 
 def _programme_view(call: Call, row: dict[str, Any]) -> dict[str, Any]:
@@ -569,6 +569,9 @@ def create_programme(call: Call) -> tuple[int, Any]:
         raise ApiError(400, "bad_value", f"start is local time in {call.app.config.schedule.timezone}; "
                        "give it without an offset")
     duration = float(body.get("duration_s") or sum(found[m]["duration_s"] for m in media))
+    on_preempt = body.get("on_preempt", "pause")
+    if on_preempt not in ("pause", "skip"):
+        raise ApiError(400, "bad_value", "on_preempt is pause (resume where it stopped) or skip")
     programme = Programme(id="p-" + uuid.uuid4().hex[:10], title=body["title"], channels=channels, start=start,
                           duration_s=duration, recurrence=body.get("recurrence", "once"),
                           weekdays=tuple(body.get("weekdays") or ()), until=until, priority=priority,
@@ -582,12 +585,12 @@ def create_programme(call: Call) -> tuple[int, Any]:
     try:
         with call.app.storage.transaction() as db:
             db.execute("INSERT INTO programmes (id, title, zones, media, start_local, duration_s, recurrence, "
-                       "weekdays, until, priority, on_restart, created_by, created_at) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       "weekdays, until, priority, on_restart, on_preempt, created_by, created_at) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (programme.id, programme.title, json.dumps(zones), json.dumps(media), start.isoformat(),
                         duration, programme.recurrence, json.dumps(list(programme.weekdays)),
-                        until.isoformat() if until else None, priority, programme.on_restart, call.principal.name,
-                        time.time()))
+                        until.isoformat() if until else None, priority, programme.on_restart, on_preempt,
+                        call.principal.name, time.time()))
             call.app.storage.audit(db, call.principal.name, "programme.create", programme.id, zones[0], call.remote,
                                    f"{programme.title} {programme.recurrence} {start.isoformat()}")
     except BaseException:
@@ -658,10 +661,9 @@ def _start_alert(call: Call, *, title: str, zones: list[str], text: str, media_i
     alert = call.app.alerts.start(title=title, zones=zones, channels=channels, priority=level, policy=policy,
                                   repeat=repeat, gap_s=gap_s, created_by=call.principal.name, volume=volume,
                                   text=text, message=message, media_id=media_id, language=language,
-                                  cap_identifier=cap_identifier)
-    with call.app.storage.transaction() as db:
-        call.app.storage.audit(db, call.principal.name, "alert.start", alert.id, zones[0], call.remote,
-                               f"{level.name.lower()} {title} zones={','.join(zones)}")
+                                  cap_identifier=cap_identifier,
+                                  audit=(call.principal.name, call.remote,
+                                         f"{level.name.lower()} {title} zones={','.join(zones)}"))
     return call.app.alerts.describe(alert)
 
 
@@ -695,6 +697,8 @@ def create_cap_alert(call: Call) -> tuple[int, Any]:
                 call.app.storage.audit(db, call.principal.name, "alert.cancel", ",".join(cancelled), None,
                                        call.remote, f"CAP {message.identifier}")
             return 200, {"cancelled": cancelled}
+        if message.scope != "Public":
+            raise CapError("unsupported", f"scope {message.scope!r}: only Public messages go to public loudspeakers")
         info = message.info_for()
         zones = zones_for(info, dict(call.app.config.alerts.cap_areas))
     except CapError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import date, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,11 +76,6 @@ class ProgrammeRunner:
             else:
                 self.waiting[occurrence.key] = occurrence
                 self._preload(occurrence)
-        for play in list(self.playing):
-            if all(item not in channel.mixer.inputs for channel, item in play.inputs):
-                self.playing.remove(play)
-                self.app.end_play(play.log_ids, "completed")
-                metrics.programmes_total.labels("completed").inc()
 
     def _preload(self, occurrence: Occurrence) -> None:
         key = occurrence.key
@@ -119,19 +115,33 @@ class ProgrammeRunner:
         remaining = min(occurrence.end - now, audio.size / SAMPLE_RATE - offset)
         if remaining <= 0:
             return
-        inputs = []
+        rows = self.app.storage.query("SELECT on_preempt FROM programmes WHERE id = ?", (occurrence.programme.id,))
+        on_preempt = rows[0]["on_preempt"] if rows else "pause"
+        inputs: list[tuple[Any, MixerInput]] = []
         channels = self._channels(occurrence)
-        for channel in channels:
-            source = BufferSource(audio, frame_samples=channel.frame_samples, name=occurrence.programme.title,
-                                  start_s=offset, length_s=offset + remaining)
-            inputs.append((channel, channel.mixer.add(source, priority=Priority(occurrence.programme.priority))))
         ids = self.app.log_play(channels, "scheduled", occurrence.programme.title, "schedule",
                                 detail=f"programme={occurrence.programme.id}" + (f" offset={offset:.1f}s"
                                                                                   if offset >= 1 else ""))
-        self.playing.append(Play(occurrence, inputs, ids))
+        play = Play(occurrence, inputs, ids)
+        for channel, log_id in zip(channels, ids, strict=True):
+            source = BufferSource(audio, frame_samples=channel.frame_samples, name=occurrence.programme.title,
+                                  start_s=offset, length_s=offset + remaining)
+            item = channel.mixer.add(source, priority=Priority(occurrence.programme.priority), on_preempt=on_preempt,
+                                     on_end=partial(self._ended, play, log_id))
+            inputs.append((channel, item))
+        self.playing.append(play)
         metrics.programmes_total.labels("started").inc()
         log.info("programme %s (%s) on %s%s", occurrence.programme.id, occurrence.programme.title,
                  ", ".join(c.id for c in channels), f" from {offset:.1f} s" if offset >= 1 else "")
+
+    def _ended(self, play: Play, log_id: int, item: MixerInput, how: str) -> None:
+        """One channel's play of a programme ended: record how, per channel."""
+        outcome = {"finished": "completed", "skipped": "preempted"}.get(how, "stopped")
+        self.app.end_play([log_id], outcome)
+        metrics.programmes_total.labels(outcome).inc()
+        play.inputs[:] = [(c, i) for c, i in play.inputs if i is not item]
+        if not play.inputs and play in self.playing:
+            self.playing.remove(play)
 
     def stop(self) -> None:
         for play in self.playing:

@@ -231,14 +231,17 @@ class SpeakerSwarm:
     reactor, keeps the per-packet cost to one recv and one struct read.
     """
 
-    def __init__(self, devices: list[tuple[str, bytes]], channel: str, server: tuple[str, int],
+    def __init__(self, devices: list[tuple[str, bytes]], channel: str | list[str], server: tuple[str, int],
                  rcvbuf_bytes: int = 1 << 18) -> None:
+        """channel: one for all, or one per device."""
         import select
         import socket
 
         self.server = server
         self.poller = select.epoll()
-        self.messages = [SubscriptionMessages(device, key, channel) for device, key in devices]
+        channels = channel if isinstance(channel, list) else [channel] * len(devices)
+        self.messages = [SubscriptionMessages(device, key, c) for (device, key), c in zip(devices, channels,
+                                                                                            strict=True)]
         self.sockets = []
         for _ in devices:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -255,6 +258,8 @@ class SpeakerSwarm:
         self.highest = [-1] * n        # highest extended sequence seen
         self.received = [0] * n
         self.late = [0] * n            # arrived after a higher sequence number
+        self.marker_after: float | None = None  # when set: note the first marked packet after this time
+        self.first_marker: list[float | None] = [None] * n
 
     def subscribe_all(self, only_unacked: bool = False, batch: int = 100) -> None:
         """Send a SUBSCRIBE from every loudspeaker, in batches with a short receive
@@ -303,6 +308,10 @@ class SpeakerSwarm:
                         self._control(i, data)
                         continue
                     self._count(i, rtp_sequence(data))
+                    if self.marker_after is not None and data[1] & 0x80 and self.first_marker[i] is None:
+                        now = time.monotonic()
+                        if now >= self.marker_after:
+                            self.first_marker[i] = now
 
     def _control(self, i: int, data: bytes) -> None:
         messages = self.messages[i]

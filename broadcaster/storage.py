@@ -145,6 +145,7 @@ MIGRATIONS: list[str] = [
         until TEXT,
         priority INTEGER NOT NULL DEFAULT 20,
         on_restart TEXT NOT NULL DEFAULT 'resume',
+        on_preempt TEXT NOT NULL DEFAULT 'pause',
         created_by TEXT NOT NULL,
         created_at REAL NOT NULL
     );

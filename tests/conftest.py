@@ -161,8 +161,9 @@ class Api:
         return status, payload.decode()
 
 
-def prepare(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    config = write_config(tmp_path, extra={"storage": {"max_upload_bytes": MAX_UPLOAD}})
+def prepare(tmp_path: Path, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, str]]:
+    config = write_config(tmp_path, extra={"storage": {"max_upload_bytes": MAX_UPLOAD},
+                                           "alerts": {"cap_areas": {"VN-XA=29590": "commune-a"}}, **(extra or {})})
     tokens = {}
     for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"]),
                               ("viewer-a", "viewer", ["commune-a"])):

@@ -95,3 +95,65 @@ def test_cancel_stops_an_alert_and_who_may_alert(api: Api) -> None:
                        ({"title": "x", "zones": ["nowhere"], "text": "x"}, "bad_reference")):
         status, reply = api("POST", "/api/v1/alerts", body=body)
         assert status == 400 and reply["error"]["code"] == code
+
+
+CAP = Path(__file__).parent / "data" / "cap"
+
+
+def test_cap_message_starts_an_alert_and_its_cancel_stops_it(api: Api) -> None:
+    status, alert = api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_warning.xml").read_bytes())
+    assert status == 201, alert
+    assert alert["zones"] == ["commune-a"] and alert["channels"] == ["ch-a"]
+    assert alert["cap_identifier"] == "VN-NCHMF-2026-BAO09-001" and alert["status"] == "on_air"
+    assert alert["priority"] == "emergency"
+    status, reply = api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_cancel.xml").read_bytes())
+    assert status == 200 and reply["cancelled"] == [alert["id"]]
+    assert api("GET", f"/api/v1/alerts/{alert['id']}")[1]["status"] == "cancelled"
+    assert api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_cancel.xml").read_bytes())[0] == 404
+
+
+def test_bad_cap_is_refused_and_nothing_plays(api: Api) -> None:
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>'
+            b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol2;</identifier></alert>')
+    external = (b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier></alert>')
+    storm = (CAP / "storm_warning.xml").read_bytes()
+    for raw, code in ((bomb, "unsafe_xml"), (external, "unsafe_xml"), (storm[: len(storm) // 2], "malformed"),
+                      (b"not xml at all", "malformed"), (storm.replace(b"cap:1.2", b"cap:1.1"), "not_cap"),
+                      (storm.replace(b"29590", b"99999"), "no_area"), (b"<a/>" + b" " * 300_000, "too_large")):
+        status, reply = api("POST", "/api/v1/alerts/cap", raw=raw)
+        assert 400 <= status < 500 and reply["error"]["code"] == code, (code, reply)
+    assert api("GET", "/api/v1/alerts")[1]["total"] == 0
+    assert api("POST", "/api/v1/alerts/cap", who="op-a", raw=storm)[0] == 403
+
+
+def test_a_scheduled_programme_pauses_for_the_alert_and_resumes(api: Api, tmp_path: Path) -> None:
+    from tests.test_schedule_e2e import local_in, upload
+
+    media = upload(api, tmp_path, 880.0, 6.0)
+    status, programme = api("POST", "/api/v1/programmes", who="op-a", body={
+        "title": "Chương trình", "zones": ["commune-a"], "media": [media], "start": local_in(2.0)})
+    assert status == 201
+    result: dict[str, Any] = {}
+    listener = threading.Thread(target=lambda: result.update(
+        run_speaker(api.server, "spk-1", 16.0, out=tmp_path / "heard.wav")))
+    listener.start()
+    time.sleep(5.0)  # the programme has played about 2.5 s
+    status, alert = api("POST", "/api/v1/alerts", body={"title": "Khẩn", "zones": ["commune-a"], "repeat": 1,
+                                                        "text": "Thông báo khẩn."})
+    assert status == 201
+    listener.join(60)
+    audio, _ = soundfile.read(str(tmp_path / "heard.wav"), dtype="float32")
+    n = 12000
+    labels = []
+    for i in range(0, audio.size - n, n):
+        w = audio[i:i + n]
+        labels.append("prog" if band_energy(w, 880) > 0.5 else "loop" if band_energy(w, 440) > 0.5
+                      else "tone" if band_energy(w, 960) + band_energy(w, 640) > 0.5 else "other")
+    runs = [label for i, label in enumerate(labels) if i == 0 or label != labels[i - 1]]
+    core = [r for r in runs if r in ("prog", "tone", "loop")]
+    assert core[:4] == ["loop", "prog", "tone", "prog"], runs
+    # 6 s of programme in all: about 2.5 s before the alert, the rest after it.
+    assert abs(labels.count("prog") * 0.25 - 6.0) < 1.0, labels
+    log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "scheduled"]
+    assert log[0]["outcome"] == "completed" and f"preempted by alert {alert['id']}" in log[0]["detail"]
