@@ -46,6 +46,8 @@ class OggOpusDecoder:
         while True:
             try:
                 for packet, _page in self.reader.packets():
+                    if self._headers == 0 and not packet.startswith(b"OpusHead"):
+                        raise ValueError("the Ogg stream is not Opus (Vorbis and FLAC are not taken)")
                     if packet.startswith(b"OpusHead") or packet.startswith(b"OpusTags"):
                         self._headers += 1
                         continue
@@ -129,9 +131,9 @@ class LiveSource:
     """The studio's audio as a mixer source, behind a jitter buffer.
 
     Playout starts once ``target_delay`` of audio is buffered. A short gap is
-    filled with silence (an underrun: the studio is still on air) and raises
-    the target by 100 ms, up to the maximum, so the buffer grows to fit how
-    the console actually sends; after
+    an underrun: the source plays silence (the studio is still on air) until
+    the buffer has refilled to a target 100 ms larger than before, up to the
+    maximum, so the buffer grows to fit how the console actually sends; after
     ``stall_frames`` ticks without audio the source reports nothing, so the
     channel falls back to what it would otherwise play, and playout restarts
     at the target delay when audio comes back. The buffer never holds more
@@ -151,6 +153,7 @@ class LiveSource:
         self._buffered = 0
         self._playing = False
         self._quiet_ticks = 0
+        self._rebuffering = False
         self._closed = False
 
     @property
@@ -210,25 +213,37 @@ class LiveSource:
         n = self.frame_samples
         if not self._playing:
             if self._buffered >= self.target or (self._closed and self._buffered >= n):
-                self._playing = True
-                self._quiet_ticks = 0
+                self._playing, self._rebuffering, self._quiet_ticks = True, False, 0
             else:
                 return None
+        if self._rebuffering:
+            if self._buffered >= self.target:
+                self._rebuffering = False
+            elif not self._closed:
+                return self._silence_or_stall()
         if self._buffered >= n:
             self._quiet_ticks = 0
             return self._take(n)
-        self._quiet_ticks += 1
-        if self._quiet_ticks >= self.stall_frames or self._closed:
-            if not self._closed:
-                self.stats.stalls += 1
-            self._playing = False
-            return None
+        # Underrun: play what is left, then silence while the buffer refills to a
+        # target 100 ms larger, so a console that sends in bursts (ffmpeg's Ogg
+        # muxer writes one page a second) stops underrunning after a few pages.
         self.stats.underruns += 1
-        # Adapt: a console that sends in bursts (ffmpeg's Ogg muxer writes one
-        # page a second) needs more buffer than the configured start value.
-        self.target = min(self.target + self.frame_samples * 5, self.maximum - self.frame_samples)
+        self.target = min(self.target + int(0.1 * SAMPLE_RATE), self.maximum - n)
+        self._rebuffering = True
         partial = self._take(self._buffered) if self._buffered else np.zeros(0, np.float32)
+        self._quiet_ticks = 1
+        if self._closed:
+            self._playing = False
+            return np.concatenate([partial, np.zeros(n - partial.size, np.float32)]) if partial.size else None
         return np.concatenate([partial, np.zeros(n - partial.size, np.float32)])
+
+    def _silence_or_stall(self) -> Audio | None:
+        self._quiet_ticks += 1
+        if self._quiet_ticks >= self.stall_frames:
+            self.stats.stalls += 1
+            self._playing = self._rebuffering = False
+            return None  # the studio is gone quiet: the channel falls back
+        return np.zeros(self.frame_samples, dtype=np.float32)
 
     def skip(self) -> None:
         if self._buffered >= self.frame_samples:

@@ -66,16 +66,32 @@ class ProgrammeRunner:
         return [paths[i] for i in ids if i in paths]
 
     def poll(self) -> None:
-        """About once a second: preload, start what is due, close what finished."""
-        now = self.app.wall()
-        for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
-            self._preload(occurrence)
+        """Twice a second: preload, start what is due, cut what overran its slot.
+        Never raises: a failure here must not stop the schedule for good."""
+        try:
+            self._poll(self.app.wall())
+        except Exception:
+            log.exception("the scheduler's poll failed; it runs again shortly")
+
+    def _poll(self, now: float) -> None:
+        upcoming = self.schedule.occurrences(now, now + PRELOAD_S)
+        for occurrence in upcoming:
+            if occurrence.start > now:  # what is already running was started (or skipped) by due()
+                self._preload(occurrence)
         for occurrence in self.schedule.due(now):
             if occurrence.key in self.cache:
                 self._start(occurrence, now)
             else:
                 self.waiting[occurrence.key] = occurrence
                 self._preload(occurrence)
+        wanted = {o.key for o in upcoming} | set(self.waiting)
+        for key in [k for k in self.cache if k not in wanted]:
+            del self.cache[key]  # deleted, moved, or skipped at a restart: free the decoded audio
+        for play in list(self.playing):
+            if play.occurrence.end <= now:
+                # Paused under an alert or a studio, it would overrun into the next slot.
+                for channel, item in list(play.inputs):
+                    channel.mixer.remove(item)
 
     def _preload(self, occurrence: Occurrence) -> None:
         key = occurrence.key
@@ -119,6 +135,8 @@ class ProgrammeRunner:
         on_preempt = rows[0]["on_preempt"] if rows else "pause"
         inputs: list[tuple[Any, MixerInput]] = []
         channels = self._channels(occurrence)
+        if not channels:
+            return
         ids = self.app.log_play(channels, "scheduled", occurrence.programme.title, "schedule",
                                 detail=f"programme={occurrence.programme.id}" + (f" offset={offset:.1f}s"
                                                                                   if offset >= 1 else ""))
@@ -136,7 +154,7 @@ class ProgrammeRunner:
 
     def _ended(self, play: Play, log_id: int, item: MixerInput, how: str) -> None:
         """One channel's play of a programme ended: record how, per channel."""
-        outcome = {"finished": "completed", "skipped": "preempted"}.get(how, "stopped")
+        outcome = {"finished": "completed", "skipped": "preempted", "removed": "cut"}.get(how, "stopped")
         self.app.end_play([log_id], outcome)
         metrics.programmes_total.labels(outcome).inc()
         play.inputs[:] = [(c, i) for c, i in play.inputs if i is not item]

@@ -174,9 +174,13 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
 
 def check_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
+        hash_password(password)  # same cost as a real check
         return False
     _, salt, _ = stored.split("$")
     return hmac.compare_digest(hash_password(password, bytes.fromhex(salt)), stored)
+
+
+_DUMMY_HASH = hash_password("no such user")
 
 
 class KeySealer:
@@ -357,8 +361,11 @@ class Storage:
         return self._with_zones(rows[0]) if rows else None
 
     def user_by_password(self, name: str, password: str) -> dict[str, Any] | None:
+        """Slow on purpose (scrypt): call from a worker thread. An unknown name costs
+        the same as a wrong password, so timing does not reveal which names exist."""
         rows = self.query("SELECT id, name, role, password_hash FROM users WHERE name = ?", (name,))
-        if not rows or not check_password(password, rows[0].pop("password_hash")):
+        stored = rows[0].pop("password_hash") if rows else _DUMMY_HASH
+        if not check_password(password, stored) or not rows or stored is None:
             return None
         return self._with_zones(rows[0])
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import numpy as np
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.auth import Action, Forbidden, Principal, authorize
@@ -83,8 +85,18 @@ class LiveSession:
         self.decoder: StreamDecoder | None = None
         self._head = b""
         self.bytes = 0
-        self.last_data = desk.app.reactor.seconds()
+        self.closed = False
+        self.connection: Any = None
         settings = desk.app.config.live
+        # No bytes for this long and the connection is dropped: a studio whose
+        # network died without a FIN must not hold the channel.
+        self.idle_timeout_s = max(30.0, 3 * settings.stall_timeout_ms / 1000)
+        self.last_data = desk.app.reactor.seconds()
+        # Records first, so a failure here leaves nothing on air and nothing half-made.
+        day = time.strftime("%Y-%m-%d")
+        self.recording: SessionRecording | None = SessionRecording(settings.recordings_dir / day / f"{self.id}.ogg")
+        self.log_ids = desk.app.log_play(channels, "live", self.name, principal.name,
+                                         detail=f"recording={self.recording.path}")
         self.sources: dict[str, LiveSource] = {}
         self.inputs: dict[str, MixerInput] = {}
         for channel in channels:
@@ -94,13 +106,12 @@ class LiveSession:
             self.sources[channel.id] = source
             self.inputs[channel.id] = channel.mixer.add(source, priority=Priority.LIVE)
             channel.live = self
-        day = time.strftime("%Y-%m-%d")
-        self.recording = SessionRecording(desk.app.config.live.recordings_dir / day / f"{self.id}.ogg")
-        self.log_ids = desk.app.log_play(channels, "live", self.name, principal.name,
-                                         detail=f"recording={self.recording.path}")
         metrics.live_sessions.inc()
         log.info("live session %s (%s) by %s from %s on %s", self.id, self.name, principal.name, request.peer,
                  ", ".join(c.id for c in channels))
+
+    def attach(self, connection: Any) -> None:
+        self.connection = connection
 
     @property
     def stalled(self) -> bool:
@@ -125,20 +136,36 @@ class LiveSession:
             data, self._head = self._head, b""
         metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
         errors = self.decoder.errors
-        chunks = self.decoder.feed(data)
+        try:
+            chunks = self.decoder.feed(data)
+        except ValueError as exc:  # e.g. an Ogg stream that is not Opus
+            metrics.ingest_refused_total.labels("unsupported_format").inc()
+            raise Refusal(415, "unsupported_format", str(exc)) from None
         if self.decoder.errors > errors:
             metrics.ingest_decode_errors_total.labels(self.decoder.format).inc(self.decoder.errors - errors)
         for pcm in chunks:
             for source in self.sources.values():
                 source.push(pcm)
-            self.recording.write(pcm)
+            if self.recording is not None:
+                try:
+                    self.recording.write(pcm)
+                except OSError as exc:  # a full disk stops the recording, never the broadcast
+                    log.error("live session %s: recording stopped: %s", self.id, exc)
+                    self.recording = None
 
     def close(self, clean: bool) -> None:
+        if self.closed:
+            return
+        self.closed = True
         for channel in self.channels:
             self.sources[channel.id].close()
             if channel.live is self:
                 channel.live = None
-        self.recording.close()
+        if self.recording is not None:
+            try:
+                self.recording.close()
+            except OSError as exc:
+                log.error("live session %s: closing the recording failed: %s", self.id, exc)
         outcome = "completed" if clean else "failed"
         self.desk.app.end_play(self.log_ids, outcome)
         metrics.live_sessions.dec()
@@ -148,14 +175,29 @@ class LiveSession:
         """Take this session off air at once (a stalled studio replaced by a new source)."""
         for channel in self.channels:
             channel.mixer.remove(self.inputs[channel.id])
+        if self.connection is not None:
+            self.connection.hang_up()  # closes the session as failed and drops the socket
+        else:
+            self.close(clean=False)
 
 
 class StudioDesk:
     def __init__(self, app: BroadcastServer) -> None:
         self.app = app
 
-    def open(self, request: SourceRequest) -> LiveSession:
-        principal = self._authenticate(request)
+    def open(self, request: SourceRequest) -> Deferred[LiveSession]:
+        """Check the password off the reactor (scrypt takes tens of milliseconds),
+        then decide on the reactor."""
+        user, password = self._credentials(request)
+        check = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(),
+                                  self.app.storage.user_by_password, user, password)
+        return check.addCallback(self._decide, request)
+
+    def _decide(self, row: dict[str, Any] | None, request: SourceRequest) -> LiveSession:
+        if row is None:
+            metrics.auth_failures_total.labels("ingest").inc()
+            raise self._refuse(401, "unauthenticated", "wrong user name or password")
+        principal = Principal.from_row(row, request.peer)
         path = unquote(request.path.split("?", 1)[0])
         match = MOUNT.match(path)
         if match is None:
@@ -178,18 +220,16 @@ class StudioDesk:
             authorize(principal, Action.WRITE, [c.config.zone for c in channels], self.app.zones)
         except Forbidden as exc:
             raise self._refuse(403, "forbidden", str(exc)) from None
-        for channel in channels:
-            current: LiveSession | None = channel.live
-            if current is None:
-                continue
-            if current.stalled:
-                current.kick()  # a dead studio connection must not lock the channel
-                continue
-            raise self._refuse(409, "already_live", f"channel {channel.id!r} is already live: "
-                               f"{current.name!r} by {current.principal.name} (session {current.id})")
+        current = [c.live for c in channels if c.live is not None]
+        busy = [s for s in current if not s.stalled]
+        if busy:
+            raise self._refuse(409, "already_live", f"channel {busy[0].channels[0].id!r} is already live: "
+                               f"{busy[0].name!r} by {busy[0].principal.name} (session {busy[0].id})")
+        for stale in set(current):
+            stale.kick()  # a dead studio connection must not lock the channel
         return LiveSession(self, principal, request, channels)
 
-    def _authenticate(self, request: SourceRequest) -> Principal:
+    def _credentials(self, request: SourceRequest) -> tuple[str, str]:
         header = request.headers.get("authorization", "")
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
@@ -198,11 +238,7 @@ class StudioDesk:
             user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise self._refuse(401, "unauthenticated", "malformed Basic credentials") from None
-        row = self.app.storage.user_by_password(user, password)
-        if row is None:
-            metrics.auth_failures_total.labels("ingest").inc()
-            raise self._refuse(401, "unauthenticated", "wrong user name or password")
-        return Principal.from_row(row, request.peer)
+        return user, password
 
     def _refuse(self, status: int, reason: str, message: str) -> Refusal:
         metrics.ingest_refused_total.labels(reason).inc()

@@ -62,7 +62,9 @@ def test_alert_preempts_targeted_channel_only_and_commands_loudspeakers(api: Api
     runs = [label for i, label in enumerate(a) if i == 0 or label != a[i - 1]]
     core = [r for r in runs if r != "quiet"]
     assert core[0] == "loop" and core[-1] == "loop", runs
-    assert core.index("tone") < core.index("speech"), runs
+    # A window straddling a switch can look like neither tone; sustained speech comes after the tone.
+    first_speech = next(i for i in range(len(a) - 1) if a[i] == a[i + 1] == "speech")
+    assert a.index("tone") < first_speech, a
     assert "loop" not in core[core.index("tone"):len(core) - 1], runs
     assert a.count("tone") >= 6 and a.count("speech") >= 4
     assert "tone" not in b and "speech" not in b, "the untargeted commune never hears it"

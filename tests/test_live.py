@@ -58,6 +58,8 @@ def test_disconnect_plays_out_the_buffer_then_finishes() -> None:
     source.push(chunk(0.05))
     source.close()
     assert source.read() is not None and source.read() is not None
+    tail = source.read()  # the last half frame, padded: everything the studio sent is heard
+    assert tail is not None and np.allclose(tail[:480], 0.5) and np.allclose(tail[480:], 0.0)
     assert source.read() is None and source.finished
 
 
