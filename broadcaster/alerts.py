@@ -176,8 +176,8 @@ class AlertDesk:
     def start(self, *, title: str, zones: list[str], channels: list[str], priority: Priority, policy: str,
               repeat: int, gap_s: float, created_by: str, volume: int, text: str = "",
               message: Audio | None = None, media_id: str | None = None, language: str = "vi",
-              cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, "")
-              ) -> Alert:
+              cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, ""),
+              media_path: str | None = None) -> Alert:
         alert = Alert(id="a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
@@ -189,12 +189,15 @@ class AlertDesk:
             if message is not None:
                 source.set_message(message)
             alert.sources[channel.id] = source
+            # An announcement under an emergency waits (pauses) and is heard after it.
             alert.inputs[channel.id] = channel.mixer.add(source, priority=priority, policy=policy, fade_in=False,
-                                                         on_end=partial(self._channel_done, alert))
+                                                         on_preempt="pause", on_end=partial(self._channel_done, alert))
             channel.after_send.append(self._first_frame_probe(alert, channel))
         self.active[alert.id] = alert
         metrics.alerts_total.labels(priority.name.lower()).inc()
-        if message is None and text:
+        if message is None and media_path:
+            self._load(alert, media_path)
+        elif message is None and text:
             self._synthesize(alert, text, language)
         elif message is None:
             for source in alert.sources.values():
@@ -206,16 +209,21 @@ class AlertDesk:
         return alert
 
     def _after_first_frame(self, alert: Alert, targets: list[Channel], audit: tuple[str, str | None, str]) -> None:
-        self.app.command_speakers(alert, on=True)
-        alert.log_ids = self.app.log_play(targets, "alert", alert.title, alert.created_by,
-                                          detail=f"alert={alert.id} priority={int(alert.priority)}")
-        for channel in targets:
-            self._note_preemptions(channel, alert)
-        actor, remote, detail = audit
-        with self.app.storage.transaction() as db:
-            self.app.storage.audit(db, actor, "alert.start", alert.id, alert.zones[0], remote, detail)
-        if alert.ended is not None:  # it was cancelled within the first frames
-            self._close_records(alert, alert.ended)
+        try:
+            alert.log_ids = self.app.log_play(targets, "alert", alert.title, alert.created_by,
+                                              detail=f"alert={alert.id} priority={int(alert.priority)}")
+            actor, remote, detail = audit
+            with self.app.storage.transaction() as db:
+                self.app.storage.audit(db, actor, "alert.start", alert.id, alert.zones[0], remote, detail)
+            for channel in targets:
+                self._note_preemptions(channel, alert)
+        except Exception:
+            log.exception("alert %s: writing its records failed", alert.id)
+        finally:
+            if alert.ended is None:
+                self.app.command_speakers(alert, on=True)
+            else:  # it was cancelled within the first frames
+                self._close_records(alert, alert.ended)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
         from twisted.internet.threads import deferToThreadPool
@@ -241,12 +249,28 @@ class AlertDesk:
 
         work.addCallbacks(ready, failed)
 
+    def _load(self, alert: Alert, path: str) -> None:
+        from twisted.internet.threads import deferToThreadPool
+
+        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), load_audio, path)
+
+        def ready(audio: Audio) -> None:
+            for source in alert.sources.values():
+                source.set_message(audio)
+
+        def failed(failure: Any) -> None:
+            log.error("alert %s: its media could not be read: %s", alert.id, failure.getErrorMessage())
+            for source in alert.sources.values():
+                source.set_message(None)
+
+        work.addCallbacks(ready, failed)
+
     def _first_frame_probe(self, alert: Alert, channel: Channel) -> Any:
         source = alert.sources[channel.id]
 
         def probe() -> bool:
             if source.frames_read == 0:
-                return False
+                return source.finished or alert.ended is not None  # cancelled before it played: stop probing
             latency = self.app.reactor.seconds() - alert.accepted_at
             alert.first_frame_s[channel.id] = latency
             metrics.alert_latency_seconds.observe(latency)
@@ -263,9 +287,11 @@ class AlertDesk:
         alert = self.active.get(alert_id)
         if alert is None:
             return None
-        for source in alert.sources.values():
-            source.cancel()
         self._finish(alert, "cancelled")
+        for channel_id, item in alert.inputs.items():
+            channel = self.app.channels.get(channel_id)
+            if channel is not None:
+                channel.mixer.remove(item)  # a short fade, not a click
         return alert
 
     def _channel_done(self, alert: Alert, item: MixerInput, how: str) -> None:
@@ -284,7 +310,10 @@ class AlertDesk:
             self._close_records(alert, outcome)
 
     def _close_records(self, alert: Alert, outcome: str) -> None:
-        self.app.command_speakers(alert, on=False)
+        if alert.commanded:
+            # Back to normal only where no other alert is still on air.
+            still = {c for other in self.active.values() for c in other.channels}
+            self.app.command_speakers(alert, on=False, channels=[c for c in alert.channels if c not in still])
         heard = sorted(alert.acknowledged)
         self.app.note_play(alert.log_ids, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "
                                           f"{','.join(heard)}")

@@ -642,25 +642,23 @@ def _start_alert(call: Call, *, title: str, zones: list[str], text: str, media_i
         raise ApiError(400, "bad_value", "policy is preempt or duck")
     if not 1 <= repeat <= 20 or not 0 <= gap_s <= 600 or not 0 <= volume <= 100:
         raise ApiError(400, "bad_value", "repeat is 1..20, gap_s 0..600, volume 0..100")
-    message = None
+    media_path = None
     if media_id:
         rows = call.app.storage.query("SELECT path, zone FROM media WHERE id = ?", (media_id,))
         if not rows:
             raise ApiError(400, "bad_reference", f"no media item {media_id!r}")
         call.authorize(Action.READ, rows[0]["zone"])
-        from broadcaster.codecs.audiofile import AudioFileError, load_audio
-        try:
-            message = load_audio(rows[0]["path"])  # stored FLAC of a bulletin: tens of milliseconds
-        except AudioFileError as exc:
-            raise ApiError(422, "undecodable", str(exc)) from None
+        media_path = rows[0]["path"]  # decoded in a worker while the attention signal plays
     elif not text.strip():
         raise ApiError(400, "missing_field", "give 'text' to read aloud or 'media' to play")
+    if len(text) > 5000:
+        raise ApiError(400, "bad_value", "text is limited to 5,000 characters")
     channels = list(call.app.channels_in(zones))
     if not channels:
         raise ApiError(400, "bad_reference", "the zones have no channel")
     alert = call.app.alerts.start(title=title, zones=zones, channels=channels, priority=level, policy=policy,
                                   repeat=repeat, gap_s=gap_s, created_by=call.principal.name, volume=volume,
-                                  text=text, message=message, media_id=media_id, language=language,
+                                  text=text, media_path=media_path, media_id=media_id, language=language,
                                   cap_identifier=cap_identifier,
                                   audit=(call.principal.name, call.remote,
                                          f"{level.name.lower()} {title} zones={','.join(zones)}"))
@@ -683,14 +681,17 @@ def create_cap_alert(call: Call) -> tuple[int, Any]:
     raw = call.request.content.read(1024 * 1024 + 1) if call.request.content else b""
     try:
         message = parse_cap(raw)
+        if message.status == "Test":
+            raise CapError("unsupported", "status Test: CAP says all recipients disregard it; nothing plays")
+        referenced = [a for sender, identifier, _sent in message.references
+                      for a in call.app.alerts.active.values() if a.cap_identifier == f"{sender},{identifier}"]
+        for alert in referenced:
+            _authorize_alert(call, alert.zones)  # all checked before anything is cancelled
         if message.msg_type == "Cancel":
             cancelled = []
-            for _sender, identifier, _sent in message.references:
-                for alert in list(call.app.alerts.active.values()):
-                    if alert.cap_identifier == identifier:
-                        _authorize_alert(call, alert.zones)
-                        call.app.alerts.cancel(alert.id, call.principal.name)
-                        cancelled.append(alert.id)
+            for alert in referenced:
+                call.app.alerts.cancel(alert.id, call.principal.name)
+                cancelled.append(alert.id)
             if not cancelled:
                 raise ApiError(404, "not_found", "no alert on air matches the message's references")
             with call.app.storage.transaction() as db:
@@ -706,11 +707,14 @@ def create_cap_alert(call: Call) -> tuple[int, Any]:
         raise ApiError(413 if exc.code == "too_large" else 400, exc.code, str(exc)) from None
     settings = call.app.config.alerts
     priority = priority_of(info)
+    for alert in referenced:  # an Update replaces what it refers to
+        call.app.alerts.cancel(alert.id, call.principal.name)
     return 201, _start_alert(call, title=info.headline or info.event, zones=zones, text=spoken_text(message, info),
                              media_id=None, language="vi" if info.language.lower().startswith("vi") else "en",
                              priority=priority, policy="preempt",
                              repeat=settings.repeat if priority == "emergency" else 1,
-                             gap_s=settings.gap_s, volume=settings.volume, cap_identifier=message.identifier)
+                             gap_s=settings.gap_s, volume=settings.volume,
+                             cap_identifier=f"{message.sender},{message.identifier}")
 
 
 def list_alerts(call: Call) -> tuple[int, Any]:

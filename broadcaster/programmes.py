@@ -87,11 +87,7 @@ class ProgrammeRunner:
         wanted = {o.key for o in upcoming} | set(self.waiting)
         for key in [k for k in self.cache if k not in wanted]:
             del self.cache[key]  # deleted, moved, or skipped at a restart: free the decoded audio
-        for play in list(self.playing):
-            if play.occurrence.end <= now:
-                # Paused under an alert or a studio, it would overrun into the next slot.
-                for channel, item in list(play.inputs):
-                    channel.mixer.remove(item)
+
 
     def _preload(self, occurrence: Occurrence) -> None:
         key = occurrence.key
@@ -137,6 +133,12 @@ class ProgrammeRunner:
         channels = self._channels(occurrence)
         if not channels:
             return
+        # A programme paused under an alert runs late; when the next one starts on
+        # its channel it gives way (cut), rather than both playing at once.
+        for play in list(self.playing):
+            for channel, item in list(play.inputs):
+                if channel in channels:
+                    channel.mixer.remove(item)
         ids = self.app.log_play(channels, "scheduled", occurrence.programme.title, "schedule",
                                 detail=f"programme={occurrence.programme.id}" + (f" offset={offset:.1f}s"
                                                                                   if offset >= 1 else ""))

@@ -257,12 +257,14 @@ class BroadcastServer:
             self.storage.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE id = ?",
                                  (note, entry))
 
-    def command_speakers(self, alert: Any, on: bool) -> None:
+    def command_speakers(self, alert: Any, on: bool, channels: list[str] | None = None) -> None:
         """Amplifier on and alert volume at the start, the devices' own volume after."""
         assert self.udp_port is not None
-        now = self.reactor.seconds()
         body = {"alert": alert.id, "amp": True, "volume": alert.volume} if on else {"alert": None}
-        seq, datagrams = self.subscriptions.command(alert.channels, body, now)
+        seq, datagrams = self.subscriptions.command(alert.channels if channels is None else channels, body,
+                                                    self.wall())
+        if len(self._command_alert) > 1000:
+            self._command_alert.clear()  # acknowledgements of long-gone commands are no longer wanted
         if on:
             self._command_alert[seq] = alert.id
         for address, datagram, device_id in datagrams:

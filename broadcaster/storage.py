@@ -231,6 +231,7 @@ class Storage:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.sealer = sealer
         self._lock = threading.RLock()
+        self._queue_lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -304,16 +305,18 @@ class Storage:
     # --- queued writes from the audio path ----------------------------------
 
     def enqueue(self, sql: str, args: tuple[Any, ...]) -> None:
-        """A write that must not wait: applied at the next flush, in order."""
-        with self._lock:
+        """A write that must not wait: applied at the next flush, in order. Takes only
+        the queue's own lock, never the database's, so the audio path never waits on a commit."""
+        with self._queue_lock:
             self._pending.append((sql, args))
 
     def flush(self) -> int:
         """Write the queued statements in one transaction; safe from any thread."""
-        with self._lock:
+        with self._queue_lock:
             pending, self._pending = self._pending, []
-            if not pending:
-                return 0
+        if not pending:
+            return 0
+        with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in pending:
@@ -321,9 +324,10 @@ class Storage:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
-                self._pending[:0] = pending  # keep them for the next try: no log entry is lost
+                with self._queue_lock:
+                    self._pending[:0] = pending  # keep them for the next try: no log entry is lost
                 raise
-            return len(pending)
+        return len(pending)
 
     # --- audit ---------------------------------------------------------------
 

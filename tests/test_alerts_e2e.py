@@ -106,7 +106,7 @@ def test_cap_message_starts_an_alert_and_its_cancel_stops_it(api: Api) -> None:
     status, alert = api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_warning.xml").read_bytes())
     assert status == 201, alert
     assert alert["zones"] == ["commune-a"] and alert["channels"] == ["ch-a"]
-    assert alert["cap_identifier"] == "VN-NCHMF-2026-BAO09-001" and alert["status"] == "on_air"
+    assert alert["cap_identifier"] == "nchmf.gov.vn,VN-NCHMF-2026-BAO09-001" and alert["status"] == "on_air"
     assert alert["priority"] == "emergency"
     status, reply = api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_cancel.xml").read_bytes())
     assert status == 200 and reply["cancelled"] == [alert["id"]]
