@@ -34,6 +34,7 @@ from broadcaster.protocols.speaker import (
 )
 
 RETRY_S = 1.0  # subscribe retry interval until the first ACK
+COMMAND_WINDOW_S = 30.0
 
 
 class SubscriptionMessages:
@@ -79,6 +80,7 @@ class SpeakerClient(DatagramProtocol):
         self.decode_errors = 0
         self.rtp_info: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
+        self._last_command = (-1, -1)
         self.jitter: JitterBuffer | None = None
         self.decoder: OpusDecoder | None = None
         self._keepalive = LoopingCall(self._send_subscribe)
@@ -151,7 +153,15 @@ class SpeakerClient(DatagramProtocol):
             self._keepalive.start(keepalive_s, now=False)
 
     def _command(self, body: dict[str, Any]) -> None:
-        """Apply an alert command (a real device switches its amplifier and volume here) and acknowledge it."""
+        """Apply an alert command (a real device switches its amplifier and volume here) and acknowledge it.
+        Only fresh commands: ts within the window and (ts, seq) newer than the last one applied."""
+        ts, seq = body.get("ts"), body.get("seq")
+        if not isinstance(ts, int) or not isinstance(seq, int):
+            return
+        if abs(ts / 1000 - self.messages.wall()) > COMMAND_WINDOW_S or (ts, seq) <= self._last_command:
+            self.ignored += 1
+            return
+        self._last_command = (ts, seq)
         self.commands.append({k: body.get(k) for k in ("alert", "amp", "volume")})
         if isinstance(body.get("seq"), int):
             self._send(self.messages.command_ack(body["seq"]))
