@@ -16,12 +16,15 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
@@ -200,8 +203,7 @@ class AlertDesk:
         elif message is None and text:
             self._synthesize(alert, text, language)
         elif message is None:
-            for source in alert.sources.values():
-                source.set_message(None)
+            self._set_message(alert, None)
         # Commands to thousands of loudspeakers and the log writes wait until the
         # first frame has gone: nothing may stand between acceptance and audio.
         frame_s = self.app.clock.frame_s
@@ -226,44 +228,38 @@ class AlertDesk:
                 self._close_records(alert, alert.ended)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
-        from twisted.internet.threads import deferToThreadPool
-
         if self.tts is None:
             log.error("alert %s: no TTS engine; only the attention signal plays", alert.id)
-            for source in alert.sources.values():
-                source.set_message(None)
+            self._set_message(alert, None)
             return
         started = time.perf_counter()
-        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), self.tts.synthesize, text,
-                                 language)
 
-        def ready(audio: Audio) -> None:
+        def timed(audio: Audio) -> Audio:
             metrics.tts_seconds.observe(time.perf_counter() - started)
-            for source in alert.sources.values():
-                source.set_message(audio)
+            return audio
 
-        def failed(failure: Any) -> None:
-            log.error("alert %s: TTS failed: %s", alert.id, failure.getErrorMessage())
-            for source in alert.sources.values():
-                source.set_message(None)
-
-        work.addCallbacks(ready, failed)
+        self._in_worker(alert, "TTS", self.tts.synthesize, text, language).addCallback(timed)
 
     def _load(self, alert: Alert, path: str) -> None:
-        from twisted.internet.threads import deferToThreadPool
+        self._in_worker(alert, "reading its media", load_audio, path)
 
-        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), load_audio, path)
+    def _in_worker(self, alert: Alert, what: str, work: Callable[..., Audio], *args: Any) -> Deferred[Audio]:
+        """Make the message off the reactor; the attention signal plays meanwhile."""
+        deferred = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), work, *args)
 
-        def ready(audio: Audio) -> None:
-            for source in alert.sources.values():
-                source.set_message(audio)
+        def ready(audio: Audio) -> Audio:
+            self._set_message(alert, audio)
+            return audio
 
         def failed(failure: Any) -> None:
-            log.error("alert %s: its media could not be read: %s", alert.id, failure.getErrorMessage())
-            for source in alert.sources.values():
-                source.set_message(None)
+            log.error("alert %s: %s failed: %s", alert.id, what, failure.getErrorMessage())
+            self._set_message(alert, None)
 
-        work.addCallbacks(ready, failed)
+        return deferred.addCallbacks(ready, failed)
+
+    def _set_message(self, alert: Alert, audio: Audio | None) -> None:
+        for source in alert.sources.values():
+            source.set_message(audio)
 
     def _first_frame_probe(self, alert: Alert, channel: Channel) -> Any:
         source = alert.sources[channel.id]
