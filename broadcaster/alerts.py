@@ -164,6 +164,8 @@ class Alert:
     first_frame_s: dict[str, float] = field(default_factory=dict)  # channel -> seconds from accept to first frame
     acknowledged: set[str] = field(default_factory=set)
     commanded: set[str] = field(default_factory=set)
+    restored: set[str] = field(default_factory=set)  # acknowledged the command that ended the alert
+    ended_at: float | None = None
     log_ids: list[int] = field(default_factory=list)
     ended: str | None = None
 
@@ -298,6 +300,7 @@ class AlertDesk:
         if alert.ended is not None:
             return
         alert.ended = outcome
+        alert.ended_at = self.app.reactor.seconds()
         self.active.pop(alert.id, None)
         self.recent[alert.id] = alert
         while len(self.recent) > 100:

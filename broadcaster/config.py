@@ -59,6 +59,7 @@ class HttpConfig:
     page_ms: int = 1000
     burst_ms: int = 2000
     max_backlog_bytes: int = 256 * 1024
+    max_listeners: int = 2000  # per server: each holds a socket and up to max_backlog_bytes
 
 
 @dataclass(frozen=True)
@@ -308,12 +309,13 @@ def _audio(r: _Reader, value: Any) -> AudioConfig:
 
 
 def _http(r: _Reader, value: Any) -> HttpConfig:
-    d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes"})
+    d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes", "max_listeners"})
     return HttpConfig(
         page_ms=r.int_range(d, "page_ms", "http", HttpConfig.page_ms, 20, 5000),
         burst_ms=r.int_range(d, "burst_ms", "http", HttpConfig.burst_ms, 0, 30000),
         max_backlog_bytes=r.int_range(d, "max_backlog_bytes", "http",
                                       HttpConfig.max_backlog_bytes, 16384, 64 * 1024 * 1024),
+        max_listeners=r.int_range(d, "max_listeners", "http", HttpConfig.max_listeners, 0, 1_000_000),
     )
 
 

@@ -70,6 +70,11 @@ class ChannelList(_Leaf):
         if not channel.config.public:
             return error(request, "stream", 403, "not_public",
                          f"channel {channel_id!r} is not open to public HTTP listening")
+        listeners = sum(len(c.listeners) for c in self.app.channels.values())
+        if listeners >= self.app.config.http.max_listeners:
+            metrics.listeners_dropped_total.labels(channel_id, "full").inc()
+            return error(request, "stream", 503, "full",
+                         f"the server has its maximum of {listeners} listeners; try again later")
         metrics.http_requests_total.labels("stream", "200").inc()
         return serve_stream(request, channel, max_backlog_bytes=self.app.config.http.max_backlog_bytes,
                             on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())

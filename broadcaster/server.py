@@ -39,6 +39,7 @@ from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
 
+RESTORE_RETRY_S = 30.0
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux <asm-generic/socket.h>; Python does not export them
 
 
@@ -120,7 +121,7 @@ class BroadcastServer:
             log.warning("text alerts will play only their attention signal: %s", exc)
             tts = None
         self.alerts = AlertDesk(self, tts)
-        self._command_alert: dict[int, str] = {}
+        self._command_alert: dict[int, tuple[Any, bool]] = {}  # command seq -> (alert, on)
         self.zones = ZoneTree()
         self._expiry = LoopingCall(self._expire)
         self._expiry.clock = reactor
@@ -257,17 +258,20 @@ class BroadcastServer:
             self.storage.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE id = ?",
                                  (note, entry))
 
-    def command_speakers(self, alert: Any, on: bool, channels: list[str] | None = None) -> None:
-        """Amplifier on and alert volume at the start, the devices' own volume after."""
+    def command_speakers(self, alert: Any, on: bool, channels: list[str] | None = None,
+                         skip: set[str] | frozenset[str] = frozenset(), only: set[str] | None = None) -> None:
+        """Amplifier on and alert volume at the start, the devices' own volume after.
+        Repeated every second to those that have not acknowledged (see _resend_commands)."""
         assert self.udp_port is not None
         body = {"alert": alert.id, "amp": True, "volume": alert.volume} if on else {"alert": None}
         seq, datagrams = self.subscriptions.command(alert.channels if channels is None else channels, body,
                                                     self.wall())
-        if len(self._command_alert) > 1000:
+        if len(self._command_alert) > 10000:
             self._command_alert.clear()  # acknowledgements of long-gone commands are no longer wanted
-        if on:
-            self._command_alert[seq] = alert.id
+        self._command_alert[seq] = (alert, on)
         for address, datagram, device_id in datagrams:
+            if device_id in skip or (only is not None and device_id not in only):
+                continue
             if on:
                 alert.commanded.add(device_id)
             try:
@@ -278,10 +282,24 @@ class BroadcastServer:
 
     def _command_ack(self, device_id: str, seq: int) -> None:
         metrics.speaker_commands_total.labels("acknowledged").inc()
-        alert_id = self._command_alert.get(seq)
-        alert = self.alerts.active.get(alert_id or "")
+        alert, on = self._command_alert.get(seq, (None, True))
         if alert is not None:
-            alert.acknowledged.add(device_id)
+            (alert.acknowledged if on else alert.restored).add(device_id)
+
+    def _resend_commands(self) -> None:
+        """UDP loses datagrams: a loudspeaker that missed its alert command (or subscribed
+        during the alert) is told again each second until it acknowledges; after the alert,
+        the restore is repeated for RESTORE_RETRY_S."""
+        for alert in list(self.alerts.active.values()):
+            if alert.log_ids:  # its first frame has gone and the first round of commands with it
+                self.command_speakers(alert, on=True, skip=alert.acknowledged)
+        on_air = {c for a in self.alerts.active.values() for c in a.channels}
+        now = self.reactor.seconds()
+        for alert in list(self.alerts.recent.values()):
+            pending = alert.commanded - alert.restored
+            if pending and alert.ended_at and now - alert.ended_at < RESTORE_RETRY_S:
+                self.command_speakers(alert, on=False, channels=[c for c in alert.channels if c not in on_air],
+                                      only=pending)
 
     def end_play(self, ids: list[int], outcome: str) -> None:
         now = self.wall()
@@ -323,8 +341,9 @@ class BroadcastServer:
         return None
 
     def _expire(self) -> None:
-        """Once a second: end silent subscriptions, export live-buffer state."""
+        """Once a second: end silent subscriptions, repeat unacknowledged commands, export live-buffer state."""
         self.subscriptions.expire(self.reactor.seconds())
+        self._resend_commands()
         for channel in self.channels.values():
             session = channel.live
             if session is None:

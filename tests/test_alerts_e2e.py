@@ -159,3 +159,15 @@ def test_a_scheduled_programme_pauses_for_the_alert_and_resumes(api: Api, tmp_pa
     assert abs(labels.count("prog") * 0.25 - 6.0) < 1.0, labels
     log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "scheduled"]
     assert log[0]["outcome"] == "completed" and f"preempted by alert {alert['id']}" in log[0]["detail"]
+
+
+def test_a_loudspeaker_that_subscribes_during_an_alert_is_told_too(api: Api) -> None:
+    status, alert = api("POST", "/api/v1/alerts", body={"title": "Dài", "zones": ["commune-a"], "text": "Khẩn.",
+                                                        "repeat": 20})
+    assert status == 201
+    time.sleep(1.0)
+    stats = run_speaker(api.server, "spk-2", 3.5)  # subscribes after the first round of commands
+    assert {"alert": alert["id"], "amp": True, "volume": 100} in stats["commands"]
+    status, now = api("GET", f"/api/v1/alerts/{alert['id']}")
+    assert "spk-2" in now["loudspeakers_acknowledged"]
+    api("POST", f"/api/v1/alerts/{alert['id']}/cancel")

@@ -111,3 +111,17 @@ def test_metrics_parse_and_move(server: RunningServer) -> None:
     names = {f.name for f in text_string_to_metric_families(server.get("/metrics").decode())}
     assert {"broadcaster_encode_seconds", "broadcaster_subscribers", "broadcaster_datagrams_rejected",
             "broadcaster_loudspeakers_online", "broadcaster_send_errors"} <= names
+
+
+def test_listeners_beyond_the_limit_get_503(tmp_path: Path) -> None:
+    from tests.conftest import start_server, write_config
+
+    running = start_server(write_config(tmp_path, extra={"http": {"max_listeners": 1}}))
+    try:
+        with urllib.request.urlopen(running.url("/channels/ch-a.ogg"), timeout=10) as first:
+            first.read(100)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                running.get("/channels/ch-b.ogg")
+            assert info.value.code == 503 and json.loads(info.value.read())["error"]["code"] == "full"
+    finally:
+        running.stop()

@@ -249,3 +249,23 @@ def test_server_messages_are_not_accepted_by_the_server() -> None:
     with pytest.raises(ProtocolError):
         parse_request(parse_envelope(ack))
     assert table.handle(ack, ADDR, NOW) is None
+
+
+def test_commands_go_only_to_verified_subscribers_of_the_channels() -> None:
+    table = make_table()
+    handshake(table, seq=1)
+    handshake(table, seq=1, device="spk-2", key=OTHER_KEY, channel="ch2", address=("127.0.0.1", 40002))
+    table.handle(subscribe(seq=9), ("127.0.0.99", 9), NOW)  # a challenge only: no verified address there
+    seq, datagrams = table.command(["ch1"], {"alert": "a-1", "amp": True, "volume": 100}, NOW)
+    assert [(address, device) for address, _, device in datagrams] == [(ADDR, "spk-1")]
+    envelope = parse_envelope(datagrams[0][1])
+    assert envelope.type is MessageType.COMMAND and envelope.verify(KEY)
+    assert envelope.json()["seq"] == seq and envelope.json()["volume"] == 100
+    acks: list[tuple[str, int]] = []
+    table.on_command_ack = lambda device, command: acks.append((device, command))
+    ack = encode_message(MessageType.COMMAND_ACK, "spk-1", {"ts": int(NOW * 1000) + 5, "seq": 50, "command": seq}, KEY)
+    assert table.handle(ack, ("127.0.0.5", 5), NOW) is None and acks == [], "only from the subscribed address"
+    ack2 = encode_message(MessageType.COMMAND_ACK, "spk-1", {"ts": int(NOW * 1000) + 6, "seq": 51, "command": seq},
+                          KEY)
+    assert table.handle(ack2, ADDR, NOW) is None and acks == [("spk-1", seq)]
+    assert table.handle(ack2, ADDR, NOW) is None and len(acks) == 1, "replays are not counted twice"
