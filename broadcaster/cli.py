@@ -35,9 +35,15 @@ def _load(path: Path) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config or _default_config())
+    import time
+
     from twisted.internet import reactor
 
     from broadcaster.server import BroadcastServer
+
+    # Audio time must not jump when NTP (or an operator) steps the wall clock:
+    # every delayed call and the frame clock then run on the monotonic clock.
+    reactor.seconds = time.monotonic  # type: ignore[method-assign]
 
     server = BroadcastServer(config, reactor)
     try:

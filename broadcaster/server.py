@@ -108,7 +108,9 @@ class BroadcastServer:
         self._socket: socket.socket | None = None
         self._loop_log: dict[str, int] = {}
         self._live_seen: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
-        self.wall = time.time  # wall-clock time for records; the reactor's clock drives audio
+        # Two clocks: the reactor's (monotonic under `broadcaster serve`) paces audio and
+        # timeouts; wall-clock time stamps records and checks device timestamps.
+        self.wall = time.time
         self._cleaner = LoopingCall(self._clean_recordings)
         self._cleaner.clock = reactor
         self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
@@ -139,7 +141,8 @@ class BroadcastServer:
         """Listen and start the clock; returns the bound (http, udp) ports."""
         self._close_dangling()
         host = self.config.server.host
-        protocol = SpeakerDatagramProtocol(self.subscriptions, self.reactor.seconds)
+        # Subscriptions compare device timestamps: wall-clock time, not the audio clock.
+        protocol = SpeakerDatagramProtocol(self.subscriptions, self.wall)
         self.udp_port = BoundedUdpPort(self.config.server.udp_port if udp_port is None else udp_port, protocol,
                                        interface=host, reactor=self.reactor)
         self.udp_port.startListening()
@@ -163,8 +166,7 @@ class BroadcastServer:
         for loop in (self._expiry, self._flusher, self._cleaner, self._scheduler):
             if loop.running:
                 loop.stop()
-        now = self.reactor.seconds()
-        self.subscriptions.end_all(now)
+        self.subscriptions.end_all(self.wall())
         self.programmes.stop()
         self.end_play(list(self._loop_log.values()), "stopped")
         self._loop_log.clear()
@@ -230,7 +232,7 @@ class BroadcastServer:
                 continue
             devices.append(Device(id=row["id"], key=key, channel=row["channel"], zone=row["zone"],
                                   volume=row["volume"]))
-        self.subscriptions.set_devices(devices, self.reactor.seconds())
+        self.subscriptions.set_devices(devices, self.wall())
 
     # --- records -----------------------------------------------------------------
 
@@ -330,7 +332,7 @@ class BroadcastServer:
 
     def _flush(self) -> Any:
         self.storage.enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)",
-                             (self.reactor.seconds(),))
+                             (self.wall(),))
         deferred = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.storage.flush)
 
         def failed(failure: Any) -> None:
@@ -342,7 +344,7 @@ class BroadcastServer:
 
     def _expire(self) -> None:
         """Once a second: end silent subscriptions, repeat unacknowledged commands, export live-buffer state."""
-        self.subscriptions.expire(self.reactor.seconds())
+        self.subscriptions.expire(self.wall())
         self._resend_commands()
         for channel in self.channels.values():
             session = channel.live
