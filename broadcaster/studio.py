@@ -134,13 +134,13 @@ class LiveSession:
             if self.decoder is None:
                 return
             data, self._head = self._head, b""
-        metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
         errors = self.decoder.errors
         try:
             chunks = self.decoder.feed(data)
         except ValueError as exc:  # e.g. an Ogg stream that is not Opus
             metrics.ingest_refused_total.labels("unsupported_format").inc()
             raise Refusal(415, "unsupported_format", str(exc)) from None
+        metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
         if self.decoder.errors > errors:
             metrics.ingest_decode_errors_total.labels(self.decoder.format).inc(self.decoder.errors - errors)
         for pcm in chunks:

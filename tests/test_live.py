@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from broadcaster.codecs.pcm import dominant_frequency
-from broadcaster.live import LiveSource, OggOpusDecoder, PyAvDecoder, sniff_decoder
+from broadcaster.live import LiveSource, OggDecoder, PyAvDecoder, sniff_decoder
 from tests.conftest import tone_file
 
 
@@ -70,7 +70,8 @@ def encode(tmp_path: Path, codec: list[str], fmt: str) -> bytes:
     return out.read_bytes()
 
 
-@pytest.mark.parametrize("codec, fmt, kind", [(["-c:a", "libopus"], "ogg", OggOpusDecoder),
+@pytest.mark.parametrize("codec, fmt, kind", [(["-c:a", "libopus"], "ogg", OggDecoder),
+                                              (["-c:a", "libvorbis", "-ar", "44100"], "ogg", OggDecoder),
                                               (["-c:a", "libmp3lame", "-ar", "44100", "-ac", "2"], "mp3",
                                                PyAvDecoder)])
 def test_stream_decoders_fed_in_small_pieces(tmp_path: Path, codec: list[str], fmt: str, kind: type) -> None:
@@ -87,10 +88,16 @@ def test_damaged_stream_is_counted_not_fatal(tmp_path: Path) -> None:
     data = bytearray(encode(tmp_path, ["-c:a", "libopus"], "ogg"))
     for i in range(3000, 3200):
         data[i] ^= 0x5A
-    decoder = OggOpusDecoder()
+    decoder = OggDecoder()
     audio = [c for i in range(0, len(data), 1000) for c in decoder.feed(bytes(data[i:i + 1000]))]
     assert decoder.errors >= 1
     assert sum(c.size for c in audio) > 48000, "the rest of the stream still decodes"
+
+
+def test_ogg_that_is_neither_opus_nor_vorbis_is_refused(tmp_path: Path) -> None:
+    data = encode(tmp_path, ["-c:a", "flac"], "ogg")
+    with pytest.raises(ValueError, match="neither Opus nor Vorbis"):
+        OggDecoder().feed(data)
 
 
 def test_unknown_format_is_refused() -> None:

@@ -56,7 +56,8 @@ def listen(server: RunningServer, seconds: float, out: Path) -> tuple[threading.
 
 
 @pytest.mark.parametrize("codec, fmt", [(["-c:a", "libopus"], "ogg"),
-                                        (["-c:a", "libmp3lame", "-ar", "44100"], "mp3")])
+                                        (["-c:a", "libmp3lame", "-ar", "44100"], "mp3"),
+                                        (["-c:a", "libvorbis", "-content_type", "audio/ogg"], "ogg")])
 def test_studio_goes_on_air_and_the_channel_falls_back_after(studio: tuple[RunningServer, Path],
                                                              codec: list[str], fmt: str) -> None:
     server, tmp_path = studio
@@ -84,7 +85,8 @@ def test_studio_goes_on_air_and_the_channel_falls_back_after(studio: tuple[Runni
     assert rate == 48000 and abs(recorded.size / 48000 - 4.0) < 0.5
     assert abs(dominant_frequency(recorded[4800:-4800]) - 880.0) < 2.0
     assert server.get_json("/channels")[0]["live"] is None
-    assert metric(server, "broadcaster_ingest_bytes_total", {"format": "ogg/opus" if fmt == "ogg" else "mp3"}) > 0
+    expected_format = {"libopus": "ogg/opus", "libvorbis": "ogg/vorbis", "libmp3lame": "mp3"}[codec[1]]
+    assert metric(server, "broadcaster_ingest_bytes_total", {"format": expected_format}) > 0
 
 
 def raw_source(server: RunningServer, mount: str, user: str = "op-a", password: str = PASSWORD,
