@@ -94,19 +94,15 @@ class AlertSource:
         self.plays_done = 0
         self._queue: list[Audio] = [attention]
         self._current = np.zeros(0, dtype=np.float32)
-        self._cancelled = False
 
     def set_message(self, audio: Audio | None) -> None:
         """The message is ready (None: it could not be made; the attention signal stands alone)."""
         self.message = audio
         self.failed = audio is None
 
-    def cancel(self) -> None:
-        self._cancelled = True
-
     @property
     def finished(self) -> bool:
-        return self._cancelled or (self.plays_done >= self.repeat and not self._current.size and not self._queue)
+        return self.plays_done >= self.repeat and not self._current.size and not self._queue
 
     def _next_segment(self) -> Audio | None:
         """attention, message, gap, attention, message, ... (repeat messages)."""

@@ -119,7 +119,7 @@ def _int_query(query: dict[str, str], name: str, default: int, lo: int, hi: int)
     return value
 
 
-def _time_query(query: dict[str, str], name: str, default: float) -> float:
+def time_query(query: dict[str, str], name: str, default: float) -> float:
     text = query.get(name)
     if not text:
         return default
@@ -455,7 +455,7 @@ def _log_query(call: Call, table: str, columns: str, time_column: str, zone_colu
     for name, op in (("from", ">="), ("to", "<")):
         if call.query.get(name):
             filters.append(f"{time_column} {op} ?")
-            extra.append(_time_query(call.query, name, 0.0))
+            extra.append(time_query(call.query, name, 0.0))
     limit, offset = call.paging()
     return 200, call.app.storage.page(f"SELECT {columns} FROM {table} WHERE {' AND '.join(filters)} "
                                       f"ORDER BY {time_column} DESC, id DESC", extra, limit, offset).as_dict()
@@ -477,8 +477,8 @@ def report(call: Call) -> tuple[int, Any]:
         raise ApiError(400, "bad_reference", f"no zone {zone!r}")
     call.authorize(Action.READ, zone)
     now = time.time()
-    start = _time_query(call.query, "from", now - 365 * 86400)
-    end = _time_query(call.query, "to", now)
+    start = time_query(call.query, "from", now - 365 * 86400)
+    end = time_query(call.query, "to", now)
     if end <= start:
         raise ApiError(400, "bad_query", "'to' must be after 'from'")
     fmt = call.query.get("format", "json")

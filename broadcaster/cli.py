@@ -129,7 +129,7 @@ def cmd_user_token(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from broadcaster.api import ApiError, _time_query
+    from broadcaster.api import ApiError, time_query
     from broadcaster.auth import ZoneTree
     from broadcaster.reports import broadcast_report, report_csv
 
@@ -141,8 +141,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     now = time.time()
     try:
-        start = _time_query({"from": args.since or ""}, "from", now - 365 * 86400)
-        end = _time_query({"to": args.until or ""}, "to", now)
+        start = time_query({"from": args.since or ""}, "from", now - 365 * 86400)
+        end = time_query({"to": args.until or ""}, "to", now)
     except ApiError as exc:
         print(exc.message, file=sys.stderr)
         return 2

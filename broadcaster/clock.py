@@ -53,9 +53,6 @@ class FrameClock:
         """Handlers run in registration order on every tick with (tick, deadline)."""
         self._handlers.append(handler)
 
-    def remove_handler(self, handler: TickHandler) -> None:
-        self._handlers.remove(handler)
-
     @property
     def running(self) -> bool:
         return self._call is not None and self._call.active()

@@ -92,10 +92,6 @@ class Mixer:
         else:
             item.removing = True
 
-    @property
-    def active(self) -> bool:
-        return any(not i.source.finished for i in self.inputs)
-
     def _drop(self, item: MixerInput, how: str) -> None:
         if item in self.inputs:
             self.inputs.remove(item)

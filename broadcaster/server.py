@@ -59,32 +59,20 @@ def _grow_buffers(sock: socket.socket, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
-class MulticastSender:
-    """The channel's RTP to its multicast group, on a socket of its own with the group's TTL."""
-
-    def __init__(self, group: str, port: int, ttl: int) -> None:
-        family = socket.AF_INET6 if ":" in group else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        if family == socket.AF_INET:
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-        else:
-            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
-        self.address = (group, port)
-
-    def send(self, packet: bytes) -> tuple[int, int]:
-        try:
-            self.sock.sendto(packet, self.address)
-        except OSError:
-            return 0, 1
-        return 1, 0
-
-    def __len__(self) -> int:
-        return 1
-
-    def close(self) -> None:
-        self.sock.close()
+def multicast_sender(group: str, port: int, ttl: int) -> LoopFanout:
+    """The channel's RTP to its multicast group: a fan-out of one, on a socket of
+    its own that carries the group's TTL."""
+    family = socket.AF_INET6 if ":" in group else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+    sender = LoopFanout(sock)
+    sender.set_targets([(group, port)])
+    return sender
 
 
 class BroadcastServer:
@@ -102,7 +90,7 @@ class BroadcastServer:
         config.storage.media_dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock(reactor, config.audio.frame_ms / 1000.0)
         self.channels: dict[str, Channel] = {}
-        self.multicast: list[MulticastSender] = []
+        self.multicast: list[LoopFanout] = []
         self.udp_port: BoundedUdpPort | None = None
         self.http_port: IListeningPort | None = None
         self._socket: socket.socket | None = None
@@ -174,7 +162,7 @@ class BroadcastServer:
             if port is not None:
                 port.stopListening()
         for sender in self.multicast:
-            sender.close()
+            sender.sock.close()
         self.storage.flush()
 
     # --- the database is the truth -------------------------------------------
@@ -191,7 +179,7 @@ class BroadcastServer:
             cfg = channel_config(row)
             multicast = None
             if cfg.multicast is not None:
-                multicast = MulticastSender(cfg.multicast.group, cfg.multicast.port, cfg.multicast.ttl)
+                multicast = multicast_sender(cfg.multicast.group, cfg.multicast.port, cfg.multicast.ttl)
                 self.multicast.append(multicast)
             fanout = LoopFanout(self._socket) if self.config.server.udp_fanout == "loop" else make_fanout(self._socket)
             channel = Channel(cfg, self.config.audio, self.config.http, fanout, multicast,

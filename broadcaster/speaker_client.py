@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from broadcaster.codecs.opus import OpusCodecError, OpusDecoder
 from broadcaster.codecs.pcm import Audio
 from broadcaster.protocols.jitter import JitterBuffer
-from broadcaster.protocols.rtp import RtpError, parse_rtp
+from broadcaster.protocols.rtp import RtpError, parse_rtp, seq_delta
 from broadcaster.protocols.speaker import (
     MAGIC,
     MessageType,
@@ -348,9 +348,7 @@ class SpeakerSwarm:
             self.first[i] = self.highest[i] = seq
             self.received[i] = 1
             return
-        # Extend the 16-bit sequence number around the highest one seen.
-        delta = (seq - (highest & 0xFFFF) + 0x8000) % 0x10000 - 0x8000
-        extended = highest + delta
+        extended = highest + seq_delta(highest & 0xFFFF, seq)  # extended around the highest seen
         self.received[i] += 1
         if extended > highest:
             self.highest[i] = extended

@@ -19,7 +19,6 @@ from typing import Any
 from broadcaster import metrics
 from broadcaster.config import SpeakerPolicy
 from broadcaster.protocols.speaker import (
-    Envelope,
     MessageType,
     ProtocolError,
     Request,
@@ -47,7 +46,6 @@ class Subscription:
     device_id: str
     channel: str
     address: Address
-    started: float
     last_seen: float
     status: SpeakerStatus
 
@@ -105,15 +103,15 @@ class SubscriptionTable:
             return None
         if request.type is MessageType.UNSUBSCRIBE:
             self._end(device.id, now)
-            return self._reply(device, envelope, MessageType.ACK, request, now, {"expires_s": 0})
+            return self._reply(device, MessageType.ACK, request, now, {"expires_s": 0})
         if request.channel != device.channel:
             metrics.datagrams_rejected_total.labels("channel_not_allowed").inc()
-            return self._reply(device, envelope, MessageType.REFUSE, request, now,
+            return self._reply(device, MessageType.REFUSE, request, now,
                                {"reason": "channel_not_allowed", "channel": request.channel[:64]})
         info = self.channel_info(request.channel)
         if info is None:
             metrics.datagrams_rejected_total.labels("unknown_channel").inc()
-            return self._reply(device, envelope, MessageType.REFUSE, request, now,
+            return self._reply(device, MessageType.REFUSE, request, now,
                                {"reason": "unknown_channel", "channel": request.channel[:64]})
         cookie = self.cookie(device.id, address, now)
         if not self._cookie_valid(request.cookie, device.id, address, now):
@@ -121,10 +119,10 @@ class SubscriptionTable:
             # cookie sent to it. This reply is no larger than the request, so a
             # spoofed source gains nothing.
             metrics.cookie_challenges_total.inc()
-            return self._reply(device, envelope, MessageType.ACK, request, now,
+            return self._reply(device, MessageType.ACK, request, now,
                                {"cookie": cookie, "verified": False})
         self._subscribe(device, request, address, now)
-        return self._reply(device, envelope, MessageType.ACK, request, now, {
+        return self._reply(device, MessageType.ACK, request, now, {
             "verified": True,
             "cookie": cookie,
             "channel": request.channel,
@@ -151,7 +149,7 @@ class SubscriptionTable:
         metrics.datagrams_rejected_total.labels(reason).inc()
         return None
 
-    def _reply(self, device: Device, envelope: Envelope, kind: MessageType, request: Request,
+    def _reply(self, device: Device, kind: MessageType, request: Request,
                now: float, body: dict[str, Any]) -> bytes:
         return encode_message(kind, device.id,
                               {"ts": int(now * 1000), "seq": request.seq, **body}, device.key)
@@ -168,7 +166,7 @@ class SubscriptionTable:
             self._end(device.id, now)
         subscription = self.subscriptions[device.id] = Subscription(
             device_id=device.id, channel=request.channel, address=address,
-            started=now, last_seen=now, status=request.status)
+            last_seen=now, status=request.status)
         self.on_session("start", subscription, now)
         self._by_channel.setdefault(request.channel, {})[device.id] = address
         metrics.subscriptions_total.labels(request.channel).inc()

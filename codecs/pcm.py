@@ -35,14 +35,6 @@ def resample(samples: Audio, rate: int) -> Audio:
     return soxr.resample(samples.astype(np.float32, copy=False), rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
-def float_to_s16(samples: Audio) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
-def s16_to_float(data: bytes) -> Audio:
-    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
-
-
 def rms_dbfs(samples: Audio) -> float:
     """RMS level in dBFS (a full-scale sine reads -3 dBFS)."""
     if samples.size == 0:
