@@ -39,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from twisted.internet import reactor
 
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
 
     # Audio time must not jump when NTP (or an operator) steps the wall clock:
     # every delayed call and the frame clock then run on the monotonic clock.
@@ -77,7 +77,7 @@ def _storage(args: argparse.Namespace) -> tuple[Config, Storage]:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from broadcaster.auth import ROLES
+    from broadcaster.control.auth import ROLES
     from broadcaster.storage import Conflict
 
     config, storage = _storage(args)
@@ -130,8 +130,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     import time
 
     from broadcaster.api import ApiError, time_query
-    from broadcaster.auth import ZoneTree
-    from broadcaster.reports import broadcast_report, report_csv
+    from broadcaster.control.auth import ZoneTree
+    from broadcaster.storage.reports import broadcast_report, report_csv
 
     _, storage = _storage(args)
     zones = ZoneTree.from_rows(storage.query("SELECT id, name, kind, parent FROM zones"))
@@ -159,7 +159,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_speaker(args: argparse.Namespace) -> int:
-    from broadcaster.speaker_client import run_speaker
+    from broadcaster.speaker.client import run_speaker
 
     stats = run_speaker(device=args.device, key=args.key.encode("utf-8"), channel=args.channel,
                         server=args.server, out=args.out, duration_s=args.duration,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from broadcaster.codecs.pcm import db_to_gain
-from broadcaster.mixer import PRIORITY_NAMES, Mixer, Priority
-from broadcaster.sources import BufferSource
+from broadcaster.core.mixer import PRIORITY_NAMES, Mixer, Priority
+from broadcaster.core.sources import BufferSource
 
 
 def dc(value: float, seconds: float = 1.0) -> BufferSource:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broadcaster.cap import (
+from broadcaster.control.cap import (
     MAX_CAP_BYTES,
     CapArea,
     CapError,

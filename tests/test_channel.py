@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from broadcaster.channel import Channel
-from broadcaster.clock import FrameClock
 from broadcaster.codecs.ogg import OggReader
 from broadcaster.config import AudioConfig, ChannelConfig, HttpConfig
+from broadcaster.core.channel import Channel
+from broadcaster.core.clock import FrameClock
+from broadcaster.core.sources import ToneSource
 from broadcaster.protocols.rtp import parse_rtp
-from broadcaster.sources import ToneSource
 
 
 class RecordingFanout:

@@ -2,7 +2,7 @@
 
 from twisted.internet.task import Clock
 
-from broadcaster.clock import FrameClock
+from broadcaster.core.clock import FrameClock
 
 Ticks = list[tuple[int, float, float]]
 

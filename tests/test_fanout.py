@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from broadcaster.fanout import LoopFanout, MmsgFanout, make_fanout
+from broadcaster.core.fanout import LoopFanout, MmsgFanout, make_fanout
 
 
 def receivers(n: int) -> list[socket.socket]:

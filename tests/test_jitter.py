@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from broadcaster.protocols.jitter import MAX_SEQUENCE_JUMP, STREAM_STOP_S, JitterBuffer, JitterStats
 from broadcaster.protocols.rtp import RtpPacket
+from broadcaster.speaker.jitter import MAX_SEQUENCE_JUMP, STREAM_STOP_S, JitterBuffer, JitterStats
 
 FRAME = 1 / 64
 TARGET = 4 * FRAME

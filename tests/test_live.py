@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from broadcaster.codecs.decoders import OggDecoder, PyAvDecoder, sniff_decoder
 from broadcaster.codecs.pcm import dominant_frequency
-from broadcaster.live import LiveSource, OggDecoder, PyAvDecoder, sniff_decoder
+from broadcaster.core.sources.live import LiveSource
 from tests.conftest import tone_file
 
 

@@ -20,7 +20,7 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from broadcaster.media import ACCEPTED, MediaError, ProcessedMedia, process_upload
+from broadcaster.control.media import ACCEPTED, MediaError, ProcessedMedia, process_upload
 
 FFMPEG = shutil.which("ffmpeg") or ("/usr/bin/ffmpeg" if Path("/usr/bin/ffmpeg").exists() else None)
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")

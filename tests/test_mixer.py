@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
-from broadcaster.mixer import Mixer, Priority
-from broadcaster.sources import BufferSource, ToneSource
+from broadcaster.core.mixer import Mixer, Priority
+from broadcaster.core.sources import BufferSource, ToneSource
 
 
 def run(mixer: Mixer, frames: int) -> np.ndarray:

@@ -41,7 +41,7 @@ def test_ffmpeg_plays_the_multicast_stream_from_its_sdp() -> None:
 def test_sdp_is_served_for_a_multicast_channel(tmp_path: Path) -> None:
     """IPv6 groups get an IP6 connection line (outside a namespace we only build the SDP, send nothing)."""
     from broadcaster.config import load_config
-    from broadcaster.sdp import channel_sdp
+    from broadcaster.web.sdp import channel_sdp
 
     config = load_config(write_config(tmp_path, multicast={"ch-a": {"group": "ff15::42", "port": 5008}}))
     channel = config.channel("ch-a")

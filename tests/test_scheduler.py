@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from broadcaster.scheduler import Clash, Occurrence, Programme, Schedule, ScheduleError
+from broadcaster.control.schedule import Clash, Occurrence, Programme, Schedule, ScheduleError
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from broadcaster.auth import ZoneTree
-from broadcaster.reports import broadcast_report, report_csv
+from broadcaster.control.auth import ZoneTree
 from broadcaster.storage import MIGRATIONS, SCHEMA_VERSION, KeySealer, Storage, StorageError
+from broadcaster.storage.reports import broadcast_report, report_csv
 
 SEALER = KeySealer(bytes(range(32)))
 

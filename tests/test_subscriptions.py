@@ -7,6 +7,7 @@ import pytest
 
 from broadcaster import metrics
 from broadcaster.config import SpeakerPolicy
+from broadcaster.core.subscriptions import COOKIE_PERIOD_S, Device, SubscriptionTable
 from broadcaster.protocols.speaker import (
     MessageType,
     ProtocolError,
@@ -14,7 +15,6 @@ from broadcaster.protocols.speaker import (
     parse_envelope,
     parse_request,
 )
-from broadcaster.subscriptions import COOKIE_PERIOD_S, Device, SubscriptionTable
 
 KEY = b"0123456789abcdef-secret"
 OTHER_KEY = b"another-device-secret-key"

@@ -16,7 +16,7 @@ from enum import IntEnum
 import numpy as np
 
 from broadcaster.codecs.pcm import Audio, db_to_gain
-from broadcaster.sources import Source
+from broadcaster.core.sources import Source
 
 
 class Priority(IntEnum):

@@ -26,17 +26,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
-from broadcaster.auth import Action, Forbidden, Principal, authorize
+from broadcaster.codecs.decoders import StreamDecoder, sniff_decoder
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
-from broadcaster.live import LiveSource, StreamDecoder, sniff_decoder
-from broadcaster.mixer import MixerInput, Priority
+from broadcaster.control.auth import Action, Forbidden, Principal, authorize
+from broadcaster.core.mixer import MixerInput, Priority
+from broadcaster.core.sources.live import LiveSource
 from broadcaster.protocols.ingest import Refusal, SourceRequest
 
 if TYPE_CHECKING:
-    from broadcaster.channel import Channel
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
+    from broadcaster.core.channel import Channel
 
 log = logging.getLogger(__name__)
 MOUNT = re.compile(r"^/ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))$")

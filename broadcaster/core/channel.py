@@ -20,7 +20,7 @@ from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings, silence_packet
 from broadcaster.config import AudioConfig, ChannelConfig, HttpConfig
-from broadcaster.mixer import Mixer
+from broadcaster.core.mixer import Mixer
 from broadcaster.protocols.rtp import OPUS_CLOCK_RATE, OPUS_PAYLOAD_TYPE, RtpPacketizer
 
 log = logging.getLogger(__name__)

@@ -20,22 +20,22 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
-from broadcaster.alerts import AlertDesk, EspeakTTS
-from broadcaster.auth import ZoneTree
-from broadcaster.channel import Channel
-from broadcaster.clock import FrameClock
 from broadcaster.codecs.audiofile import AudioFileError
 from broadcaster.config import ChannelConfig, Config, Multicast
-from broadcaster.fanout import LoopFanout, make_fanout
-from broadcaster.http import make_site
-from broadcaster.mixer import Priority
-from broadcaster.programmes import ProgrammeRunner, programme_from_row
+from broadcaster.control.alerts import AlertDesk, EspeakTTS
+from broadcaster.control.auth import ZoneTree
+from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
+from broadcaster.control.schedule import Schedule, ScheduleError
+from broadcaster.control.studio import describe_live
+from broadcaster.core.channel import Channel
+from broadcaster.core.clock import FrameClock
+from broadcaster.core.fanout import LoopFanout, make_fanout
+from broadcaster.core.mixer import Priority
+from broadcaster.core.sources import BufferSource
+from broadcaster.core.subscriptions import Device, Subscription, SubscriptionTable
 from broadcaster.protocols.speaker import BoundedUdpPort, SpeakerDatagramProtocol
-from broadcaster.scheduler import Schedule, ScheduleError
-from broadcaster.sources import BufferSource
 from broadcaster.storage import KeySealer, Storage, seed_from_config
-from broadcaster.studio import describe_live
-from broadcaster.subscriptions import Device, Subscription, SubscriptionTable
+from broadcaster.web.site import make_site
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from twisted.internet.task import LoopingCall
 
 from broadcaster.codecs.opus import OpusCodecError, OpusDecoder
 from broadcaster.codecs.pcm import Audio
-from broadcaster.protocols.jitter import JitterBuffer
 from broadcaster.protocols.rtp import RtpError, parse_rtp, seq_delta
 from broadcaster.protocols.speaker import (
     MAGIC,
@@ -32,6 +31,7 @@ from broadcaster.protocols.speaker import (
     encode_message,
     parse_envelope,
 )
+from broadcaster.speaker.jitter import JitterBuffer
 
 RETRY_S = 1.0  # subscribe retry interval until the first ACK
 COMMAND_WINDOW_S = 30.0

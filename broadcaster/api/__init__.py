@@ -2,7 +2,7 @@
 
 Every route is declared once in ``ROUTES`` with the action it needs; the
 router authenticates, and each handler names the zones it touches to
-``authorize`` (broadcaster.auth) before it reads or changes anything. The
+``authorize`` (broadcaster.control.auth) before it reads or changes anything. The
 OpenAPI document (broadcaster/openapi.json) describes the same routes, and
 a test keeps the two equal.
 """
@@ -28,13 +28,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
-from broadcaster.auth import Action, Forbidden, Principal, authorize, visible_zones
 from broadcaster.config import ID_PATTERN, MIN_KEY_LENGTH, ZONE_KINDS
-from broadcaster.reports import broadcast_report, report_csv
+from broadcaster.control.auth import Action, Forbidden, Principal, authorize, visible_zones
 from broadcaster.storage import Conflict
+from broadcaster.storage.reports import broadcast_report, report_csv
 
 if TYPE_CHECKING:
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,11 @@ def get_media(call: Call) -> tuple[int, Any]:
 
 
 def upload_media(call: Call) -> Deferred[tuple[int, Any]]:
-    from broadcaster.media import MediaError, ProcessedMedia, process_upload  # scipy: slow to import, rarely used
+    from broadcaster.control.media import (  # scipy: slow to import, rarely used
+        MediaError,
+        ProcessedMedia,
+        process_upload,
+    )
 
     zone = call.query.get("zone", "")
     title = call.query.get("title", "").strip()
@@ -534,8 +538,8 @@ def get_programme(call: Call) -> tuple[int, Any]:
 def create_programme(call: Call) -> tuple[int, Any]:
     from datetime import date, datetime
 
-    from broadcaster.programmes import PRIORITY_NAMES
-    from broadcaster.scheduler import Clash, Programme, ScheduleError
+    from broadcaster.control.programmes import PRIORITY_NAMES
+    from broadcaster.control.schedule import Clash, Programme, ScheduleError
 
     body = call.body(PROGRAMME_FIELDS)
     zones, media = body["zones"], body["media"]
@@ -627,7 +631,7 @@ def _authorize_alert(call: Call, zones: list[str]) -> None:
 def _start_alert(call: Call, *, title: str, zones: list[str], text: str, media_id: str | None, language: str,
                  priority: Any, policy: str, repeat: int, gap_s: float, volume: int,
                  cap_identifier: str | None = None) -> dict[str, Any]:
-    from broadcaster.mixer import PRIORITY_NAMES, Priority
+    from broadcaster.core.mixer import PRIORITY_NAMES, Priority
 
     if not zones or not all(isinstance(z, str) and z in call.app.zones for z in zones):
         raise ApiError(400, "bad_reference", "zones must be a non-empty list of zone ids")
@@ -676,7 +680,7 @@ def create_alert(call: Call) -> tuple[int, Any]:
 
 
 def create_cap_alert(call: Call) -> tuple[int, Any]:
-    from broadcaster.cap import CapError, parse_cap, priority_of, spoken_text, zones_for
+    from broadcaster.control.cap import CapError, parse_cap, priority_of, spoken_text, zones_for
 
     raw = call.request.content.read(1024 * 1024 + 1) if call.request.content else b""
     try:
@@ -775,7 +779,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/reports/broadcast", report),
 ]
 
-OPENAPI: dict[str, Any] = json.loads(resources.files("broadcaster").joinpath("openapi.json").read_text("utf-8"))
+OPENAPI: dict[str, Any] = json.loads(resources.files("broadcaster.api").joinpath("openapi.json").read_text("utf-8"))
 
 
 class AdminApi(Resource):

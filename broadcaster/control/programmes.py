@@ -21,12 +21,12 @@ from twisted.internet.threads import deferToThreadPool
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import AudioFileError, load_audio
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
-from broadcaster.mixer import MixerInput, Priority
-from broadcaster.scheduler import Occurrence, Programme, Schedule
-from broadcaster.sources import BufferSource
+from broadcaster.control.schedule import Occurrence, Programme, Schedule
+from broadcaster.core.mixer import MixerInput, Priority
+from broadcaster.core.sources import BufferSource
 
 if TYPE_CHECKING:
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
 
 log = logging.getLogger(__name__)
 PRELOAD_S = 60.0

@@ -29,11 +29,11 @@ from twisted.internet.threads import deferToThreadPool
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
-from broadcaster.mixer import MixerInput, Priority
+from broadcaster.core.mixer import MixerInput, Priority
 
 if TYPE_CHECKING:
-    from broadcaster.channel import Channel
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
+    from broadcaster.core.channel import Channel
 
 log = logging.getLogger(__name__)
 

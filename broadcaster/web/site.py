@@ -12,13 +12,13 @@ from twisted.web.server import Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
+from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
-from broadcaster.sdp import channel_sdp
-from broadcaster.studio import StudioDesk
+from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
-    from broadcaster.server import BroadcastServer
+    from broadcaster.app import BroadcastServer
 
 
 def respond(request: Request, route: str, code: int, body: bytes | str | Any,

@@ -12,7 +12,7 @@ import io
 from collections import defaultdict
 from typing import Any
 
-from broadcaster.auth import ZoneTree
+from broadcaster.control.auth import ZoneTree
 from broadcaster.storage import Storage
 
 
