@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ServerProcess, machine, raise_fd_limit, speaker_key, write_config  # noqa: E402
-from broadcaster.speaker.client import SpeakerSwarm  # noqa: E402
+from broadcaster.speaker.swarm import SpeakerSwarm  # noqa: E402
 
 KEEPALIVE_S = 5.0  # as a real device with the default configuration
 

@@ -31,7 +31,7 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, ServerProcess, machine, raise_fd_limit, speaker_key, write_config  # noqa: E402
-from broadcaster.speaker.client import SpeakerSwarm  # noqa: E402
+from broadcaster.speaker.swarm import SpeakerSwarm  # noqa: E402
 
 
 def request(port: int, token: str, method: str, path: str, body: bytes, content_type: str) -> dict:
