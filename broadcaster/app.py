@@ -210,6 +210,14 @@ class BroadcastServer:
             except ScheduleError as exc:  # stored before a channel moved zones, say
                 log.error("programme %s not scheduled: %s", programme.id, exc)
 
+    def device_changed(self, device_id: str) -> None:
+        """The API registered, edited, re-keyed or deleted one loudspeaker."""
+        self.reload_devices()
+
+    def speaker_session(self, device_id: str) -> Subscription | None:
+        """The loudspeaker's live subscription (address, last heartbeat, status), if online."""
+        return self.subscriptions.subscriptions.get(device_id)
+
     def reload_devices(self) -> None:
         devices = []
         for row in self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers"):
