@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from broadcaster.control.cap import (
+    EFFECTIVE_SKEW_S,
     MAX_CAP_BYTES,
     CapArea,
     CapError,
     CapInfo,
     CapMessage,
+    check_times,
     parse_cap,
     priority_of,
     spoken_text,
@@ -89,6 +91,8 @@ def test_storm_warning() -> None:
     assert info.instruction.endswith("theo hướng dẫn của chính quyền xã.")
     assert info.audio_uris == ()
     assert info.expires == datetime(2026, 11, 28, 18, 0, tzinfo=ICT)
+    assert info.effective == datetime(2026, 11, 26, 14, 30, tzinfo=ICT)
+    assert info.onset == datetime(2026, 11, 27, 6, 0, tzinfo=ICT)
     assert info.areas == (
         CapArea("Tỉnh Vĩnh Long", (("VN-TINH", "86"),)),
         CapArea("Xã An Bình, tỉnh Vĩnh Long", (("VN-XA", "29590"),)),
@@ -271,6 +275,129 @@ def test_zones_for_nothing_mapped_is_no_area() -> None:
         with pytest.raises(CapError) as caught:
             zones_for(info, AREA_MAP)
         assert caught.value.code == "no_area"
+
+
+# Times: effective, onset, expires. `now` is always a fixed instant, written out as Unix seconds.
+
+# 2026-10-12T12:00:00+07:00 is 2026-10-12T05:00:00Z: 20738 days after 1970-01-01, plus 5 h.
+NOON_12_OCT = 20738 * 86400 + 5 * 3600
+# The storm warning's instants, likewise by hand: 2026-11-26T14:30+07:00 is 07:30Z on day 20783,
+# 2026-11-27T06:00+07:00 is 23:00Z on day 20783, 2026-11-28T18:00+07:00 is 11:00Z on day 20785.
+STORM_SENT = 20783 * 86400 + 7 * 3600 + 30 * 60
+STORM_ONSET = 20783 * 86400 + 23 * 3600
+STORM_EXPIRES = 20785 * 86400 + 11 * 3600
+
+
+def test_hand_computed_instants_are_the_documents_times() -> None:
+    assert datetime(2026, 10, 12, 12, 0, tzinfo=ICT).timestamp() == NOON_12_OCT == 1791781200
+    storm = parse_cap(load("storm_warning.xml")).info_for()
+    assert storm.effective is not None and storm.onset is not None and storm.expires is not None
+    assert (storm.effective.timestamp(), storm.onset.timestamp(), storm.expires.timestamp()) == (
+        STORM_SENT, STORM_ONSET, STORM_EXPIRES)
+
+
+def test_valid_from_effective_to_just_before_expires_whatever_the_onset() -> None:
+    info = parse_cap(load("storm_warning.xml")).info_for()
+    # At sending time the onset (next morning) is still ahead: a warning is for exactly that, so it plays.
+    for now in (STORM_SENT, STORM_ONSET - 1, STORM_ONSET, STORM_ONSET + 3600, STORM_EXPIRES - 0.001):
+        check_times(info, now)
+
+
+def test_expired_storm_warning_is_refused_from_its_expiry_on() -> None:
+    info = parse_cap(load("storm_warning.xml")).info_for()
+    for now in (STORM_EXPIRES, STORM_EXPIRES + 1, STORM_EXPIRES + 365 * 86400):
+        with pytest.raises(CapError) as caught:
+            check_times(info, now)
+        assert caught.value.code == "expired"
+
+
+def test_expired_fixture_parses_but_check_times_refuses_it_with_the_time() -> None:
+    message = parse_cap(load("flood_expired.xml"))  # parsing is about form; validity in time is check_times
+    info = message.info_for()
+    assert info.expires == datetime(2026, 10, 12, 11, 0, tzinfo=ICT)
+    with pytest.raises(CapError) as caught:
+        check_times(info, NOON_12_OCT)
+    assert caught.value.code == "expired"
+    assert caught.value.message == (
+        "the message expired at 2026-10-12T11:00:00+07:00 (now 2026-10-12T12:00:00+07:00); nothing plays")
+    assert isinstance(caught.value, ValueError)
+    check_times(info, NOON_12_OCT - 3600 - 1)  # 10:59:59: still valid
+
+
+def test_future_effective_fixture_is_refused_until_it_takes_effect() -> None:
+    info = parse_cap(load("dam_release_future.xml")).info_for()
+    assert info.effective == datetime(2026, 10, 12, 14, 0, tzinfo=ICT)
+    assert info.onset == datetime(2026, 10, 12, 14, 30, tzinfo=ICT)
+    sent = NOON_12_OCT - 7 * 3600  # 05:00+07:00, when it arrives
+    effective = NOON_12_OCT + 2 * 3600
+    with pytest.raises(CapError) as caught:
+        check_times(info, sent)
+    assert caught.value.code == "not_yet_effective"
+    assert caught.value.message.startswith(
+        "the message takes effect at 2026-10-12T14:00:00+07:00 (now 2026-10-12T05:00:00+07:00); ")
+    assert "nothing plays" in caught.value.message
+    with pytest.raises(CapError):
+        check_times(info, effective - 61)
+    # A sender's clock up to a minute ahead of ours is tolerated; from then on it plays until it expires.
+    assert EFFECTIVE_SKEW_S == 60.0
+    for now in (effective - 60, effective, effective + 86400 - 1):
+        check_times(info, now)
+    with pytest.raises(CapError) as caught:
+        check_times(info, effective + 86400)
+    assert caught.value.code == "expired"
+
+
+def test_effective_defaults_to_sent() -> None:
+    # The flood update has no <effective>: CAP says it is effective from <sent>, 2026-10-12T07:15:00+07:00.
+    info = parse_cap(load("flood_update.xml")).info_for()
+    assert info.effective == datetime(2026, 10, 12, 7, 15, tzinfo=ICT) and info.onset is None
+    sent = NOON_12_OCT - 4 * 3600 - 45 * 60
+    check_times(info, sent)
+    check_times(info, sent - 60)
+    with pytest.raises(CapError) as caught:
+        check_times(info, sent - 61)
+    assert caught.value.code == "not_yet_effective"
+
+
+def test_no_expiry_never_expires() -> None:
+    info = parse_cap(load("saltwater_audio.xml")).info_for()
+    assert info.expires is None
+    check_times(info, 4102444800)  # 2100-01-01T00:00:00Z
+    check_times(make_info(), 0.0)  # built by hand, with no times at all
+
+
+def test_times_compare_as_instants_across_offsets() -> None:
+    # 11:00+07:00 is 04:00Z and 23:00-05:00 the evening before: the same instant, whatever the sender's offset.
+    for expires in ("2026-10-12T04:00:00Z", "2026-10-12T04:00:00-00:00", "2026-10-11T23:00:00-05:00"):
+        info = parse_cap(load("flood_expired.xml").replace(b"2026-10-12T11:00:00+07:00", expires.encode()))
+        check_times(info.info_for(), NOON_12_OCT - 3600 - 1)
+        with pytest.raises(CapError):
+            check_times(info.info_for(), NOON_12_OCT - 3600)
+
+
+@pytest.mark.parametrize("element", ["effective", "onset", "expires"])
+def test_a_time_without_offset_is_malformed_with_a_clear_reason(element: str) -> None:
+    data = load("flood_expired.xml").decode()
+    start = data.index(f"<{element}>", data.index("<info>")) + len(element) + 2
+    local = data[start:start + 19]  # the same time with "+07:00" cut off
+    with pytest.raises(CapError) as caught:
+        parse_cap((data[:start] + local + data[start + 25:]).encode())
+    assert caught.value.code == "malformed"
+    assert caught.value.message == (
+        f"<info/{element}> {local!r} has no time zone offset; CAP requires one, e.g. +07:00")
+
+
+@pytest.mark.parametrize("element", ["effective", "onset"])
+def test_bad_or_repeated_effective_and_onset_are_malformed(element: str) -> None:
+    data = load("flood_expired.xml").decode()
+    start = data.index(f"<{element}>", data.index("<info>"))
+    end = data.index(f"</{element}>") + len(element) + 3
+    with pytest.raises(CapError) as caught:
+        parse_cap((data[:start] + f"<{element}>soon</{element}>" + data[end:]).encode())
+    assert caught.value.code == "malformed" and f"<info/{element}>" in caught.value.message
+    with pytest.raises(CapError) as caught:
+        parse_cap((data[:end] + data[start:end] + data[end:]).encode())
+    assert caught.value.code == "malformed" and "appears 2 times" in caught.value.message
 
 
 # Bad inputs

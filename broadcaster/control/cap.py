@@ -8,8 +8,8 @@ never needs one.
 
 Only what a loudspeaker broadcast uses is kept: who sent which message, its status and type, the references a
 Cancel or Update points at, and per info block the texts to read, the audio to play, the areas to reach and
-when it expires. Polygons and circles are not kept: loudspeakers are addressed by administrative zone, which
-geocodes name and shapes do not.
+when it is valid (effective, onset, expires; see :func:`check_times`). Polygons and circles are not kept:
+loudspeakers are addressed by administrative zone, which geocodes name and shapes do not.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ CERTAINTIES = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
 EMERGENCY_SEVERITIES = ("Extreme", "Severe")
 EMERGENCY_URGENCIES = ("Immediate", "Expected")
 
+# How far in the future an <effective> time may be and still play now: a sender's clock a little ahead of ours.
+EFFECTIVE_SKEW_S = 60.0
+
 # CAP 1.2 <language>: "If not present, an implicit default value of 'en-US' SHALL be assumed".
 DEFAULT_LANGUAGE = "en-US"
 
@@ -50,6 +53,8 @@ _DATETIME = re.compile(
     r"T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]+))?"
     r"(?:(?P<utc>Z)|(?P<sign>[+-])(?P<tz_hour>[0-9]{2}):(?P<tz_minute>[0-9]{2}))"
 )
+# The same without the offset: a local time with no zone is ambiguous, and CAP requires the offset.
+_LOCAL_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?")
 # Characters CAP 1.2 forbids in <identifier> and <sender>; references are built from them, comma-separated and
 # whitespace-delimited, so a value containing one could not be referenced unambiguously by a later Cancel.
 _RESTRICTED = re.compile(r"[\s,<&]")
@@ -68,8 +73,9 @@ class CapError(ValueError):
     """A CAP body that cannot become a loudspeaker alert.
 
     ``code`` is stable and meant for API responses and metrics labels: ``too_large``, ``malformed``,
-    ``unsafe_xml``, ``not_cap``, ``unsupported``, ``missing`` or ``no_area``. ``message`` is for people and
-    names the offending element.
+    ``unsafe_xml``, ``not_cap``, ``unsupported``, ``missing`` or ``no_area`` from :func:`parse_cap` and
+    :func:`zones_for`; ``expired`` or ``not_yet_effective`` from :func:`check_times`. ``message`` is for people
+    and names the offending element.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -96,7 +102,11 @@ class CapInfo:
     instruction: str
     audio_uris: tuple[str, ...]  # absolute http(s) URIs of audio/* resources
     areas: tuple[CapArea, ...]
-    expires: datetime | None  # timezone-aware
+    expires: datetime | None  # timezone-aware; None: valid until cancelled
+    # <effective>, or the message's <sent> when absent (CAP 1.2: "the effective time SHALL be assumed to be the
+    # same as in <sent>"). None only for a block built by hand; parse_cap always fills it.
+    effective: datetime | None = None
+    onset: datetime | None = None  # when the event is expected to begin; informational, never refuses
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ def parse_cap(data: bytes) -> CapMessage:
         )
     scope = _enumerated(root, "scope", SCOPES)
     references = _references(_optional_text(root, "references"))
-    infos = tuple(_info(element) for element in root.findall(_q("info")))
+    infos = tuple(_info(element, sent) for element in root.findall(_q("info")))
 
     if msg_type == "Cancel":
         if not references:
@@ -233,6 +243,42 @@ def zones_for(info: CapInfo, area_map: Mapping[str, str]) -> list[str]:
     return zones
 
 
+def check_times(info: CapInfo, now: float) -> None:
+    """Refuse an info block that is not valid at ``now`` (Unix seconds, wall clock); return if it may play.
+
+    - ``expires`` at or before ``now``: ``CapError("expired")``. A warning system that has moved on must not
+      have a stale storm read out on every loudspeaker of a province.
+    - ``effective`` later than ``now`` + :data:`EFFECTIVE_SKEW_S`: ``CapError("not_yet_effective")``. We do
+      not queue alerts, and playing a warning hours before it is meant to take effect would be a different
+      message from the one sent; so it is refused, and the sender (or operator) sends it again when it is due.
+      The tolerance absorbs a sender whose clock runs a little ahead of ours: without it an emergency stamped
+      a few seconds "in the future" would be refused outright, which costs more than playing it seconds early.
+      ``effective`` defaults to ``sent``, so a message sent far in the future is refused the same way.
+    - ``onset`` never refuses: a storm whose onset is tomorrow is exactly what a warning is for, and one
+      whose onset has passed is still under way. It is only there for the text.
+
+    A Cancel needs no check (stopping an alert is always allowed); call this for the info block an Alert or
+    Update would broadcast, before anything it references is cancelled, so that a refused Update leaves the
+    alert it would have replaced on air.
+    """
+    if info.expires is not None and info.expires.timestamp() <= now:
+        raise CapError(
+            "expired",
+            f"the message expired at {info.expires.isoformat()} (now {_instant(now, info.expires)}); nothing plays",
+        )
+    if info.effective is not None and info.effective.timestamp() > now + EFFECTIVE_SKEW_S:
+        raise CapError(
+            "not_yet_effective",
+            f"the message takes effect at {info.effective.isoformat()} (now {_instant(now, info.effective)}); "
+            "alerts are not queued, nothing plays: send it again when it is effective",
+        )
+
+
+def _instant(now: float, like: datetime) -> str:
+    """``now`` written in the same offset as a sender's time, so the two read side by side."""
+    return datetime.fromtimestamp(now, like.tzinfo).isoformat(timespec="seconds")
+
+
 def _parse_xml(data: bytes) -> Element:
     """Parse with defusedxml, mapping each failure it and expat can produce to a CapError code.
 
@@ -250,9 +296,8 @@ def _parse_xml(data: bytes) -> Element:
     return root
 
 
-def _info(element: Element) -> CapInfo:
+def _info(element: Element, sent: datetime) -> CapInfo:
     language = _optional_text(element, "language") or DEFAULT_LANGUAGE
-    expires_text = _optional_text(element, "expires")
     return CapInfo(
         language=language,
         event=_required_text(element, "event", "info/event"),
@@ -264,7 +309,9 @@ def _info(element: Element) -> CapInfo:
         instruction=_optional_text(element, "instruction"),
         audio_uris=tuple(uri for resource in element.findall(_q("resource")) if (uri := _audio_uri(resource))),
         areas=tuple(_area(area) for area in element.findall(_q("area"))),
-        expires=_datetime(expires_text, "info/expires") if expires_text else None,
+        expires=_optional_datetime(element, "expires"),
+        effective=_optional_datetime(element, "effective") or sent,
+        onset=_optional_datetime(element, "onset"),
     )
 
 
@@ -306,10 +353,19 @@ def _references(text: str) -> tuple[tuple[str, str, datetime], ...]:
     return tuple(references)
 
 
+def _optional_datetime(parent: Element, name: str) -> datetime | None:
+    text = _optional_text(parent, name, f"info/{name}")
+    return _datetime(text, f"info/{name}") if text else None
+
+
 def _datetime(text: str, name: str) -> datetime:
     """A CAP dateTime (e.g. 2026-11-26T14:30:00+07:00) as an aware datetime in the sender's own offset."""
     match = _DATETIME.fullmatch(text)
     if match is None:
+        if _LOCAL_DATETIME.fullmatch(text):
+            raise CapError(
+                "malformed", f"<{name}> {_echo(text)} has no time zone offset; CAP requires one, e.g. +07:00"
+            )
         raise CapError("malformed", f"<{name}> {_echo(text)} is not a CAP dateTime such as 2026-11-26T14:30:00+07:00")
     try:
         if match["utc"]:
