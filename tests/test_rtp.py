@@ -78,9 +78,13 @@ def test_csrc_list() -> None:
 def test_fifteen_csrcs_is_the_maximum() -> None:
     csrcs = tuple(range(1, 16))
     packet = RtpPacket(payload_type=111, sequence=1, timestamp=2, ssrc=3, payload=b"x", csrcs=csrcs)
-    data = packet.serialize()
-    assert data[0] == 0x8F
-    assert parse_rtp(data) == packet
+    # CC=15 in the low nibble of the first byte, then the 15 CSRCs after the SSRC, in order.
+    expected = bytes.fromhex("8f" "6f" "0001" "00000002" "00000003"
+                             "00000001" "00000002" "00000003" "00000004" "00000005"
+                             "00000006" "00000007" "00000008" "00000009" "0000000a"
+                             "0000000b" "0000000c" "0000000d" "0000000e" "0000000f") + b"x"
+    assert packet.serialize() == expected
+    assert parse_rtp(expected).csrcs == csrcs
     with pytest.raises(RtpError):
         RtpPacket(payload_type=111, sequence=1, timestamp=2, ssrc=3, payload=b"x", csrcs=tuple(range(16)))
 
@@ -179,35 +183,74 @@ def test_every_truncation_of_a_header_raises() -> None:
         assert parse_rtp(data[:length]).payload == b"payload"[:length - len(header)]
 
 
+def payload_bounds(data: bytes) -> tuple[int, int] | None:
+    """Where RFC 3550 puts the payload of ``data``, or None if the packet is malformed: a second reading of
+    section 5.1 (fixed header, CC CSRCs, optional extension, padding count in the last byte), written for the
+    test and independent of parse_rtp, to compare the two on random input."""
+    if len(data) < 12 or data[0] >> 6 != 2:
+        return None
+    start = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if len(data) < start + 4:
+            return None
+        start += 4 + 4 * int.from_bytes(data[start + 2:start + 4], "big")
+    if len(data) < start:
+        return None
+    end = len(data)
+    if data[0] & 0x20:
+        if end == start or data[-1] == 0 or data[-1] > end - start:
+            return None
+        end -= data[-1]
+    return start, end
+
+
 def test_random_bytes_raise_nothing_but_rtp_error() -> None:
     rng = random.Random(3550)
-    parsed = 0
+    parsed = refused = 0
     for _ in range(10_000):
         data = rng.randbytes(rng.randrange(0, 48))
         if data and rng.random() < 0.5:
             data = bytes([0x80 | (data[0] & 0x3F)]) + data[1:]  # version 2 reaches the deeper checks
+        bounds = payload_bounds(data)
         try:
             packet = parse_rtp(data)
         except RtpError:
+            assert bounds is None, data.hex()
+            refused += 1
             continue
+        assert bounds is not None, data.hex()
         parsed += 1
-        assert packet.sequence == rtp_sequence(data)
-        assert len(packet.payload) <= len(data) - 12
-    assert parsed > 100  # the loop did exercise the accepting paths too
+        # Every field straight from the bytes, as the RFC lays them out.
+        assert packet.marker is bool(data[1] & 0x80)
+        assert packet.payload_type == data[1] & 0x7F
+        assert packet.sequence == int.from_bytes(data[2:4], "big")
+        assert packet.timestamp == int.from_bytes(data[4:8], "big")
+        assert packet.ssrc == int.from_bytes(data[8:12], "big")
+        assert packet.csrcs == tuple(int.from_bytes(data[i:i + 4], "big")
+                                     for i in range(12, 12 + 4 * (data[0] & 0x0F), 4))
+        assert packet.payload == data[bounds[0]:bounds[1]]
+    assert parsed > 100 and refused > 100  # the loop did exercise both the accepting and the refusing paths
 
 
 def test_mutated_valid_packets_raise_nothing_but_rtp_error() -> None:
     rng = random.Random(7587)
     base = bytes.fromhex("b1" "6f" "0005" "00000000" "00000001" "aaaaaaaa" "abcd" "0001" "01020304") + b"pl\x00\x02"
+    outcomes = {"parsed": 0, "refused": 0}
     for _ in range(10_000):
         data = bytearray(base[:rng.randrange(0, len(base) + 1)])
         for _ in range(rng.randrange(1, 4)):
             if data:
                 data[rng.randrange(len(data))] = rng.randrange(256)
+        bounds = payload_bounds(bytes(data))
         try:
-            parse_rtp(bytes(data))
+            packet = parse_rtp(bytes(data))
         except RtpError:
-            pass
+            assert bounds is None, data.hex()
+            outcomes["refused"] += 1
+            continue
+        assert bounds is not None and packet.payload == data[bounds[0]:bounds[1]], data.hex()
+        outcomes["parsed"] += 1
+    assert min(outcomes.values()) > 100, outcomes
 
 
 def test_rtp_sequence_fast_path() -> None:
@@ -256,8 +299,8 @@ def test_packet_field_ranges_checked() -> None:
 def test_packetizer_first_packet_and_advance() -> None:
     packetizer = RtpPacketizer(ssrc=0xCAFEBABE, first_sequence=100, first_timestamp=5000)
     first = packetizer.packetize(b"opus-1", 960, marker=True)
-    assert first == RtpPacket(payload_type=111, sequence=100, timestamp=5000, ssrc=0xCAFEBABE,
-                              payload=b"opus-1", marker=True).serialize()
+    # V=2, M=1 PT=111, seq 100 = 0x0064, ts 5000 = 0x1388, SSRC, payload: written out by hand.
+    assert first == bytes.fromhex("80" "ef" "0064" "00001388" "cafebabe") + b"opus-1"
     assert (packetizer.sequence, packetizer.timestamp) == (101, 5960)
     second = parse_rtp(packetizer.packetize(b"opus-2", 960))
     assert (second.sequence, second.timestamp, second.marker, second.payload) == (101, 5960, False, b"opus-2")
@@ -294,12 +337,21 @@ def test_packetizer_skip_keeps_media_time_but_not_sequence() -> None:
     assert (packet.sequence, packet.timestamp) == (11, 960 * 50)
 
 
-def test_packetizer_output_is_deterministic() -> None:
-    # Every loudspeaker of a channel must get identical bytes: same inputs, same packets.
-    a = RtpPacketizer(ssrc=99, first_sequence=3, first_timestamp=4)
-    b = RtpPacketizer(ssrc=99, first_sequence=3, first_timestamp=4)
-    for i in range(10):
-        assert a.packetize(bytes([i]) * 5, 960, marker=i == 0) == b.packetize(bytes([i]) * 5, 960, marker=i == 0)
+def test_packetizer_stream_is_exactly_the_expected_bytes() -> None:
+    # Every loudspeaker of a channel must get identical bytes, so the stream is a function of its inputs
+    # only: here it is, byte for byte. Marker on the first packet only; seq +1 and ts +samples each time,
+    # including a 20 ms frame (960), a 10 ms one (480) and an empty one (0: ts stays).
+    packetizer = RtpPacketizer(ssrc=99, first_sequence=3, first_timestamp=4)
+    sent = [packetizer.packetize(b"\x00" * 3, 960, marker=True), packetizer.packetize(b"\x01" * 3, 480),
+            packetizer.packetize(b"\x02" * 3, 0), packetizer.packetize(b"\x03" * 3, 960)]
+    assert sent == [
+        bytes.fromhex("80" "ef" "0003" "00000004" "00000063" "000000"),
+        bytes.fromhex("80" "6f" "0004" "000003c4" "00000063" "010101"),
+        bytes.fromhex("80" "6f" "0005" "000005a4" "00000063" "020202"),
+        bytes.fromhex("80" "6f" "0006" "000005a4" "00000063" "030303"),
+    ]
+    again = RtpPacketizer(ssrc=99, first_sequence=3, first_timestamp=4)
+    assert again.packetize(b"\x00" * 3, 960, marker=True) == sent[0]
 
 
 @pytest.mark.parametrize("kwargs", [
