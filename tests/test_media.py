@@ -27,9 +27,16 @@ needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installe
 
 MAX_BYTES = 20 * 1024 * 1024
 TARGET = -16.0
-# ffmpeg's sine source is at 1/8 of full scale (-18 dBFS); -30 dB more makes a quiet
-# upload (about -52 LUFS) that needs +36 dB of gain.
-QUIET_TONE = ["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-af", "volume=-30dB"]
+
+# Expected loudness by hand, independent of pyloudnorm (which the module itself uses): BS.1770's K-weighting
+# is normalised to 0 dB at 997 Hz, so a mono 1 kHz sine of peak P dBFS reads P - 3.01 LUFS (its mean square
+# is half the peak squared). After normalisation to T LUFS the sine's peak is therefore at T + 3.01 dBFS.
+SINE_CREST_DB = 3.01
+# ffmpeg's sine source has a peak of 1/8 of full scale (-18.06 dBFS); -30 dB more makes a quiet upload whose
+# 1 kHz tone reads -51.07 LUFS and needs +35 dB of gain. Upmixed to stereo by ffmpeg (-ac 2) each channel is
+# 3 dB lower (its centre mix level), and so is the mono fold-down: -54.08 LUFS.
+QUIET_TONE = ["-f", "lavfi", "-i", "sine=frequency=1000:duration=3", "-af", "volume=-30dB"]
+QUIET_LUFS = -18.06 - 30.0 - SINE_CREST_DB
 
 
 def ffmpeg(tmp_path: Path, name: str, *args: str) -> bytes:
@@ -80,13 +87,16 @@ def assert_stored(result: ProcessedMedia, out: Path, data: bytes) -> tuple[npt.N
     assert result.peak_dbfs == pytest.approx(peak, abs=0.01)
     assert result.peak_dbfs <= -1.0 and peak <= -1.0
     assert result.duration_s == pytest.approx(samples.size / 48000)
-    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.sha256 == hashlib.sha256(data).hexdigest()  # of the upload as sent ...
+    assert result.sha256 != hashlib.sha256(out.read_bytes()).hexdigest()  # ... not of the stored file
     assert result.size_bytes == len(data)
     return samples, loudness, peak
 
 
 # --- accepted formats ----------------------------------------------------------------------------
 
+STEREO_FORMATS = ("wav", "24bit.wav")
+LOSSLESS_FORMATS = ("wav", "24bit.wav", "flac")
 FORMATS: dict[str, list[str]] = {
     "mp3": ["-c:a", "libmp3lame"],
     # No ID3 tag and no Xing/LAME frame: libsndfile must find the MPEG sync by itself, and
@@ -111,26 +121,41 @@ def test_accepted_format_is_stored_normalised(tmp_path: Path, name: str) -> None
 
     result = process_upload(data, filename=f"in.{name}", out_path=out, max_bytes=MAX_BYTES)
 
-    samples, loudness, _ = assert_stored(result, out, data)
+    samples, loudness, peak = assert_stored(result, out, data)
     assert loudness == pytest.approx(TARGET, abs=0.5)
     assert result.duration_s == pytest.approx(3.0, abs=0.1)
-    assert result.original_lufs < -45.0  # the quiet upload really was measured as quiet
-    assert result.loudness_lufs - result.original_lufs > 30.0
+    # The quiet upload was measured at its hand-computed loudness (a lossy codec's padding and
+    # quantisation move it by a few tenths) ...
+    expected_lufs = QUIET_LUFS - (3.01 if name in STEREO_FORMATS else 0.0)
+    assert result.original_lufs == pytest.approx(expected_lufs, abs=0.6)
+    # ... and the stored tone's peak sits where a sine at the target loudness has it: -12.99 dBFS.
+    assert peak == pytest.approx(TARGET + SINE_CREST_DB, abs=0.15 if name in LOSSLESS_FORMATS else 0.7)
     assert list(out.parent.iterdir()) == [out]
 
 
-def test_accepted_names_the_documented_formats() -> None:
-    assert ACCEPTED == ("WAV", "FLAC", "OGG", "MP3")
+@pytest.mark.parametrize(("fmt", "subtype"), [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"),
+                                              ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III")])
+def test_every_documented_format_is_really_accepted(tmp_path: Path, fmt: str, subtype: str) -> None:
+    """The documented list is what the code accepts: a file of each, written by libsndfile (not ffmpeg), stores."""
+    assert fmt in ACCEPTED and len(ACCEPTED) == 4
+    data = encode(sine(2.0, -20.0), fmt=fmt, subtype=subtype)
+    out = tmp_path / "item.flac"
+    result = process_upload(data, filename=f"in.{fmt.lower()}", out_path=out, max_bytes=MAX_BYTES)
+    assert_stored(result, out, data)
+    assert result.original_lufs == pytest.approx(-20.0 - SINE_CREST_DB, abs=0.6)
+    assert result.duration_s == pytest.approx(2.0, abs=0.06)  # MP3 may add a frame of padding
 
 
 def test_loud_upload_is_turned_down(tmp_path: Path) -> None:
-    data = encode(sine(2.0, -0.5))  # about -3.5 LUFS
+    data = encode(sine(2.0, -0.5))  # a 1 kHz sine peaking at -0.5 dBFS: -3.51 LUFS
     out = tmp_path / "loud.flac"
     result = process_upload(data, filename="loud.wav", out_path=out, max_bytes=MAX_BYTES)
-    _, loudness, peak = assert_stored(result, out, data)
-    assert result.original_lufs > -5.0
+    stored, loudness, peak = assert_stored(result, out, data)
+    assert result.original_lufs == pytest.approx(-0.5 - SINE_CREST_DB, abs=0.1)
     assert loudness == pytest.approx(TARGET, abs=0.5)
-    assert peak < -10.0
+    assert peak == pytest.approx(TARGET + SINE_CREST_DB, abs=0.1)  # 12.5 dB down, by hand
+    uploaded, _ = soundfile.read(io.BytesIO(data), dtype="float64")
+    np.testing.assert_allclose(stored, uploaded * 10 ** ((peak + 0.5) / 20), atol=1e-6)  # one gain, no more
 
 
 @pytest.mark.parametrize(("samples", "target"), [
@@ -148,6 +173,8 @@ def test_peak_ceiling_wins_over_the_target(tmp_path: Path, samples: npt.NDArray[
     assert peak <= -1.0
     assert peak == pytest.approx(-1.0, abs=0.01)  # the gain was reduced just enough, not more
     assert loudness < target - 0.5
+    if target == 0.0:  # the sine, peak at the -1 dBFS ceiling: -4.01 LUFS, by hand
+        assert loudness == pytest.approx(-1.0 - SINE_CREST_DB, abs=0.1)
     # A gain, not a clipper: the stored waveform is the (16-bit) input scaled, to 24-bit precision.
     uploaded, _ = soundfile.read(io.BytesIO(data), dtype="float64")
     scale = float(np.max(np.abs(stored)) / np.max(np.abs(uploaded)))
