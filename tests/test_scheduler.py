@@ -37,6 +37,27 @@ def starts(schedule: Schedule, first: str, last: str, tz: ZoneInfo = HCM) -> lis
     return [local(o.start, tz) for o in schedule.occurrences(unix(first, tz), unix(last, tz))]
 
 
+# Instants worked out by hand (days since 1970-01-01 times 86400, plus the UTC time of day), so that the
+# expected values below do not rest on zoneinfo reading time the same way the scheduler does.
+# 2026-12-01 06:00 +07:00 = 2026-11-30 23:00Z (day 20787).
+DEC_1_0600_HCM = 20787 * 86400 + 23 * 3600
+# 2026-12-01 23:30 +07:00 = 16:30Z (day 20788).
+DEC_1_2330_HCM = 20788 * 86400 + 16 * 3600 + 30 * 60
+# Berlin: 2026-03-28 06:00 CET (+01:00) = 05:00Z (day 20540); 2026-03-29 06:00 CEST (+02:00) = 04:00Z (day 20541);
+# 2026-03-29 02:30 does not exist there and is played at 03:30 CEST = 01:30Z.
+MAR_28_0600_BERLIN = 20540 * 86400 + 5 * 3600
+MAR_29_0600_BERLIN = 20541 * 86400 + 4 * 3600
+MAR_29_0330_BERLIN = 20541 * 86400 + 1 * 3600 + 30 * 60
+
+
+def test_the_helpers_agree_with_hand_computed_instants() -> None:
+    assert unix("2026-12-01 06:00") == DEC_1_0600_HCM == 1796079600
+    assert local(DEC_1_0600_HCM) == "2026-12-01 06:00"
+    assert unix("2026-03-28 06:00", BERLIN) == MAR_28_0600_BERLIN
+    assert unix("2026-03-29 06:00", BERLIN) == MAR_29_0600_BERLIN
+    assert local(MAR_29_0330_BERLIN, BERLIN) == "2026-03-29 03:30"
+
+
 def schedule_of(*programmes: Programme, tz: ZoneInfo = HCM, grace_s: float = 2.0) -> Schedule:
     schedule = Schedule(tz, grace_s=grace_s)
     for programme in programmes:
@@ -51,8 +72,8 @@ def test_once_plays_once() -> None:
     schedule = schedule_of(prog("p-1", "2026-12-01 06:00"))
     assert starts(schedule, "2026-11-25 00:00", "2026-12-31 00:00") == ["2026-12-01 06:00"]
     [occurrence] = schedule.occurrences(0, unix("2030-01-01 00:00"))
-    assert occurrence.end - occurrence.start == 1800
-    assert occurrence.key == ("p-1", unix("2026-12-01 06:00"))
+    assert (occurrence.start, occurrence.end) == (DEC_1_0600_HCM, DEC_1_0600_HCM + 1800)
+    assert occurrence.key == ("p-1", DEC_1_0600_HCM)
 
 
 def test_daily_plays_every_day_at_the_same_local_time() -> None:
@@ -217,11 +238,15 @@ def test_due_returns_each_occurrence_exactly_once() -> None:
 def test_due_across_midnight() -> None:
     schedule = schedule_of(prog("p-1", "2026-12-01 23:30", 60, recurrence="daily"))
     [occurrence] = schedule.due(unix("2026-12-01 23:30:01"))
+    assert (occurrence.start, occurrence.end) == (DEC_1_2330_HCM, DEC_1_2330_HCM + 3600)
     for t in ("2026-12-01 23:59:59", "2026-12-02 00:00", "2026-12-02 00:29:59"):
         assert schedule.due(unix(t)) == []
     # A restarted server sees the same occurrence after midnight and resumes it.
     restarted = schedule_of(prog("p-1", "2026-12-01 23:30", 60, recurrence="daily"))
-    assert restarted.due(unix("2026-12-02 00:10")) == [occurrence]
+    [resumed] = restarted.due(unix("2026-12-02 00:10"))
+    assert (resumed.start, resumed.end, resumed.key) == (DEC_1_2330_HCM, DEC_1_2330_HCM + 3600,
+                                                         ("p-1", DEC_1_2330_HCM))
+    assert unix("2026-12-02 00:10") - resumed.start == 40 * 60  # the resume offset
     [following] = schedule.due(unix("2026-12-02 23:30"))
     assert local(following.start) == "2026-12-02 23:30"
 
@@ -275,6 +300,7 @@ def test_daily_stays_at_local_time_across_dst_changes() -> None:
     assert [local(o.start, BERLIN) for o in spring] == [
         "2026-03-27 06:00", "2026-03-28 06:00", "2026-03-29 06:00", "2026-03-30 06:00"]
     assert [b.start - a.start for a, b in zip(spring, spring[1:], strict=False)] == [86400, 23 * 3600, 86400]
+    assert (spring[1].start, spring[2].start) == (MAR_28_0600_BERLIN, MAR_29_0600_BERLIN)
     autumn = schedule.occurrences(unix("2026-10-24 00:00", BERLIN), unix("2026-10-26 12:00", BERLIN))
     assert [local(o.start, BERLIN) for o in autumn] == ["2026-10-24 06:00", "2026-10-25 06:00", "2026-10-26 06:00"]
     assert [b.start - a.start for a, b in zip(autumn, autumn[1:], strict=False)] == [25 * 3600, 86400]
@@ -304,6 +330,8 @@ def test_a_local_time_skipped_by_dst_plays_an_hour_later() -> None:
     schedule = schedule_of(prog("p-1", "2026-03-28 02:30", recurrence="daily"), tz=BERLIN)
     assert starts(schedule, "2026-03-28 00:00", "2026-03-31 00:00", BERLIN) == [
         "2026-03-28 02:30", "2026-03-29 03:30", "2026-03-30 02:30"]
+    skipped = schedule.occurrences(unix("2026-03-29 00:00", BERLIN), unix("2026-03-29 12:00", BERLIN))
+    assert [o.start for o in skipped] == [MAR_29_0330_BERLIN]
 
 
 def test_a_daily_programme_longer_than_the_spring_forward_day_is_refused() -> None:
@@ -443,7 +471,16 @@ def test_the_fall_back_hour_can_separate_two_programmes() -> None:
     assert caught.value.at == unix("2026-10-26 03:00", BERLIN)
 
 
-def test_occurrence_is_a_value() -> None:
-    programme = prog("p-1", "2026-12-01 06:00")
-    assert Occurrence(programme, 1.0, 2.0) == Occurrence(programme, 1.0, 2.0)
-    assert len({Occurrence(programme, 1.0, 2.0), Occurrence(programme, 1.0, 2.0)}) == 1
+def test_occurrences_of_separately_built_schedules_are_equal_values() -> None:
+    # What a restart relies on: a schedule rebuilt from the same programme (a new Programme object) yields
+    # occurrences equal to, hashing like, and keyed like the ones played before, and a moved one does not.
+    before = schedule_of(prog("p-1", "2026-12-01 06:00", recurrence="daily"))
+    after = schedule_of(prog("p-1", "2026-12-01 06:00", recurrence="daily"))
+    window = (unix("2026-12-01 00:00"), unix("2026-12-03 00:00"))
+    first, second = before.occurrences(*window), after.occurrences(*window)
+    assert first[0].programme is not second[0].programme
+    assert first == second and set(first) == set(second) and len(set(first) | set(second)) == 2
+    assert [o.key for o in second] == [("p-1", DEC_1_0600_HCM), ("p-1", DEC_1_0600_HCM + 86400)]
+    moved = schedule_of(prog("p-1", "2026-12-01 06:05", recurrence="daily")).occurrences(*window)
+    assert not set(moved) & set(first) and moved[0].key == ("p-1", DEC_1_0600_HCM + 300)
+    assert Occurrence(first[0].programme, DEC_1_0600_HCM, DEC_1_0600_HCM + 1800) == first[0]
