@@ -52,11 +52,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     host = config.server.host
-    print(f"listening http={host}:{http_port} udp={host}:{udp_port}", flush=True)
-    logging.getLogger("broadcaster").info(
-        "%d channels; listen with: ffplay http://%s:%d/channels/%s.ogg", len(server.channels),
-        "127.0.0.1" if host in ("0.0.0.0", "::") else host, http_port,
-        next(iter(server.channels), "CHANNEL"))
+
+    def ready(_: object) -> None:
+        # Only once the core has built every channel: a listener arriving now gets a whole stream.
+        print(f"listening http={host}:{http_port} udp={host}:{udp_port}", flush=True)
+        logging.getLogger("broadcaster").info(
+            "%d channels; listen with: ffplay http://%s:%d/channels/%s.ogg", len(server.channels),
+            "127.0.0.1" if host in ("0.0.0.0", "::") else host, http_port,
+            next(iter(server.channels), "CHANNEL"))
+
+    server.ready.addCallback(ready)
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
     reactor.run()
     return 0

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Two registries because the real-time core runs in a process of its own: it
+# exports CORE_REGISTRY (asked for at each scrape), control exports REGISTRY,
+# and /metrics serves both. A metric lives in exactly one of them.
 REGISTRY = CollectorRegistry(auto_describe=True)
+CORE_REGISTRY = CollectorRegistry(auto_describe=True)
 
 _TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.5, 1.0)
 _ENCODE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01)
@@ -17,55 +21,55 @@ _ENCODE_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005
 tick_lateness_seconds = Histogram(
     "broadcaster_tick_lateness_seconds",
     "How late each frame tick ran after its deadline; steady growth means the reactor is overloaded.",
-    buckets=_TICK_BUCKETS, registry=REGISTRY)
+    buckets=_TICK_BUCKETS, registry=CORE_REGISTRY)
 ticks_missed_total = Counter(
     "broadcaster_ticks_missed_total",
     "Frame ticks skipped because the reactor fell further behind than the catch-up limit.",
-    registry=REGISTRY)
+    registry=CORE_REGISTRY)
 encode_seconds = Histogram(
     "broadcaster_encode_seconds",
     "Time to mix and Opus-encode one frame of one channel.",
-    ["channel"], buckets=_ENCODE_BUCKETS, registry=REGISTRY)
+    ["channel"], buckets=_ENCODE_BUCKETS, registry=CORE_REGISTRY)
 frames_encoded_total = Counter(
     "broadcaster_frames_encoded_total",
     "Frames encoded, once per channel per tick with any consumer (silence uses a cached packet and is not counted).",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 frames_silent_total = Counter(
     "broadcaster_frames_silent_total",
     "Frames sent as the cached silence packet because nothing was playing on the channel.",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 subscribers = Gauge(
     "broadcaster_subscribers",
     "Current subscribers of a channel by transport (rtp = loudspeakers, http = Ogg listeners).",
-    ["channel", "transport"], registry=REGISTRY)
+    ["channel", "transport"], registry=CORE_REGISTRY)
 packets_sent_total = Counter(
     "broadcaster_packets_sent_total",
     "Packets (RTP datagrams, or Ogg pages for http) handed to the kernel.",
-    ["channel", "transport"], registry=REGISTRY)
+    ["channel", "transport"], registry=CORE_REGISTRY)
 bytes_sent_total = Counter(
     "broadcaster_bytes_sent_total",
     "Payload bytes handed to the kernel, by channel and transport.",
-    ["channel", "transport"], registry=REGISTRY)
+    ["channel", "transport"], registry=CORE_REGISTRY)
 send_errors_total = Counter(
     "broadcaster_send_errors_total",
     "Sends the kernel refused (buffer full, unreachable), by channel and transport.",
-    ["channel", "transport"], registry=REGISTRY)
+    ["channel", "transport"], registry=CORE_REGISTRY)
 datagrams_rejected_total = Counter(
     "broadcaster_datagrams_rejected_total",
     "Subscription datagrams dropped without audio, by reason.",
-    ["reason"], registry=REGISTRY)
+    ["reason"], registry=CORE_REGISTRY)
 subscriptions_total = Counter(
     "broadcaster_subscriptions_total",
     "Loudspeaker subscriptions that started (not keepalives of a running one).",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 subscriptions_expired_total = Counter(
     "broadcaster_subscriptions_expired_total",
     "Loudspeaker subscriptions ended because keepalives stopped.",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 loudspeakers_online = Gauge(
     "broadcaster_loudspeakers_online",
     "Loudspeakers with a live subscription.",
-    registry=REGISTRY)
+    registry=CORE_REGISTRY)
 listeners_dropped_total = Counter(
     "broadcaster_listeners_dropped_total",
     "HTTP listeners disconnected by the server, by reason (slow = backlog over the limit).",
@@ -89,7 +93,7 @@ storage_flush_errors_total = Counter(
 cookie_challenges_total = Counter(
     "broadcaster_cookie_challenges_total",
     "Authenticated subscriptions answered with a cookie to echo (first contact or a new address).",
-    registry=REGISTRY)
+    registry=CORE_REGISTRY)
 live_sessions = Gauge(
     "broadcaster_live_sessions",
     "Studio sessions on air now.",
@@ -109,15 +113,15 @@ ingest_refused_total = Counter(
 live_buffer_seconds = Gauge(
     "broadcaster_live_buffer_seconds",
     "Audio held in a channel's live jitter buffer.",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 live_underruns_total = Counter(
     "broadcaster_live_underruns_total",
     "Frames of a live session filled with silence because the studio's audio was late.",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 live_overrun_seconds_total = Counter(
     "broadcaster_live_overrun_seconds_total",
     "Studio audio dropped because the live buffer was over its maximum.",
-    ["channel"], registry=REGISTRY)
+    ["channel"], registry=CORE_REGISTRY)
 programmes_total = Counter(
     "broadcaster_programmes_total",
     "Scheduled programme plays by outcome (started, completed, failed, skipped).",
@@ -133,7 +137,7 @@ alerts_total = Counter(
 alert_latency_seconds = Histogram(
     "broadcaster_alert_latency_seconds",
     "From an alert being accepted to its first frame leaving the server, per target channel.",
-    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0), registry=REGISTRY)
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0), registry=CORE_REGISTRY)
 tts_seconds = Histogram(
     "broadcaster_tts_seconds",
     "Time to synthesise an alert's text.",

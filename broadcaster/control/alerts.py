@@ -1,11 +1,13 @@
 """Emergency alerts and announcements: what plays, on which channels, and the
 record of who heard it.
 
-An alert starts at the next frame after it is accepted: its attention signal
-is ready at once, and the message (an uploaded file, or text read aloud by a
-TTS engine in a worker thread) joins when it is ready, so nothing waits for
-the database or for TTS. The alert's source holds the channel (silence while
-the message is still being synthesised) until its last repeat or a cancel.
+An alert starts at the next frame after it is accepted: the core makes its
+attention signal itself (core/sources/alert.py), and the message (an uploaded
+file, or text read aloud by a TTS engine in a worker thread) joins when it is
+ready, so nothing waits for the database or for TTS. The alert's source
+holds the channel (silence while the message is still being synthesised)
+until its last repeat or a cancel. Records and loudspeaker commands wait
+until the core reports the first frame sent.
 """
 
 from __future__ import annotations
@@ -22,20 +24,21 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
-from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
-from broadcaster.core.mixer import MixerInput, Priority
+from broadcaster.codecs.pcm import Audio
+from broadcaster.codecs.shared import SharedPcm, discard, share
+from broadcaster.core.commands import AddInput, InputEnded, InputStarted, RemoveInput, SetMessage
+from broadcaster.core.mixer import Priority
+from broadcaster.core.sources.alert import AlertSpec
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
-    from broadcaster.core.channel import Channel
 
 log = logging.getLogger(__name__)
+RESTORE_RETRY_S = 30.0
 
 
 class TextToSpeech(Protocol):
@@ -66,80 +69,6 @@ class EspeakTTS:
             return load_audio(wav)
 
 
-def two_tone(seconds: float = 2.4, level: float = 0.4) -> Audio:
-    """The attention signal: alternating 960/640 Hz, 0.3 s each, with short fades."""
-    half = int(0.3 * SAMPLE_RATE)
-    t = np.arange(half) / SAMPLE_RATE
-    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)
-    pieces = [level * fade * np.sin(2 * np.pi * f * t) for f in (960.0, 640.0)]
-    cycle = np.concatenate(pieces)
-    repeats = max(1, int(round(seconds / 0.6)))
-    return np.concatenate([np.tile(cycle, repeats), np.zeros(int(0.5 * SAMPLE_RATE))]).astype(np.float32)
-
-
-class AlertSource:
-    """attention → message, repeated, with a gap between repeats. While the
-    message is not ready yet the source plays silence, holding the channel."""
-
-    def __init__(self, attention: Audio, *, repeat: int, gap_s: float, frame_samples: int = 960,
-                 name: str = "alert") -> None:
-        self.name = name
-        self.frame_samples = frame_samples
-        self.attention = attention
-        self.message: Audio | None = None
-        self.failed = False
-        self.repeat = repeat
-        self.gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
-        self.frames_read = 0
-        self.plays_done = 0
-        self._queue: list[Audio] = [attention]
-        self._current = np.zeros(0, dtype=np.float32)
-
-    def set_message(self, audio: Audio | None) -> None:
-        """The message is ready (None: it could not be made; the attention signal stands alone)."""
-        self.message = audio
-        self.failed = audio is None
-
-    @property
-    def finished(self) -> bool:
-        return self.plays_done >= self.repeat and not self._current.size and not self._queue
-
-    def _next_segment(self) -> Audio | None:
-        """attention, message, gap, attention, message, ... (repeat messages)."""
-        if self._queue:
-            return self._queue.pop(0)
-        if self.failed:
-            self.plays_done = self.repeat  # nothing to say beyond the attention signal
-            return None
-        if self.message is None or self.plays_done >= self.repeat:
-            return None  # still synthesising (hold the channel), or done
-        self.plays_done += 1
-        if self.plays_done < self.repeat:
-            self._queue = [self.gap, self.attention]
-        return self.message
-
-    def read(self) -> Audio | None:
-        if self.finished:
-            return None
-        out = np.zeros(self.frame_samples, dtype=np.float32)
-        filled = 0
-        while filled < self.frame_samples:
-            if not self._current.size:
-                segment = self._next_segment()
-                if segment is None:
-                    break
-                self._current = segment
-            n = min(self.frame_samples - filled, self._current.size)
-            out[filled:filled + n] = self._current[:n]
-            self._current = self._current[n:]
-            filled += n
-        self.frames_read += 1
-        return out
-
-    def skip(self) -> None:
-        self.read()
-
-
 @dataclass
 class Alert:
     id: str
@@ -150,13 +79,12 @@ class Alert:
     policy: str
     repeat: int
     created_by: str
-    accepted_at: float                   # reactor time when the API accepted it
+    accepted_at: float                   # audio-clock time when the API accepted it
     volume: int = 100
     text: str = ""
     media_id: str | None = None
     cap_identifier: str | None = None
-    sources: dict[str, AlertSource] = field(default_factory=dict)
-    inputs: dict[str, MixerInput] = field(default_factory=dict)
+    ended_on: set[str] = field(default_factory=set)  # channels where its input has ended
     first_frame_s: dict[str, float] = field(default_factory=dict)  # channel -> seconds from accept to first frame
     acknowledged: set[str] = field(default_factory=set)
     commanded: set[str] = field(default_factory=set)
@@ -172,7 +100,8 @@ class AlertDesk:
         self.tts = tts
         self.active: dict[str, Alert] = {}
         self.recent: dict[str, Alert] = {}  # ended alerts, newest last, a bounded few for the API
-        self.attention = two_tone()
+        self._audit: dict[str, tuple[str, str | None, str]] = {}
+        self._command_alert: dict[int, tuple[Alert, bool]] = {}  # command seq -> (alert, on)
 
     def start(self, *, title: str, zones: list[str], channels: list[str], priority: Priority, policy: str,
               repeat: int, gap_s: float, created_by: str, volume: int, text: str = "",
@@ -183,47 +112,84 @@ class AlertDesk:
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
                       cap_identifier=cap_identifier)
-        targets = [self.app.channels[c] for c in channels]
-        for channel in targets:
-            source = AlertSource(self.attention, repeat=repeat, gap_s=gap_s, frame_samples=channel.frame_samples,
-                                 name=title)
-            if message is not None:
-                source.set_message(message)
-            alert.sources[channel.id] = source
-            # An announcement under an emergency waits (pauses) and is heard after it.
-            alert.inputs[channel.id] = channel.mixer.add(source, priority=priority, policy=policy, fade_in=False,
-                                                         on_preempt="pause", on_end=partial(self._channel_done, alert))
-            channel.after_send.append(self._first_frame_probe(alert, channel))
         self.active[alert.id] = alert
+        self._audit[alert.id] = audit
+        self.app.track(alert.id, self._started, self._ended)
+        # An announcement under an emergency waits (pauses) and is heard after it.
+        self.app.core.send(AddInput(alert.id, tuple(channels), AlertSpec(repeat=repeat, gap_s=gap_s, name=title),
+                                    priority=int(priority), policy=policy, fade_in=False, on_preempt="pause",
+                                    accepted_at=alert.accepted_at))
         metrics.alerts_total.labels(priority.name.lower()).inc()
-        if message is None and media_path:
-            self._load(alert, media_path)
-        elif message is None and text:
+        if message is not None:
+            self._in_worker(alert, "sharing its message", lambda: message)
+        elif media_path:
+            self._in_worker(alert, "reading its media", load_audio, media_path)
+        elif text:
             self._synthesize(alert, text, language)
-        elif message is None:
+        else:
             self._set_message(alert, None)
-        # Commands to thousands of loudspeakers and the log writes wait until the
-        # first frame has gone: nothing may stand between acceptance and audio.
-        frame_s = self.app.clock.frame_s
-        self.app.reactor.callLater(frame_s * 1.5, self._after_first_frame, alert, targets, audit)
         return alert
 
-    def _after_first_frame(self, alert: Alert, targets: list[Channel], audit: tuple[str, str | None, str]) -> None:
+    def _started(self, event: InputStarted) -> None:
+        alert = self.active.get(event.input_id) or self.recent.get(event.input_id)
+        if alert is None:
+            return
+        first = not alert.first_frame_s
+        alert.first_frame_s[event.channel] = event.at - alert.accepted_at
+        if first:
+            self._after_first_frame(alert)
+
+    def _after_first_frame(self, alert: Alert) -> None:
+        """Commands to thousands of loudspeakers and the log writes wait until the first
+        frame has gone: nothing may stand between acceptance and audio."""
+        targets = [self.app.channels[c] for c in alert.channels if c in self.app.channels]
         try:
-            alert.log_ids = self.app.log_play(targets, "alert", alert.title, alert.created_by,
-                                              detail=f"alert={alert.id} priority={int(alert.priority)}")
-            actor, remote, detail = audit
+            alert.log_ids = self.app.records.open(targets, "alert", alert.title, alert.created_by,
+                                                  detail=f"alert={alert.id} priority={int(alert.priority)}")
+            actor, remote, detail = self._audit.pop(alert.id, ("system", None, ""))
             with self.app.storage.transaction() as db:
                 self.app.storage.audit(db, actor, "alert.start", alert.id, alert.zones[0], remote, detail)
-            for channel in targets:
+            for channel in alert.channels:
                 self._note_preemptions(channel, alert)
         except Exception:
             log.exception("alert %s: writing its records failed", alert.id)
         finally:
             if alert.ended is None:
-                self.app.command_speakers(alert, on=True)
+                self.command(alert, on=True)
             else:  # it was cancelled within the first frames
                 self._close_records(alert, alert.ended)
+
+    def command(self, alert: Alert, on: bool, channels: list[str] | None = None,
+                skip: set[str] | frozenset[str] = frozenset(), only: set[str] | None = None) -> None:
+        """Amplifier on and alert volume at the start, the devices' own volume after.
+        Repeated every second to those that have not acknowledged (resend)."""
+        body = {"alert": alert.id, "amp": True, "volume": alert.volume} if on else {"alert": None}
+        seq, sent = self.app.devices.command(alert.channels if channels is None else channels, body,
+                                             skip=skip, only=only)
+        if len(self._command_alert) > 10000:
+            self._command_alert.clear()  # acknowledgements of long-gone commands are no longer wanted
+        self._command_alert[seq] = (alert, on)
+        if on:
+            sent.addCallback(alert.commanded.update)
+
+    def acknowledged(self, device_id: str, seq: int) -> None:
+        alert, on = self._command_alert.get(seq, (None, True))
+        if alert is not None:
+            (alert.acknowledged if on else alert.restored).add(device_id)
+
+    def resend(self) -> None:
+        """UDP loses datagrams: a loudspeaker that missed its alert command (or subscribed
+        during the alert) is told again each second until it acknowledges; after the alert,
+        the restore is repeated for RESTORE_RETRY_S."""
+        for alert in list(self.active.values()):
+            if alert.log_ids:  # its first frame has gone and the first round of commands with it
+                self.command(alert, on=True, skip=alert.acknowledged)
+        on_air = {c for a in self.active.values() for c in a.channels}
+        now = self.app.reactor.seconds()
+        for alert in list(self.recent.values()):
+            pending = alert.commanded - alert.restored
+            if pending and alert.ended_at and now - alert.ended_at < RESTORE_RETRY_S:
+                self.command(alert, on=False, channels=[c for c in alert.channels if c not in on_air], only=pending)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
         if self.tts is None:
@@ -231,65 +197,52 @@ class AlertDesk:
             self._set_message(alert, None)
             return
         started = time.perf_counter()
+        tts = self.tts
 
-        def timed(audio: Audio) -> Audio:
+        def speak() -> Audio:
+            audio = tts.synthesize(text, language)
             metrics.tts_seconds.observe(time.perf_counter() - started)
             return audio
 
-        self._in_worker(alert, "TTS", self.tts.synthesize, text, language).addCallback(timed)
+        self._in_worker(alert, "TTS", speak)
 
-    def _load(self, alert: Alert, path: str) -> None:
-        self._in_worker(alert, "reading its media", load_audio, path)
-
-    def _in_worker(self, alert: Alert, what: str, work: Callable[..., Audio], *args: Any) -> Deferred[Audio]:
-        """Make the message off the reactor; the attention signal plays meanwhile."""
-        deferred = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), work, *args)
-
-        def ready(audio: Audio) -> Audio:
-            self._set_message(alert, audio)
-            return audio
+    def _in_worker(self, alert: Alert, what: str, work: Callable[..., Audio], *args: Any) -> None:
+        """Make the message off the reactor and hand it to the core as shared audio;
+        the attention signal plays meanwhile."""
+        deferred = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(),
+                                     lambda: share(work(*args)))
 
         def failed(failure: Any) -> None:
             log.error("alert %s: %s failed: %s", alert.id, what, failure.getErrorMessage())
             self._set_message(alert, None)
 
-        return deferred.addCallbacks(ready, failed)
+        deferred.addCallbacks(partial(self._set_message, alert), failed)
 
-    def _set_message(self, alert: Alert, audio: Audio | None) -> None:
-        for source in alert.sources.values():
-            source.set_message(audio)
+    def _set_message(self, alert: Alert, pcm: SharedPcm | None) -> None:
+        if alert.ended is not None:
+            if pcm is not None:
+                discard(pcm)
+            return
+        self.app.core.send(SetMessage(alert.id, pcm))
 
-    def _first_frame_probe(self, alert: Alert, channel: Channel) -> Any:
-        source = alert.sources[channel.id]
-
-        def probe() -> bool:
-            if source.frames_read == 0:
-                return source.finished or alert.ended is not None  # cancelled before it played: stop probing
-            latency = self.app.reactor.seconds() - alert.accepted_at
-            alert.first_frame_s[channel.id] = latency
-            metrics.alert_latency_seconds.observe(latency)
-            return True  # done: remove the probe
-
-        return probe
-
-    def _note_preemptions(self, channel: Channel, alert: Alert) -> None:
-        for play in self.app.programmes.playing:
-            if any(c is channel for c, _ in play.inputs):
-                self.app.note_play(play.log_ids, f"preempted by alert {alert.id} at {self.app.wall():.0f}")
+    def _note_preemptions(self, channel: str, alert: Alert) -> None:
+        for play in self.app.programmes.playing_on(channel):
+            self.app.records.note(list(play.log_ids.values()), f"preempted by alert {alert.id} at {self.app.wall():.0f}")
 
     def cancel(self, alert_id: str, by: str) -> Alert | None:
         alert = self.active.get(alert_id)
         if alert is None:
             return None
         self._finish(alert, "cancelled")
-        for channel_id, item in alert.inputs.items():
-            channel = self.app.channels.get(channel_id)
-            if channel is not None:
-                channel.mixer.remove(item)  # a short fade, not a click
+        self.app.core.send(RemoveInput(alert.id))  # a short fade, not a click
         return alert
 
-    def _channel_done(self, alert: Alert, item: MixerInput, how: str) -> None:
-        if all(s.finished for s in alert.sources.values()) and alert.ended is None:
+    def _ended(self, event: InputEnded) -> None:
+        alert = self.active.get(event.input_id)
+        if alert is None:
+            return
+        alert.ended_on.add(event.channel)
+        if alert.ended_on >= set(alert.channels):
             self._finish(alert, "completed")
 
     def _finish(self, alert: Alert, outcome: str) -> None:
@@ -308,11 +261,11 @@ class AlertDesk:
         if alert.commanded:
             # Back to normal only where no other alert is still on air.
             still = {c for other in self.active.values() for c in other.channels}
-            self.app.command_speakers(alert, on=False, channels=[c for c in alert.channels if c not in still])
+            self.command(alert, on=False, channels=[c for c in alert.channels if c not in still])
         heard = sorted(alert.acknowledged)
-        self.app.note_play(alert.log_ids, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "
-                                          f"{','.join(heard)}")
-        self.app.end_play(alert.log_ids, outcome)
+        self.app.records.note(alert.log_ids, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "
+                                             f"{','.join(heard)}")
+        self.app.records.close(alert.log_ids, outcome)
 
     def describe(self, alert: Alert) -> dict[str, Any]:
         return {"id": alert.id, "title": alert.title, "zones": alert.zones, "channels": alert.channels,

@@ -1,18 +1,25 @@
 """Scheduled programmes on air: the glue between the pure Schedule, storage
-and the channels' mixers.
+and the core.
 
-Audio is decoded off the reactor thread: occurrences due in the next
-``PRELOAD_S`` are loaded ahead into a cache, so at their start time the
-channel only adds a source. A programme still loading when it is due starts
-as soon as it is ready, at the offset the clock has reached by then.
+Frame-exact starts: an occurrence due in the next ``PRELOAD_S`` is decoded
+in a worker, shared with the core, and sent as an AddInput with ``start_at``
+on the audio clock; the core starts it in the frame that covers its start
+time, silent up to the exact sample, whatever the poll's timing. The poll
+(twice a second) only plans ahead. An occurrence first seen after its start
+(a restart, a late load) starts at once, from ``now - start`` for
+"resume" and from 0 for "restart".
+
+The broadcast-log entries are opened when the core reports the first frame
+sent, and closed per channel when the core reports how it ended.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,18 +27,22 @@ from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import AudioFileError, load_audio
-from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
+from broadcaster.codecs.pcm import Audio
+from broadcaster.codecs.shared import SharedPcm, discard, share
 from broadcaster.control.schedule import Occurrence, Programme, Schedule
-from broadcaster.core.mixer import MixerInput, Priority
-from broadcaster.core.sources import BufferSource
+from broadcaster.core.commands import AddInput, InputEnded, InputStarted, RemoveInput
+from broadcaster.core.mixer import PRIORITY_NAMES as ALL_PRIORITIES
+from broadcaster.core.mixer import Priority
+from broadcaster.core.sources.pcm import PcmSpec
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
 
 log = logging.getLogger(__name__)
 PRELOAD_S = 60.0
-PRIORITY_NAMES = {"normal": Priority.SCHEDULED, "thong-thuong": Priority.SCHEDULED,
-                  "scheduled": Priority.SCHEDULED, "background": Priority.BACKGROUND}
+# The classes a programme may have: the one priority table (core/mixer.py), up to "scheduled".
+PRIORITY_NAMES = {name: p for name, p in ALL_PRIORITIES.items() if p <= Priority.SCHEDULED}
+OUTCOMES = {"finished": "completed", "skipped": "preempted", "removed": "cut", "refused": "failed"}
 
 
 def programme_from_row(row: dict[str, Any], channels: tuple[str, ...]) -> Programme:
@@ -42,21 +53,29 @@ def programme_from_row(row: dict[str, Any], channels: tuple[str, ...]) -> Progra
                      priority=row["priority"], on_restart=row["on_restart"])
 
 
+@dataclass(eq=False)
 class Play:
-    def __init__(self, occurrence: Occurrence, inputs: list[tuple[Any, MixerInput]], log_ids: list[int]) -> None:
-        self.occurrence = occurrence
-        self.inputs = inputs
-        self.log_ids = log_ids
+    """One occurrence sent to the core: planned, then on air, then ended per channel."""
+
+    occurrence: Occurrence
+    input_id: str
+    channels: tuple[str, ...]
+    start_at: float | None  # audio clock; None: as soon as possible
+    offset_s: float
+    log_ids: dict[str, int] = field(default_factory=dict)
+    started: bool = False
+    ended: set[str] = field(default_factory=set)
 
 
 class ProgrammeRunner:
     def __init__(self, app: BroadcastServer, schedule: Schedule) -> None:
         self.app = app
         self.schedule = schedule
-        self.cache: dict[tuple[str, float], Audio] = {}
         self.loading: set[tuple[str, float]] = set()
-        self.waiting: dict[tuple[str, float], Occurrence] = {}  # due but still loading
-        self.playing: list[Play] = []
+        self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
+
+    def playing_on(self, channel: str) -> list[Play]:
+        return [p for p in self.plays.values() if p.started and channel in p.channels and channel not in p.ended]
 
     def media_paths(self, programme_id: str) -> list[str]:
         rows = self.app.storage.query("SELECT media FROM programmes WHERE id = ?", (programme_id,))
@@ -66,7 +85,7 @@ class ProgrammeRunner:
         return [paths[i] for i in ids if i in paths]
 
     def poll(self) -> None:
-        """Twice a second: preload, start what is due, cut what overran its slot.
+        """Twice a second: plan what starts soon, start what is due and not planned.
         Never raises: a failure here must not stop the schedule for good."""
         try:
             self._poll(self.app.wall())
@@ -74,102 +93,111 @@ class ProgrammeRunner:
             log.exception("the scheduler's poll failed; it runs again shortly")
 
     def _poll(self, now: float) -> None:
-        upcoming = self.schedule.occurrences(now, now + PRELOAD_S)
-        for occurrence in upcoming:
+        for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start > now:  # what is already running was started (or skipped) by due()
-                self._preload(occurrence)
+                self._load(occurrence, late=False)
         for occurrence in self.schedule.due(now):
-            if occurrence.key in self.cache:
-                self._start(occurrence, now)
-            else:
-                self.waiting[occurrence.key] = occurrence
-                self._preload(occurrence)
-        wanted = {o.key for o in upcoming} | set(self.waiting)
-        for key in [k for k in self.cache if k not in wanted]:
-            del self.cache[key]  # deleted, moved, or skipped at a restart: free the decoded audio
+            if occurrence.key not in self.plays:
+                self._load(occurrence, late=True)
+        for play in list(self.plays.values()):
+            if not play.started and self.schedule.get(play.occurrence.programme.id) is None:
+                self.app.core.send(RemoveInput(play.input_id))  # deleted before it started
 
-
-    def _preload(self, occurrence: Occurrence) -> None:
+    def _load(self, occurrence: Occurrence, late: bool) -> None:
         key = occurrence.key
-        if key in self.cache or key in self.loading:
+        if key in self.plays or key in self.loading:
             return
         self.loading.add(key)
         paths = self.media_paths(occurrence.programme.id)
         work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), _load_playlist, paths)
 
-        def loaded(audio: Audio) -> None:
+        def loaded(pcm: SharedPcm) -> None:
             self.loading.discard(key)
-            self.cache[key] = audio
-            waiting = self.waiting.pop(key, None)
-            if waiting is not None:
-                self._start(waiting, self.app.wall())
+            if not self._send(occurrence, pcm):
+                discard(pcm)
 
         def failed(failure: Any) -> None:
             self.loading.discard(key)
-            waiting = self.waiting.pop(key, None)
             log.error("programme %s: cannot load its media: %s", occurrence.programme.id, failure.getErrorMessage())
             metrics.programmes_total.labels("failed").inc()
-            if waiting is not None:
-                ids = self.app.log_play(self._channels(waiting), "scheduled", waiting.programme.title,
-                                        "schedule", detail=f"programme={waiting.programme.id}")
-                self.app.end_play(ids, "failed")
+            if late or occurrence.start <= self.app.wall():
+                channels = self._channels(occurrence)
+                ids = self.app.records.open(channels, "scheduled", occurrence.programme.title, "schedule",
+                                            detail=f"programme={occurrence.programme.id}")
+                self.app.records.close(ids, "failed")
 
         work.addCallbacks(loaded, failed)
 
     def _channels(self, occurrence: Occurrence) -> list[Any]:
         return [self.app.channels[c] for c in occurrence.programme.channels if c in self.app.channels]
 
-    def _start(self, occurrence: Occurrence, now: float) -> None:
-        audio = self.cache.pop(occurrence.key)
-        offset = max(0.0, now - occurrence.start) if occurrence.programme.on_restart != "restart" else 0.0
-        if offset < self.schedule.grace_s:
-            metrics.scheduler_lag_seconds.observe(offset)
-        remaining = min(occurrence.end - now, audio.size / SAMPLE_RATE - offset)
-        if remaining <= 0:
-            return
-        rows = self.app.storage.query("SELECT on_preempt FROM programmes WHERE id = ?", (occurrence.programme.id,))
-        on_preempt = rows[0]["on_preempt"] if rows else "pause"
-        inputs: list[tuple[Any, MixerInput]] = []
-        channels = self._channels(occurrence)
+    def _send(self, occurrence: Occurrence, pcm: SharedPcm) -> bool:
+        programme = occurrence.programme
+        if self.schedule.get(programme.id) is None:
+            return False  # deleted while it loaded
+        channels = tuple(c.id for c in self._channels(occurrence))
         if not channels:
-            return
+            return False
+        now = self.app.wall()
+        if occurrence.start > now:
+            start_at: float | None = self.app.reactor.seconds() + (occurrence.start - now)
+            offset = 0.0
+        else:
+            start_at = None
+            offset = max(0.0, now - occurrence.start) if programme.on_restart != "restart" else 0.0
+        length = min(occurrence.end - occurrence.start, pcm.duration_s)
+        if offset >= length:
+            return False
+        rows = self.app.storage.query("SELECT on_preempt FROM programmes WHERE id = ?", (programme.id,))
+        on_preempt = rows[0]["on_preempt"] if rows else "pause"
+        play = Play(occurrence, "p-" + uuid.uuid4().hex[:10], channels, start_at, offset)
         # A programme paused under an alert runs late; when the next one starts on
-        # its channel it gives way (cut), rather than both playing at once.
-        for play in list(self.playing):
-            for channel, item in list(play.inputs):
-                if channel in channels:
-                    channel.mixer.remove(item)
-        ids = self.app.log_play(channels, "scheduled", occurrence.programme.title, "schedule",
-                                detail=f"programme={occurrence.programme.id}" + (f" offset={offset:.1f}s"
-                                                                                  if offset >= 1 else ""))
-        play = Play(occurrence, inputs, ids)
-        for channel, log_id in zip(channels, ids, strict=True):
-            source = BufferSource(audio, frame_samples=channel.frame_samples, name=occurrence.programme.title,
-                                  start_s=offset, length_s=offset + remaining)
-            item = channel.mixer.add(source, priority=Priority(occurrence.programme.priority), on_preempt=on_preempt,
-                                     on_end=partial(self._ended, play, log_id))
-            inputs.append((channel, item))
-        self.playing.append(play)
-        metrics.programmes_total.labels("started").inc()
-        log.info("programme %s (%s) on %s%s", occurrence.programme.id, occurrence.programme.title,
-                 ", ".join(c.id for c in channels), f" from {offset:.1f} s" if offset >= 1 else "")
+        # its channel it gives way (cut, in the same frame), rather than both playing at once.
+        cuts = tuple(p.input_id for p in self.plays.values() if set(p.channels) & set(channels))
+        self.plays[occurrence.key] = play
+        self.app.track(play.input_id, lambda e: self._started(play, e), lambda e: self._ended(play, e))
+        self.app.core.send(AddInput(play.input_id, channels, PcmSpec(pcm, name=programme.title, start_s=offset,
+                                                                     length_s=length),
+                                    priority=programme.priority, on_preempt=on_preempt, start_at=start_at,
+                                    cuts=cuts))
+        return True
 
-    def _ended(self, play: Play, log_id: int, item: MixerInput, how: str) -> None:
+    def _started(self, play: Play, event: InputStarted) -> None:
+        channel = self.app.channels.get(event.channel)
+        if channel is None:
+            return
+        programme = play.occurrence.programme
+        if not play.started:
+            play.started = True
+            metrics.programmes_total.labels("started").inc()
+            if play.start_at is not None:
+                metrics.scheduler_lag_seconds.observe(max(0.0, event.at - play.start_at))
+            log.info("programme %s (%s) on %s%s", programme.id, programme.title, ", ".join(play.channels),
+                     f" from {play.offset_s:.1f} s" if play.offset_s >= 1 else "")
+        detail = f"programme={programme.id}" + (f" offset={play.offset_s:.1f}s" if play.offset_s >= 1 else "")
+        play.log_ids[event.channel] = self.app.records.open([channel], "scheduled", programme.title, "schedule",
+                                                            detail=detail)[0]
+
+    def _ended(self, play: Play, event: InputEnded) -> None:
         """One channel's play of a programme ended: record how, per channel."""
-        outcome = {"finished": "completed", "skipped": "preempted", "removed": "cut"}.get(how, "stopped")
-        self.app.end_play([log_id], outcome)
-        metrics.programmes_total.labels(outcome).inc()
-        play.inputs[:] = [(c, i) for c, i in play.inputs if i is not item]
-        if not play.inputs and play in self.playing:
-            self.playing.remove(play)
+        outcome = OUTCOMES.get(event.how, "stopped")
+        play.ended.add(event.channel)
+        log_id = play.log_ids.get(event.channel)
+        if log_id is not None:
+            self.app.records.close([log_id], outcome)
+            metrics.programmes_total.labels(outcome).inc()
+        if play.ended >= set(play.channels):
+            self.plays.pop(play.occurrence.key, None)
+            self.app.untrack(play.input_id)
 
     def stop(self) -> None:
-        for play in self.playing:
-            self.app.end_play(play.log_ids, "stopped")
-        self.playing.clear()
+        for play in self.plays.values():
+            self.app.records.close([i for c, i in play.log_ids.items() if c not in play.ended], "stopped")
+        self.plays.clear()
 
 
-def _load_playlist(paths: list[str]) -> Audio:
+def _load_playlist(paths: list[str]) -> SharedPcm:
     if not paths:
         raise AudioFileError("the programme has no media (deleted?)")
-    return np.concatenate([load_audio(p) for p in paths]).astype(np.float32)
+    audio: Audio = np.concatenate([load_audio(p) for p in paths]).astype(np.float32)
+    return share(audio)

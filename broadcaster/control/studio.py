@@ -31,13 +31,14 @@ from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
-from broadcaster.core.mixer import MixerInput, Priority
-from broadcaster.core.sources.live import LiveSource
+from broadcaster.core.commands import AddInput, LiveAudio, LiveEnd, RemoveInput
+from broadcaster.core.mixer import Priority
+from broadcaster.core.sources.live import LiveSpec
 from broadcaster.protocols.ingest import Refusal, SourceRequest
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
-    from broadcaster.core.channel import Channel
+    from broadcaster.control.channels import ChannelView as Channel
 
 log = logging.getLogger(__name__)
 MOUNT = re.compile(r"^/ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))$")
@@ -96,16 +97,13 @@ class LiveSession:
         # Records first, so a failure here leaves nothing on air and nothing half-made.
         day = time.strftime("%Y-%m-%d")
         self.recording: SessionRecording | None = SessionRecording(settings.recordings_dir / day / f"{self.id}.ogg")
-        self.log_ids = desk.app.log_play(channels, "live", self.name, principal.name,
-                                         detail=f"recording={self.recording.path}")
-        self.sources: dict[str, LiveSource] = {}
-        self.inputs: dict[str, MixerInput] = {}
+        self.log_ids = desk.app.records.open(channels, "live", self.name, principal.name,
+                                             detail=f"recording={self.recording.path}")
+        self.input_id = "l-" + self.id
+        spec = LiveSpec(target_delay_s=settings.target_delay_ms / 1000, max_delay_s=settings.max_delay_ms / 1000,
+                        stall_s=settings.stall_timeout_ms / 1000, name=self.name)
+        desk.app.core.send(AddInput(self.input_id, tuple(c.id for c in channels), spec, priority=int(Priority.LIVE)))
         for channel in channels:
-            source = LiveSource(frame_samples=channel.frame_samples, target_delay_s=settings.target_delay_ms / 1000,
-                                max_delay_s=settings.max_delay_ms / 1000, stall_s=settings.stall_timeout_ms / 1000,
-                                name=self.name)
-            self.sources[channel.id] = source
-            self.inputs[channel.id] = channel.mixer.add(source, priority=Priority.LIVE)
             channel.live = self
         metrics.live_sessions.inc()
         log.info("live session %s (%s) by %s from %s on %s", self.id, self.name, principal.name, request.peer,
@@ -144,9 +142,9 @@ class LiveSession:
         metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
         if self.decoder.errors > errors:
             metrics.ingest_decode_errors_total.labels(self.decoder.format).inc(self.decoder.errors - errors)
+        core = self.desk.app.core
         for pcm in chunks:
-            for source in self.sources.values():
-                source.push(pcm)
+            core.send(LiveAudio(self.input_id, pcm.astype(np.float32, copy=False).tobytes()))
             if self.recording is not None:
                 try:
                     self.recording.write(pcm)
@@ -158,8 +156,8 @@ class LiveSession:
         if self.closed:
             return
         self.closed = True
+        self.desk.app.core.send(LiveEnd(self.input_id))  # what is buffered plays out, then the channel falls back
         for channel in self.channels:
-            self.sources[channel.id].close()
             if channel.live is self:
                 channel.live = None
         if self.recording is not None:
@@ -168,14 +166,13 @@ class LiveSession:
             except OSError as exc:
                 log.error("live session %s: closing the recording failed: %s", self.id, exc)
         outcome = "completed" if clean else "failed"
-        self.desk.app.end_play(self.log_ids, outcome)
+        self.desk.app.records.close(self.log_ids, outcome)
         metrics.live_sessions.dec()
         log.info("live session %s ended (%s), %d bytes", self.id, outcome, self.bytes)
 
     def kick(self) -> None:
         """Take this session off air at once (a stalled studio replaced by a new source)."""
-        for channel in self.channels:
-            channel.mixer.remove(self.inputs[channel.id])
+        self.desk.app.core.send(RemoveInput(self.input_id))
         if self.connection is not None:
             self.connection.hang_up()  # closes the session as failed and drops the socket
         else:
@@ -250,5 +247,6 @@ def describe_live(channel: Any) -> dict[str, Any] | None:
     session: LiveSession | None = getattr(channel, "live", None)
     if session is None:
         return None
+    live = channel.status.get("live", {}).get(session.input_id, {})
     return {"session": session.id, "name": session.name, "by": session.principal.name,
-            "buffer_s": round(max(s.depth_s for s in session.sources.values()), 3)}
+            "buffer_s": live.get("buffer_s", 0.0)}

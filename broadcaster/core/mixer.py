@@ -57,6 +57,8 @@ class MixerInput:
     gain: float = 0.0  # the linear gain applied at the end of the last frame
     removing: bool = field(default=False)
     preempted: bool = False  # muted by a higher class in the last frame
+    frames_played: int = 0  # frames in which the source gave audio
+    owner: str | None = None  # the core's input id this belongs to
     on_end: Callable[[MixerInput, str], None] | None = None  # called once with "finished", "skipped" or "removed"
 
 
@@ -121,6 +123,8 @@ class Mixer:
                     item.preempted = True
                     continue  # paused: not read, so it resumes where it stopped
             frame = item.source.read()
+            if frame is not None:
+                item.frames_played += 1
             frames.append((item, frame))
             if frame is not None and not item.removing and (top is None or item.priority == top):
                 if top is None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from broadcaster import metrics
 from broadcaster.config import SpeakerPolicy
+from broadcaster.core.commands import Device
 from broadcaster.protocols.speaker import (
     MessageType,
     ProtocolError,
@@ -30,15 +31,6 @@ from broadcaster.protocols.speaker import (
 
 Address = tuple[str, int]
 COOKIE_PERIOD_S = 300  # a cookie is good for this period and the next
-
-
-@dataclass(frozen=True)
-class Device:
-    id: str
-    key: bytes
-    channel: str
-    zone: str
-    volume: int = 80
 
 
 @dataclass
@@ -69,11 +61,11 @@ class SubscriptionTable:
         self.on_change = on_change
         self.on_session = on_session  # ("start" | "end", subscription, now): for the availability record
         self.on_command_ack: Callable[[str, int], None] = lambda device, seq: None
-        self._command_seq = 0
         self.subscriptions: dict[str, Subscription] = {}
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
         self._cookie_secret = secrets.token_bytes(32)
+        self.touched: set[str] = set()  # devices with a keepalive since the core last reported them
 
     # --- datagrams -------------------------------------------------------
 
@@ -161,6 +153,7 @@ class SubscriptionTable:
         if current is not None and current.address == address and current.channel == request.channel:
             current.last_seen = now
             current.status = request.status
+            self.touched.add(device.id)
             return
         if current is not None:
             self._end(device.id, now)
@@ -193,26 +186,24 @@ class SubscriptionTable:
             self._end(subscription.device_id, subscription.last_seen + self.policy.keepalive_s, expired=True)
         return gone
 
-    def command(self, channels: Iterable[str], body: dict[str, Any],
-                now: float) -> tuple[int, list[tuple[Address, bytes, str]]]:
-        """Signed COMMAND datagrams for every loudspeaker subscribed to these channels
-        (only proven addresses: no command goes anywhere audio would not)."""
-        self._command_seq += 1
-        wanted = set(channels)
-        out = []
-        for subscription in self.subscriptions.values():
-            device = self.devices.get(subscription.device_id)
-            if device is None or subscription.channel not in wanted:
-                continue
-            datagram = encode_message(MessageType.COMMAND, device.id,
-                                      {"ts": int(now * 1000), "seq": self._command_seq, **body}, device.key)
-            out.append((subscription.address, datagram, device.id))
-        return self._command_seq, out
-
     def end_all(self, now: float) -> None:
         """The server is stopping: close every session record."""
         for device_id in list(self.subscriptions):
             self._end(device_id, now)
+
+    def put_device(self, device: Device, now: float) -> None:
+        """One device registered or changed: only its own subscription is touched."""
+        old = self.devices.get(device.id)
+        subscription = self.subscriptions.get(device.id)
+        if subscription is not None and (old is None or old.key != device.key
+                                         or device.channel != subscription.channel):
+            self._end(device.id, now)
+        self.devices[device.id] = device
+
+    def drop_device(self, device_id: str, now: float) -> None:
+        self._end(device_id, now)
+        self.devices.pop(device_id, None)
+        self._last.pop(device_id, None)
 
     def set_devices(self, devices: Iterable[Device], now: float) -> None:
         """Replace the registry (the API changed it). A device that was removed, moved

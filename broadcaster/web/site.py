@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.protocol import ServerFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
@@ -81,8 +81,16 @@ class ChannelList(_Leaf):
 
 
 class MetricsPage(_Leaf):
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
-        return respond(request, "metrics", 200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST)
+    def render_GET(self, request: Request) -> Any:  # noqa: N802
+        """Control's metrics at once, the core's asked of it (it answers between frames)."""
+
+        def write(text: bytes) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(respond(request, "metrics", 200, text, CONTENT_TYPE_LATEST))
+                request.finish()
+
+        self.app.metrics_text().addCallback(write)
+        return NOT_DONE_YET
 
 
 class Health(_Leaf):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
+from broadcaster.core.sources.base import Source, register
 
 
 @dataclass
@@ -138,3 +139,17 @@ class LiveSource:
     def skip(self) -> None:
         if self._buffered >= self.frame_samples:
             self._take(self.frame_samples)
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    target_delay_s: float
+    max_delay_s: float
+    stall_s: float
+    name: str = "live"
+
+
+@register(LiveSpec)
+def build(spec: LiveSpec, frame_samples: int) -> Source:
+    return LiveSource(frame_samples=frame_samples, target_delay_s=spec.target_delay_s,
+                      max_delay_s=spec.max_delay_s, stall_s=spec.stall_s, name=spec.name)

@@ -1,0 +1,66 @@
+"""Channels as control sees them: configuration, what the core reported, and
+the HTTP listeners of the Ogg stream.
+
+The core builds each Ogg page once and sends it here; this side keeps the
+burst a new listener starts with and writes each page to every listener (one
+write per page per listener; a slow one is dropped by protocols/listener.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from broadcaster.config import ChannelConfig
+from broadcaster.core import commands as c
+
+
+class ChannelView:
+    def __init__(self, config: ChannelConfig, burst_pages: int, send: Callable[[c.Command], None]) -> None:
+        self.config = config
+        self.id = config.id
+        self.name = config.name
+        self.description = f"{config.name} ({config.zone})"
+        self.rtp: dict[str, Any] = {}
+        self.header_pages = b""
+        self.burst: deque[bytes] = deque(maxlen=burst_pages)
+        self.listeners: set[Any] = set()
+        self.status: dict[str, Any] = {}
+        self.live: Any = None  # the studio session on air here (control/studio.py), if any
+        self._send = send
+
+    @property
+    def ssrc(self) -> int:
+        return int(self.rtp.get("ssrc", 0))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.rtp)
+
+    def spec(self) -> c.ChannelSpec:
+        m = self.config.multicast
+        return c.ChannelSpec(id=self.id, name=self.name, zone=self.config.zone,
+                             multicast=c.MulticastSpec(m.group, m.port, m.ttl) if m else None)
+
+    # --- the listener stream (protocols/listener.Stream) ----------------------
+
+    def stream_start(self) -> bytes:
+        return self.header_pages + b"".join(self.burst)
+
+    def add_listener(self, listener: Any) -> None:
+        self.listeners.add(listener)
+        self._send(c.SetListeners(self.id, len(self.listeners)))
+
+    def remove_listener(self, listener: Any) -> None:
+        self.listeners.discard(listener)
+        self._send(c.SetListeners(self.id, len(self.listeners)))
+
+    def page(self, event: c.Page) -> None:
+        if event.restart:
+            self.burst.clear()
+        if not event.data:
+            return
+        self.burst.append(event.data)
+        for listener in list(self.listeners):
+            listener.write_page(event.data)

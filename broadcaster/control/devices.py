@@ -1,0 +1,143 @@
+"""Loudspeakers on the control side: the registry the core checks datagrams
+against, who is online (as the core reports it), and alert commands.
+
+The core verifies every datagram and owns the subscriptions; control keeps a
+mirror from the core's events (address on start, last heartbeat and status
+once a second) for the API, the records and for commands. Command rounds
+(amplifier on and alert volume, then back) are signed and sent here, in a
+worker thread, on control's copy of the UDP socket: thousands of HMACs and
+sendto calls never run on the audio loop, and they go only to addresses the
+core has seen prove their key.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+
+from broadcaster import metrics
+from broadcaster.core import commands as c
+from broadcaster.protocols.speaker import MessageType, SpeakerStatus, encode_message
+from broadcaster.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Online:
+    """A loudspeaker's live subscription, as the core last reported it."""
+
+    device_id: str
+    channel: str
+    address: tuple[str, int]
+    since: float
+    last_seen: float
+    status: SpeakerStatus = field(default_factory=SpeakerStatus)
+
+
+class Devices:
+    def __init__(self, storage: Storage, send: Callable[[c.Command], None], reactor: Any,
+                 wall: Callable[[], float]) -> None:
+        self.storage = storage
+        self.send = send
+        self.reactor = reactor
+        self.wall = wall
+        self.known: dict[str, c.Device] = {}
+        self.online: dict[str, Online] = {}
+        self.sock: socket.socket | Any = None  # control's copy of the UDP socket, for commands
+        self.on_ack: Callable[[str, int], None] = lambda device, seq: None
+        self._command_seq = 0
+
+    # --- the registry -----------------------------------------------------------
+
+    def load_all(self) -> None:
+        """At start: every registered device's key unsealed once, sent to the core."""
+        rows = self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers")
+        self.known = {d.id: d for row in rows if (d := self._device(row)) is not None}
+        self.send(c.SetDevices(tuple(self.known.values())))
+
+    def changed(self, device_id: str) -> None:
+        """One loudspeaker was registered, edited, re-keyed or deleted: only it is reloaded."""
+        rows = self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers WHERE id = ?",
+                                  (device_id,))
+        device = self._device(rows[0]) if rows else None
+        if device is None:
+            self.known.pop(device_id, None)
+            self.send(c.DropDevice(device_id))
+        else:
+            self.known[device_id] = device
+            self.send(c.PutDevice(device))
+
+    def _device(self, row: dict[str, Any]) -> c.Device | None:
+        try:
+            key = self.storage.sealer.open(row["id"], row["key_sealed"])
+        except InvalidTag:
+            log.error("loudspeaker %s: its stored key does not open with this server's secret", row["id"])
+            return None
+        return c.Device(id=row["id"], key=key, channel=row["channel"], zone=row["zone"], volume=row["volume"])
+
+    # --- what the core reports ---------------------------------------------------
+
+    def session_changed(self, event: c.SessionChanged) -> None:
+        if event.kind == "start":
+            self.online[event.device_id] = Online(event.device_id, event.channel, event.address, event.at, event.at)
+        else:
+            self.online.pop(event.device_id, None)
+
+    def heard(self, heard: dict[str, tuple[float, dict[str, Any]]]) -> None:
+        for device_id, (last_seen, status) in heard.items():
+            online = self.online.get(device_id)
+            if online is not None:
+                online.last_seen = last_seen
+                online.status = SpeakerStatus(volume=status.get("volume"), signal_dbm=status.get("signal_dbm"),
+                                              uptime_s=status.get("uptime_s"), amplifier_on=status.get("amp"))
+
+    def on_channels(self, channels: Iterable[str]) -> int:
+        wanted = set(channels)
+        return sum(1 for o in self.online.values() if o.channel in wanted)
+
+    # --- commands ----------------------------------------------------------------
+
+    def command(self, channels: Iterable[str], body: dict[str, Any], *, skip: Iterable[str] = (),
+                only: set[str] | None = None) -> tuple[int, Deferred[list[str]]]:
+        """Sign and send one COMMAND to each loudspeaker online on these channels (less
+        ``skip``, or only ``only``); returns the command's seq and a Deferred of who was sent it."""
+        self._command_seq += 1
+        seq = self._command_seq
+        wanted, skipped = set(channels), set(skip)
+        targets = [(o.address, self.known[o.device_id]) for o in self.online.values()
+                   if o.channel in wanted and o.device_id in self.known and o.device_id not in skipped
+                   and (only is None or o.device_id in only)]
+        now = self.wall()
+        sock = self.sock
+        payload = {"ts": int(now * 1000), "seq": seq, **body}
+
+        def sign_and_send() -> list[str]:
+            sent = []
+            for address, device in targets:
+                datagram = encode_message(MessageType.COMMAND, device.id, payload, device.key)
+                try:
+                    sock.sendto(datagram, address)
+                except OSError:
+                    continue
+                sent.append(device.id)
+            return sent
+
+        work = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), sign_and_send)
+
+        def count(sent: list[str]) -> list[str]:
+            metrics.speaker_commands_total.labels("sent").inc(len(sent))
+            return sent
+
+        return seq, work.addCallback(count)
+
+    def acknowledged(self, event: c.CommandAck) -> None:
+        metrics.speaker_commands_total.labels("acknowledged").inc()
+        self.on_ack(event.device_id, event.seq)

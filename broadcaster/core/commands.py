@@ -1,0 +1,222 @@
+"""The one interface between control and the real-time core.
+
+Control sends commands; the core applies them at the next frame boundary and
+answers with events. Both are small frozen dataclasses that pickle, because
+in production they cross a socket to the core's own process (core/process.py)
+and in tests they are handed over in memory (core/local.py). Nothing else
+crosses: control never reaches into a channel's objects, and the core never
+imports control, storage or HTTP code.
+
+Times are on the audio clock (``time.monotonic`` in production, a fake clock
+in tests): ``start_at`` says which frame an input starts in, to the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- shared descriptions ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MulticastSpec:
+    group: str
+    port: int
+    ttl: int
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    id: str
+    name: str
+    zone: str
+    multicast: MulticastSpec | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    """A registered loudspeaker as the UDP side needs it: who it is, its key, where it may listen."""
+
+    id: str
+    key: bytes
+    channel: str
+    zone: str
+    volume: int = 80
+
+
+# --- control -> core ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    pass
+
+
+@dataclass(frozen=True)
+class AddChannel(Command):
+    spec: ChannelSpec
+
+
+@dataclass(frozen=True)
+class AddInput(Command):
+    """Play a source on channels. ``source`` is a spec registered in
+    core/sources (a tone, shared PCM, a live buffer, an alert).
+
+    ``start_at`` (audio clock) starts it in the frame covering that instant,
+    silent up to the exact sample; None starts it at the next frame.
+    ``cuts`` are inputs faded out in the same frame (the programme before).
+    ``accepted_at`` (audio clock) makes the core measure alert latency."""
+
+    input_id: str
+    channels: tuple[str, ...]
+    source: Any
+    priority: int
+    policy: str = "preempt"
+    duck_db: float = -20.0
+    on_preempt: str = "continue"
+    gain_db: float = 0.0
+    fade_in: bool = True
+    start_at: float | None = None
+    cuts: tuple[str, ...] = ()
+    accepted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RemoveInput(Command):
+    input_id: str
+    fade: bool = True
+
+
+@dataclass(frozen=True)
+class SetMessage(Command):
+    """An alert's message is ready (pcm: a SharedPcm), or could not be made (None)."""
+
+    input_id: str
+    pcm: Any
+
+
+@dataclass(frozen=True)
+class LiveAudio(Command):
+    """Decoded studio audio for a live input: 48 kHz mono float32 bytes."""
+
+    input_id: str
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class LiveEnd(Command):
+    input_id: str
+
+
+@dataclass(frozen=True)
+class SetListeners(Command):
+    """How many HTTP listeners a channel has (control serves them; the core encodes for them)."""
+
+    channel: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SetDevices(Command):
+    devices: tuple[Device, ...]
+
+
+@dataclass(frozen=True)
+class PutDevice(Command):
+    device: Device
+
+
+@dataclass(frozen=True)
+class DropDevice(Command):
+    device_id: str
+
+
+@dataclass(frozen=True)
+class Query(Command):
+    """Answered with an Answer of the same id: ``what`` is "metrics" (text
+    exposition of the core's metrics) or "sessions" (``args``: device ids)."""
+
+    query_id: int
+    what: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stop(Command):
+    pass
+
+
+# --- core -> control ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True)
+class ChannelReady(Event):
+    channel: str
+    rtp: dict[str, Any]
+    ogg_headers: bytes
+
+
+@dataclass(frozen=True)
+class Page(Event):
+    """One Ogg page of a channel's listener stream, built once for every listener."""
+
+    channel: str
+    data: bytes
+    restart: bool = False  # the channel was idle before: what control kept for new listeners is stale
+
+
+@dataclass(frozen=True)
+class InputStarted(Event):
+    """The input's first frame left the server on this channel (audio clock)."""
+
+    input_id: str
+    channel: str
+    at: float
+
+
+@dataclass(frozen=True)
+class InputEnded(Event):
+    """how: finished, skipped (preempted, policy skip), removed, or refused (bad spec)."""
+
+    input_id: str
+    channel: str
+    how: str
+
+
+@dataclass(frozen=True)
+class SessionChanged(Event):
+    """A loudspeaker's subscription started or ended (wall clock ``at``)."""
+
+    kind: str
+    device_id: str
+    channel: str
+    address: tuple[str, int]
+    at: float
+
+
+@dataclass(frozen=True)
+class CommandAck(Event):
+    device_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """About once a second: what is on air, for the API and the console."""
+
+    ticks: int
+    missed: int
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    heard: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # keepalives: last_seen, status
+
+
+@dataclass(frozen=True)
+class Answer(Event):
+    query_id: int
+    value: Any

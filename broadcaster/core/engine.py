@@ -1,0 +1,336 @@
+"""The real-time core: channels, their inputs and the loudspeakers' UDP side.
+
+Pure of I/O policy: time comes from injected clocks (``now`` is the audio
+clock, ``wall`` stamps device messages), datagrams and commands are handed
+in, events go out through ``emit``. The same object runs in the core's own
+process (core/process.py) and, for tests, in memory on a fake clock
+(core/local.py).
+
+Commands are queued by ``submit`` and applied at the next frame boundary,
+before that frame is mixed: an alert accepted during frame n is heard in
+frame n + 1. Queries are answered at once (they only read).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+from prometheus_client import generate_latest
+
+from broadcaster import metrics
+from broadcaster.codecs.shared import attach
+from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
+from broadcaster.core import commands as c
+from broadcaster.core.channel import Channel
+from broadcaster.core.clock import FrameClock
+from broadcaster.core.mixer import MixerInput, Priority
+from broadcaster.core.sources import Source, SourceError, build
+from broadcaster.core.sources.alert import AlertSource
+from broadcaster.core.sources.live import LiveSource
+from broadcaster.core.subscriptions import Subscription, SubscriptionTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """Everything the core needs from the configuration (sent first to its process)."""
+
+    audio: AudioConfig
+    http: HttpConfig
+    speakers: SpeakerPolicy
+    fanout: str = "auto"
+
+
+@dataclass(eq=False)
+class _Input:
+    command: c.AddInput
+    sources: dict[str, Source] = field(default_factory=dict)
+    items: dict[str, MixerInput] = field(default_factory=dict)
+    awaiting: set[str] = field(default_factory=set)  # channels whose first frame has not gone yet
+    pending: bool = True
+
+
+class Core:
+    def __init__(self, settings: CoreSettings, sock: Any, *, now: Callable[[], float],
+                 wall: Callable[[], float], emit: Callable[[c.Event], None]) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.now = now
+        self.wall = wall
+        self.emit = emit
+        frame_s = settings.audio.frame_ms / 1000.0
+        self.clock = FrameClock(frame_s)
+        self.ticks_per_second = max(1, round(1.0 / frame_s))
+        self.channels: dict[str, Channel] = {}
+        self.inputs: dict[str, _Input] = {}
+        self._queue: deque[c.Command] = deque()
+        self._pending: list[tuple[int, int, _Input]] = []  # (first tick, order, input)
+        self._order = itertools.count()
+        self._dirty: set[str] = set()  # channels whose loudspeaker addresses changed
+        self._awaiting: list[_Input] = []
+        self._live_seen: dict[tuple[str, str], tuple[int, int]] = {}
+        self.stopped = False
+        self.subscriptions = SubscriptionTable(
+            (), settings.speakers,
+            channel_info=lambda cid: self.channels[cid].rtp_info if cid in self.channels else None,
+            on_change=self._dirty.add, on_session=self._session)
+        self.subscriptions.on_command_ack = lambda device, seq: self.emit(c.CommandAck(device, seq))
+
+    # --- inputs from outside ------------------------------------------------
+
+    def start(self) -> None:
+        self.clock.start(self.now())
+
+    def submit(self, command: c.Command) -> None:
+        if isinstance(command, c.Query):
+            self.emit(c.Answer(command.query_id, self._answer(command)))
+        else:
+            self._queue.append(command)
+
+    def datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        reply = self.subscriptions.handle(data, address, self.wall())
+        if reply is not None:
+            try:
+                self.sock.sendto(reply, address)
+            except OSError:
+                pass
+
+    @property
+    def next_deadline(self) -> float:
+        return self.clock.next_deadline
+
+    def run_due(self) -> int:
+        """Run every tick that is due now; returns how many ran."""
+        ticks = self.clock.due(self.now())
+        for tick, _deadline in ticks:
+            self._tick(tick)
+        return len(ticks)
+
+    # --- the frame ----------------------------------------------------------
+
+    def _tick(self, tick: int) -> None:
+        while self._queue:
+            command = self._queue.popleft()
+            try:
+                self._apply(command, tick)
+            except Exception:
+                log.exception("core: command %r failed", type(command).__name__)
+        while self._pending and self._pending[0][0] <= tick:
+            _, _, item = heapq.heappop(self._pending)
+            if item.pending:
+                self._begin(item)
+        for channel_id in self._dirty:
+            channel = self.channels.get(channel_id)
+            if channel is not None and "rtp" in channel.by_kind:
+                channel.by_kind["rtp"].set_addresses(self.subscriptions.addresses(channel_id))
+        self._dirty.clear()
+        for channel in self.channels.values():
+            try:
+                channel.tick(tick)
+            except Exception:
+                # One broken channel must not silence the others.
+                log.exception("channel %s: tick failed", channel.id)
+        if self._awaiting:
+            self._check_first_frames()
+        if tick % self.ticks_per_second == 0:
+            self._every_second()
+
+    def _check_first_frames(self) -> None:
+        now = self.now()
+        for item in self._awaiting:
+            for channel_id in list(item.awaiting):
+                mixer_input = item.items.get(channel_id)
+                if mixer_input is None or mixer_input.frames_played == 0:
+                    continue
+                item.awaiting.discard(channel_id)
+                if item.command.accepted_at is not None:
+                    metrics.alert_latency_seconds.observe(now - item.command.accepted_at)
+                self.emit(c.InputStarted(item.command.input_id, channel_id, now))
+        self._awaiting = [item for item in self._awaiting if item.awaiting]
+
+    def _every_second(self) -> None:
+        self.subscriptions.expire(self.wall())
+        channels: dict[str, dict[str, Any]] = {}
+        for channel in self.channels.values():
+            inputs = []
+            for item in channel.mixer.inputs:
+                inputs.append({"id": item.owner, "priority": int(item.priority), "preempted": item.preempted,
+                               "name": item.source.name})
+            status = channel.status()
+            status["inputs"] = inputs
+            channels[channel.id] = status
+        for input_id, held in self.inputs.items():
+            for channel_id, source in held.sources.items():
+                if isinstance(source, LiveSource):
+                    self._live_metrics(input_id, channel_id, source, channels)
+        table = self.subscriptions
+        heard = {d: (s.last_seen, s.status.as_dict()) for d in table.touched
+                 if (s := table.subscriptions.get(d)) is not None}
+        table.touched.clear()
+        self.emit(c.Status(ticks=self.clock.tick_index, missed=self.clock.missed, channels=channels,
+                           heard=heard))
+
+    def _live_metrics(self, input_id: str, channel_id: str, source: LiveSource,
+                      channels: dict[str, dict[str, Any]]) -> None:
+        metrics.live_buffer_seconds.labels(channel_id).set(source.depth_s)
+        seen = self._live_seen.get((input_id, channel_id), (0, 0))
+        metrics.live_underruns_total.labels(channel_id).inc(source.stats.underruns - seen[0])
+        metrics.live_overrun_seconds_total.labels(channel_id).inc((source.stats.overruns - seen[1]) / 48000)
+        self._live_seen[(input_id, channel_id)] = (source.stats.underruns, source.stats.overruns)
+        if channel_id in channels:
+            channels[channel_id].setdefault("live", {})[input_id] = {
+                "buffer_s": round(source.depth_s, 3), "underruns": source.stats.underruns}
+
+    # --- commands -----------------------------------------------------------
+
+    def _apply(self, command: c.Command, tick: int) -> None:
+        if isinstance(command, c.AddInput):
+            self._add_input(command, tick)
+        elif isinstance(command, c.RemoveInput):
+            self._remove_input(command.input_id, command.fade)
+        elif isinstance(command, c.SetMessage):
+            item = self.inputs.get(command.input_id)
+            audio = attach(command.pcm) if command.pcm is not None else None
+            for source in (item.sources.values() if item else ()):
+                if isinstance(source, AlertSource):
+                    source.set_message(audio)
+        elif isinstance(command, c.LiveAudio):
+            item = self.inputs.get(command.input_id)
+            if item is not None:
+                pcm = np.frombuffer(command.pcm, dtype=np.float32)
+                for source in item.sources.values():
+                    if isinstance(source, LiveSource):
+                        source.push(pcm)
+        elif isinstance(command, c.LiveEnd):
+            item = self.inputs.get(command.input_id)
+            for source in (item.sources.values() if item else ()):
+                if isinstance(source, LiveSource):
+                    source.close()
+        elif isinstance(command, c.SetListeners):
+            channel = self.channels.get(command.channel)
+            if channel is not None and "ogg" in channel.by_kind:
+                channel.by_kind["ogg"].set_listeners(command.count)
+        elif isinstance(command, c.AddChannel):
+            self._add_channel(command.spec)
+        elif isinstance(command, c.SetDevices):
+            self.subscriptions.set_devices(command.devices, self.wall())
+        elif isinstance(command, c.PutDevice):
+            self.subscriptions.put_device(command.device, self.wall())
+        elif isinstance(command, c.DropDevice):
+            self.subscriptions.drop_device(command.device_id, self.wall())
+        elif isinstance(command, c.Stop):
+            self.stop()
+        else:
+            log.error("core: unknown command %r", command)
+
+    def _add_channel(self, spec: c.ChannelSpec) -> None:
+        if spec.id in self.channels:
+            return
+        channel = Channel(spec, self.settings.audio, self.settings.http, sock=self.sock,
+                          fanout=self.settings.fanout, emit=self.emit)
+        self.channels[spec.id] = channel
+        ogg = channel.by_kind.get("ogg")
+        self.emit(c.ChannelReady(spec.id, dict(channel.rtp_info), ogg.header_pages if ogg else b""))
+
+    def _add_input(self, command: c.AddInput, tick: int) -> None:
+        if command.input_id in self.inputs:
+            log.error("core: input %s exists already", command.input_id)
+            return
+        spec = command.source
+        first = tick
+        if command.start_at is not None:
+            first = self.clock.frame_of(command.start_at)
+            if first > tick and hasattr(spec, "lead_s"):
+                spec = dataclasses.replace(spec, lead_s=max(0.0, command.start_at - self.clock.deadline(first)))
+            first = max(first, tick)
+        item = _Input(command)
+        for channel_id in command.channels:
+            channel = self.channels.get(channel_id)
+            if channel is None:
+                self.emit(c.InputEnded(command.input_id, channel_id, "refused"))
+                continue
+            try:
+                item.sources[channel_id] = build(spec, channel.frame_samples)
+            except (SourceError, OSError, ValueError) as exc:
+                log.error("core: input %s on %s: %s", command.input_id, channel_id, exc)
+                self.emit(c.InputEnded(command.input_id, channel_id, "refused"))
+        if not item.sources:
+            return
+        self.inputs[command.input_id] = item
+        if first <= tick:
+            self._begin(item)
+        else:
+            heapq.heappush(self._pending, (first, next(self._order), item))
+
+    def _begin(self, item: _Input) -> None:
+        item.pending = False
+        command = item.command
+        for cut in command.cuts:
+            self._remove_input(cut, fade=True, only=set(item.sources))
+        for channel_id, source in item.sources.items():
+            mixer_input = self.channels[channel_id].mixer.add(
+                source, gain_db=command.gain_db, priority=Priority(command.priority), fade_in=command.fade_in,
+                policy=command.policy, duck_db=command.duck_db, on_preempt=command.on_preempt,
+                on_end=partial(self._ended, item, channel_id))
+            mixer_input.owner = command.input_id
+            item.items[channel_id] = mixer_input
+            item.awaiting.add(channel_id)
+        self._awaiting.append(item)
+
+    def _remove_input(self, input_id: str, fade: bool, only: set[str] | None = None) -> None:
+        item = self.inputs.get(input_id)
+        if item is None:
+            return
+        if item.pending:
+            item.pending = False  # left in the heap, ignored when popped
+            del self.inputs[input_id]
+            for channel_id in item.sources:
+                self.emit(c.InputEnded(input_id, channel_id, "removed"))
+            return
+        for channel_id, mixer_input in list(item.items.items()):
+            if only is None or channel_id in only:
+                self.channels[channel_id].mixer.remove(mixer_input, fade_out=fade)
+
+    def _ended(self, item: _Input, channel_id: str, mixer_input: MixerInput, how: str) -> None:
+        input_id = item.command.input_id
+        item.items.pop(channel_id, None)
+        item.sources.pop(channel_id, None)
+        item.awaiting.discard(channel_id)
+        self._live_seen.pop((input_id, channel_id), None)
+        if not item.items and self.inputs.get(input_id) is item:
+            del self.inputs[input_id]
+        self.emit(c.InputEnded(input_id, channel_id, how))
+
+    # --- loudspeakers -------------------------------------------------------
+
+    def _session(self, kind: str, subscription: Subscription, at: float) -> None:
+        self.emit(c.SessionChanged(kind, subscription.device_id, subscription.channel, subscription.address, at))
+
+    def _answer(self, query: c.Query) -> Any:
+        if query.what == "metrics":
+            return generate_latest(metrics.CORE_REGISTRY)
+        if query.what == "sessions":
+            wanted = query.args[0] if query.args else None
+            found = {}
+            for device_id, s in self.subscriptions.subscriptions.items():
+                if wanted is None or device_id in wanted:
+                    found[device_id] = {"address": s.address, "last_seen": s.last_seen,
+                                        "status": s.status.as_dict()}
+            return found
+        return None
+
+    def stop(self) -> None:
+        """End every subscription (so control records when each loudspeaker went off air)."""
+        if not self.stopped:
+            self.stopped = True
+            self.subscriptions.end_all(self.wall())

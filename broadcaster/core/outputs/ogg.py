@@ -1,0 +1,70 @@
+"""The Ogg/Opus listener stream: pages built once per channel, sent to control.
+
+Control's web side (web/streams.py) holds the HTTP listeners, the burst a
+new listener starts with, and writes each page to each of them; the core only
+makes the page (about once a second) and says how many listeners there are.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from broadcaster import metrics
+from broadcaster.codecs.ogg import OggOpusWriter
+from broadcaster.core.commands import Page
+from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, register
+
+
+class OggHttp:
+    kind = "ogg"
+
+    def __init__(self, context: OutputContext) -> None:
+        self.channel = context.spec.id
+        self.emit = context.emit
+        self.writer = OggOpusWriter(serial=secrets.randbits(31), pre_skip=context.pre_skip,
+                                    page_samples=48 * context.http.page_ms,
+                                    comments=[f"TITLE={context.spec.name}", f"CHANNEL={context.spec.id}"])
+        self.listeners = 0
+        self._idle = False
+        labels = (self.channel, "http")
+        self._pages = metrics.packets_sent_total.labels(*labels)
+        self._bytes = metrics.bytes_sent_total.labels(*labels)
+        self._subscribers = metrics.subscribers.labels(*labels)
+
+    @property
+    def header_pages(self) -> bytes:
+        return self.writer.header_pages
+
+    def set_listeners(self, count: int) -> None:
+        self.listeners = count
+        self._subscribers.set(count)
+
+    @property
+    def active(self) -> bool:
+        return self.listeners > 0
+
+    def send(self, frame: EncodedFrame) -> None:
+        page = self.writer.add_packet(frame.opus, frame.samples)
+        restart = self._idle
+        self._idle = False
+        if page is not None:
+            self.emit(Page(self.channel, page, restart=restart))
+            if self.listeners:
+                self._pages.inc(self.listeners)
+                self._bytes.inc(self.listeners * len(page))
+        elif restart:
+            self.emit(Page(self.channel, b"", restart=True))
+
+    def idle(self) -> None:
+        if not self._idle:
+            self._idle = True
+            self.writer.flush()  # a listener arriving later must not get stale audio
+
+    def describe(self) -> dict[str, Any]:
+        return {"listeners": self.listeners}
+
+
+@register
+def build(context: OutputContext) -> Output:
+    return OggHttp(context)

@@ -1,0 +1,166 @@
+"""The core's own process: one loop that reads loudspeaker datagrams and
+commands, and ticks every channel on time.
+
+Why a process and not a thread: control (the API, reports, uploads, TTS,
+password checks) is Python that holds the GIL for milliseconds at a time, and
+each time the core's thread gave the GIL up (every libopus, sendmmsg or numpy
+call does) it would wait up to the switch interval (5 ms) to get it back: a
+few dozen such waits per tick and frames are late. In a process of its own
+the core shares nothing with control but a socket (docs/architecture.md).
+
+The loop waits in select() until the next frame deadline, for datagrams on
+the UDP socket (at most READ_BUDGET per wake-up, so a flood cannot starve the
+clock) and for commands from control. Events to control are buffered and
+written without blocking; if control stops reading, listener pages are
+dropped first and audio to loudspeakers never waits.
+
+Started by control (broadcaster/control/coreproc.py) as
+``python -m broadcaster.core.process LINK_FD UDP_FD``; the first message on
+the link is the CoreSettings. When the link closes (control died) it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+from broadcaster.core import commands as c
+from broadcaster.core.engine import Core, CoreSettings
+from broadcaster.core.link import FrameReader, encode
+
+log = logging.getLogger("broadcaster.core")
+
+READ_BUDGET = 256           # datagrams per wake-up
+LINK_READ = 1 << 20         # bytes of commands per wake-up
+PAGE_DROP_BYTES = 16 << 20  # past this much unwritten output, listener pages are dropped
+
+
+class CoreLoop:
+    def __init__(self, link: socket.socket, udp: socket.socket) -> None:
+        self.link = link
+        self.udp = udp
+        self.reader = FrameReader()
+        self.out = bytearray()
+        self.dropped_pages = 0
+        self.core: Core | None = None
+        self._early: list[c.Command] = []
+        self.selector = selectors.DefaultSelector()
+        link.setblocking(False)
+        udp.setblocking(False)
+
+    def emit(self, event: c.Event) -> None:
+        if isinstance(event, c.Page) and len(self.out) > PAGE_DROP_BYTES:
+            self.dropped_pages += 1
+            return
+        self.out += encode(event)
+
+    def run(self) -> None:
+        settings = self._settings()
+        core = self.core = Core(settings, self.udp, now=time.monotonic, wall=time.time, emit=self.emit)
+        self.selector.register(self.udp, selectors.EVENT_READ, "udp")
+        self.selector.register(self.link, selectors.EVENT_READ, "link")
+        core.start()
+        for message in self._early:
+            core.submit(message)
+        self._early = []
+        open_link = True
+        while open_link and not (core.stopped and not core._queue):
+            timeout = max(0.0, core.next_deadline - time.monotonic())
+            for key, _mask in self.selector.select(timeout):
+                if key.data == "udp":
+                    self._read_datagrams(core)
+                elif key.data == "link":
+                    open_link = self._read_commands(core)
+            core.run_due()
+            self._flush()
+        self._flush(block=True)
+
+    def _settings(self) -> CoreSettings:
+        self.link.setblocking(True)
+        while True:
+            data = self.link.recv(LINK_READ)
+            if not data:
+                raise SystemExit(0)
+            messages = self.reader.feed(data)
+            if messages:
+                break
+        self.link.setblocking(False)
+        settings = messages[0]
+        if not isinstance(settings, CoreSettings):
+            raise SystemExit("the core's first message must be its settings")
+        self._early = messages[1:]
+        return settings
+
+    def _read_datagrams(self, core: Core) -> None:
+        for _ in range(READ_BUDGET):
+            try:
+                data, address = self.udp.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. ICMP port unreachable reported on the socket
+            core.datagram(data, address)
+
+    def _read_commands(self, core: Core) -> bool:
+        try:
+            data = self.link.recv(LINK_READ)
+        except (BlockingIOError, InterruptedError):
+            return True
+        if not data:
+            core.submit(c.Stop())
+            core.run_due()
+            core._tick(core.clock.tick_index)  # apply the stop: sessions end, their events go out
+            return False
+        for message in self.reader.feed(data):
+            core.submit(message)
+        return True
+
+    def _flush(self, block: bool = False) -> None:
+        if not self.out:
+            return
+        if block:
+            self.link.setblocking(True)
+            try:
+                self.link.sendall(self.out)
+            except OSError:
+                pass
+            self.out.clear()
+            return
+        try:
+            sent = self.link.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.out.clear()
+            return
+        del self.out[:sent]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    link_fd, udp_fd = int(args[0]), int(args[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # control decides when the core stops
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s core %(levelname)s %(message)s")
+    link = socket.socket(fileno=link_fd)
+    udp = socket.socket(fileno=udp_fd)
+    _nice()
+    CoreLoop(link, udp).run()
+    return 0
+
+
+def _nice() -> None:
+    """Ahead of control for the CPU when the machine is busy, where allowed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, -5)
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
