@@ -9,7 +9,7 @@ import pytest
 
 from broadcaster.codecs.pcm import db_to_gain
 from broadcaster.core.mixer import PRIORITY_NAMES, Mixer, Priority
-from broadcaster.core.sources import BufferSource
+from broadcaster.core.sources.pcm import BufferSource
 
 
 def dc(value: float, seconds: float = 1.0) -> BufferSource:

@@ -1,77 +1,71 @@
-"""FrameClock on a fake reactor clock: deadlines are drift-free and late ticks are caught up or counted."""
-
-from twisted.internet.task import Clock
+"""FrameClock is told the time: deadlines are drift-free, late ticks are caught up or counted,
+and an instant maps to the frame that covers it."""
 
 from broadcaster.core.clock import FrameClock
 
-Ticks = list[tuple[int, float, float]]
+START = 1000.0  # a start that is not zero
 
 
-def recording_clock(frame_s: float = 0.02, max_catchup: int = 5) -> tuple[Clock, FrameClock, Ticks]:
-    reactor = Clock()
-    reactor.advance(1000.0)  # a start that is not zero
-    clock = FrameClock(reactor, frame_s, max_catchup=max_catchup)
-    ticks: Ticks = []
-    clock.add_handler(lambda tick, deadline: ticks.append((tick, deadline, reactor.seconds())))
-    return reactor, clock, ticks
+def started(frame_s: float = 0.02, max_catchup: int = 5) -> FrameClock:
+    clock = FrameClock(frame_s, max_catchup=max_catchup)
+    clock.start(START)
+    return clock
 
 
 def test_ticks_at_exact_deadlines() -> None:
-    frame = 1 / 64  # exact in binary, so the fake clock's sums carry no rounding
-    reactor, clock, ticks = recording_clock(frame)
-    clock.start()
-    reactor.advance(0)  # the first tick is due at once
-    for _ in range(500):
-        reactor.advance(frame)
-    assert [t[0] for t in ticks] == list(range(501))
-    for tick, deadline, ran_at in ticks:
-        assert abs(deadline - (1000.0 + tick * frame)) < 1e-9
-        assert abs(ran_at - deadline) < 1e-6
+    frame = 1 / 64  # exact in binary, so the sums carry no rounding
+    clock = started(frame)
+    ran = []
+    for i in range(501):
+        ran += clock.due(START + i * frame)
+    assert [t for t, _ in ran] == list(range(501))
+    assert all(deadline == START + tick * frame for tick, deadline in ran)
+
+
+def test_nothing_is_due_before_the_next_deadline() -> None:
+    clock = started()
+    assert [t for t, _ in clock.due(START)] == [0]
+    assert clock.due(START + 0.0199) == []
+    assert [t for t, _ in clock.due(START + 0.02)] == [1]
+    assert clock.next_deadline == START + 0.04
 
 
 def test_irregular_wakeups_do_not_accumulate_drift() -> None:
-    reactor, clock, ticks = recording_clock()
-    clock.start()
-    # The reactor wakes late by a varying 0..15 ms each time; deadlines stay on the grid.
+    clock = started()
+    now, ran = START, []
+    # The loop wakes late by a varying 0..15 ms each time; deadlines stay on the grid.
     for i in range(1000):
-        reactor.advance(0.02 + (i % 4) * 0.005 if i % 2 else 0.02 - 0.004)
-    elapsed = reactor.seconds() - 1000.0
-    assert abs(len(ticks) - (int(elapsed / 0.02) + 1)) <= 1
-    assert all(abs(deadline - (1000.0 + tick * 0.02)) < 1e-9 for tick, deadline, _ in ticks)
+        now += 0.02 + (i % 4) * 0.005 if i % 2 else 0.02 - 0.004
+        ran += clock.due(now)
+    assert abs(len(ran) - (int((now - START) / 0.02) + 1)) <= 1
+    assert all(abs(deadline - (START + tick * 0.02)) < 1e-9 for tick, deadline in ran)
     assert clock.missed == 0
 
 
 def test_a_stall_is_caught_up_within_the_limit() -> None:
-    reactor, clock, ticks = recording_clock(max_catchup=5)
-    clock.start()
-    reactor.advance(0.02 * 4)  # one wakeup 80 ms late: ticks 0..4 all run
-    assert [t[0] for t in ticks] == [0, 1, 2, 3, 4]
+    clock = started(max_catchup=5)
+    assert [t for t, _ in clock.due(START + 0.02 * 4)] == [0, 1, 2, 3, 4]  # one wakeup 80 ms late
     assert clock.missed == 0
 
 
 def test_a_long_stall_skips_and_counts_ticks() -> None:
-    reactor, clock, ticks = recording_clock(max_catchup=5)
-    clock.start()
-    ticks.clear()
-    reactor.advance(1.0)  # 50 frames behind
-    assert len(ticks) == 5
-    assert clock.missed == 46
-    assert ticks[-1][0] == 50  # caught up to the present, not replaying the past
-    reactor.advance(0.02)
-    assert ticks[-1][0] == 51
+    clock = started(max_catchup=5)
+    clock.due(START)
+    ran = clock.due(START + 1.0)  # 50 frames behind
+    assert [t for t, _ in ran] == [46, 47, 48, 49, 50]  # caught up to the present, not replaying the past
+    assert clock.missed == 45
+    assert [t for t, _ in clock.due(START + 1.02)] == [51]
 
 
-def test_a_failing_handler_does_not_stop_the_clock() -> None:
-    reactor, clock, ticks = recording_clock()
+def test_an_instant_maps_to_the_frame_covering_it() -> None:
+    clock = started(0.02)
+    assert clock.frame_of(START) == 0
+    assert clock.frame_of(START + 0.019) == 0
+    assert clock.frame_of(START + 0.02) == 1
+    assert clock.frame_of(START + 3600.0) == 180000
+    assert clock.frame_of(START - 0.001) == -1
 
-    def broken(tick: int, deadline: float) -> None:
-        raise RuntimeError("boom")
 
-    clock.add_handler(broken)
-    clock.start()
-    for _ in range(3):
-        reactor.advance(0.02)
-    assert len(ticks) == 4
-    clock.stop()
-    reactor.advance(1.0)
-    assert len(ticks) == 4
+def test_not_started_runs_nothing() -> None:
+    clock = FrameClock(0.02)
+    assert clock.due(START) == []

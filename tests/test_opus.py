@@ -5,7 +5,7 @@ import pytest
 
 from broadcaster.codecs.opus import OpusCodecError, OpusDecoder, OpusEncoder, OpusSettings, silence_packet
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
-from broadcaster.core.sources import ToneSource
+from broadcaster.core.sources.tone import ToneSource
 
 
 @pytest.mark.parametrize("frame_samples", [960, 1920, 2880])
