@@ -1,0 +1,197 @@
+"""The real-time core on a fake clock: commands at frame boundaries, frame-exact
+starts, cuts, first-frame events and what a bad command does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from broadcaster import metrics
+from broadcaster.codecs.shared import share
+from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
+from broadcaster.core import commands as c
+from broadcaster.core.engine import Core, CoreSettings
+from broadcaster.core.outputs import EncodedFrame
+from broadcaster.core.sources.alert import AlertSpec
+from broadcaster.core.sources.pcm import PcmSpec
+from broadcaster.core.sources.tone import ToneSpec
+
+START = 500.0
+FRAME = 0.02
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = START
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Capture:
+    """An output that keeps every mixed frame (None when nothing played)."""
+
+    kind = "capture"
+    active = True
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray | None] = []
+
+    def send(self, frame: EncodedFrame) -> None:
+        self.frames.append(None if frame.pcm is None else frame.pcm.copy())
+
+    def idle(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+class Harness:
+    def __init__(self, channels: tuple[str, ...] = ("ch-a",)) -> None:
+        self.clock = FakeClock()
+        self.events: list[c.Event] = []
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        settings = CoreSettings(AudioConfig(), HttpConfig(), SpeakerPolicy(), fanout="loop")
+        self.core = Core(settings, self, now=self.clock, wall=lambda: 1.8e9, emit=self.events.append)
+        self.core.start()
+        self.capture: dict[str, Capture] = {}
+        for channel in channels:
+            self.core.submit(c.AddChannel(c.ChannelSpec(id=channel, name=channel, zone="z")))
+        self.run_until(0)
+        for channel in channels:
+            capture = self.capture[channel] = Capture()
+            self.core.channels[channel].outputs.append(capture)
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((data, address))
+        return len(data)
+
+    def run_until(self, tick: int) -> None:
+        """Advance the fake clock frame by frame to the deadline of ``tick``, running what is due."""
+        while self.core.clock.tick_index <= tick:
+            self.clock.t = max(self.clock.t, START + self.core.clock.tick_index * FRAME)
+            self.core.run_due()
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def dc(level: float, seconds: float) -> np.ndarray:
+    return np.full(int(48000 * seconds), level, dtype=np.float32)
+
+
+@pytest.fixture(autouse=True)
+def shm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+
+
+def test_an_item_due_mid_frame_starts_at_its_exact_sample() -> None:
+    h = Harness()
+    due = START + 0.5 + 0.013  # 13 ms into frame 25
+    h.core.submit(c.AddInput("news", ("ch-a",), PcmSpec(share(dc(0.5, 1.0))), priority=20, start_at=due))
+    h.run_until(30)
+    frames = h.capture["ch-a"].frames  # frame 0 was before the capture joined
+    assert all(f is None for f in frames[:24]), "nothing plays before its frame"
+    first = frames[24]
+    assert first is not None
+    lead = round(0.013 * 48000)
+    assert np.all(first[:lead] == 0.0) and first[lead] == pytest.approx(0.5, abs=1e-6)
+    started = h.of(c.InputStarted)
+    assert [(e.input_id, e.channel) for e in started] == [("news", "ch-a")]
+    assert started[0].at == START + 25 * FRAME
+
+
+def test_a_command_is_applied_at_the_next_frame_boundary() -> None:
+    h = Harness()
+    h.run_until(10)
+    h.clock.t += 0.007  # mid-frame: the command waits for the next tick
+    before = metrics.CORE_REGISTRY.get_sample_value("broadcaster_alert_latency_seconds_count") or 0.0
+    h.core.submit(c.AddInput("a-1", ("ch-a",), AlertSpec(repeat=1, gap_s=0), priority=50, fade_in=False,
+                             accepted_at=h.clock.t))
+    assert h.capture["ch-a"].frames[-1] is None
+    h.run_until(11)
+    assert h.capture["ch-a"].frames[-1] is not None, "the attention signal is heard in the very next frame"
+    (started,) = h.of(c.InputStarted)
+    assert started.at - (START + 10 * FRAME + 0.007) == pytest.approx(FRAME - 0.007)
+    after = metrics.CORE_REGISTRY.get_sample_value("broadcaster_alert_latency_seconds_count")
+    assert after == before + 1
+
+
+def test_the_next_programme_cuts_the_one_before_in_its_first_frame() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("first", ("ch-a",), PcmSpec(share(dc(0.25, 5.0))), priority=20))
+    h.core.submit(c.AddInput("second", ("ch-a",), PcmSpec(share(dc(0.5, 5.0))), priority=20,
+                             start_at=START + 1.0, cuts=("first",)))
+    h.run_until(60)
+    ended = [(e.input_id, e.how) for e in h.of(c.InputEnded)]
+    assert ended == [("first", "removed")]
+    frame_50 = h.capture["ch-a"].frames[49]  # tick 50, the second's first frame: the first fades as it starts
+    assert frame_50 is not None and frame_50[-1] == pytest.approx(0.5, abs=1e-6)
+    assert h.capture["ch-a"].frames[55] == pytest.approx(np.full(960, 0.5, np.float32), abs=1e-6)
+
+
+def test_removing_a_pending_input_means_it_never_plays() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("later", ("ch-a",), ToneSpec(440.0), priority=20, start_at=START + 1.0))
+    h.run_until(5)
+    h.core.submit(c.RemoveInput("later"))
+    h.run_until(80)
+    assert all(f is None for f in h.capture["ch-a"].frames)
+    assert [(e.input_id, e.how) for e in h.of(c.InputEnded)] == [("later", "removed")]
+    assert h.of(c.InputStarted) == []
+
+
+def test_an_input_for_a_missing_channel_is_refused_there_and_plays_elsewhere() -> None:
+    h = Harness(("ch-a",))
+    h.core.submit(c.AddInput("t", ("ch-a", "nope"), ToneSpec(440.0, duration_s=0.1), priority=20))
+    h.run_until(10)
+    assert ("t", "nope", "refused") in [(e.input_id, e.channel, e.how) for e in h.of(c.InputEnded)]
+    assert ("t", "ch-a", "finished") in [(e.input_id, e.channel, e.how) for e in h.of(c.InputEnded)]
+    assert sum(f is not None for f in h.capture["ch-a"].frames) == 5
+
+
+def test_an_alert_message_joins_when_it_is_ready_and_then_the_alert_ends() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("a-2", ("ch-a",), AlertSpec(repeat=1, gap_s=0.0), priority=50, fade_in=False))
+    h.run_until(20)
+    assert h.of(c.InputEnded) == [], "the alert holds the channel while its message is made"
+    h.core.submit(c.SetMessage("a-2", share(dc(0.3, 0.2))))
+    h.run_until(400)
+    assert [(e.input_id, e.how) for e in h.of(c.InputEnded)] == [("a-2", "finished")]
+    heard = [f for f in h.capture["ch-a"].frames if f is not None]
+    assert any(np.allclose(f, 0.3, atol=1e-6) for f in heard), "the message itself was played"
+
+
+def test_live_audio_is_buffered_then_played() -> None:
+    from broadcaster.core.sources.live import LiveSpec
+
+    h = Harness()
+    h.core.submit(c.AddInput("l-1", ("ch-a",), LiveSpec(target_delay_s=0.1, max_delay_s=1.0, stall_s=1.0),
+                             priority=30))
+    h.run_until(2)
+    h.core.submit(c.LiveAudio("l-1", dc(0.2, 0.5).tobytes()))
+    h.run_until(40)
+    played = [f for f in h.capture["ch-a"].frames if f is not None and np.any(f)]
+    assert played and np.allclose(played[3], 0.2, atol=1e-6)
+
+
+def test_status_reports_what_is_on_air_once_a_second() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("bg", ("ch-a",), ToneSpec(440.0), priority=10))
+    h.run_until(100)
+    status = h.of(c.Status)[-1]
+    assert status.ticks == 101 and status.missed == 0
+    assert status.channels["ch-a"]["top"] == 10
+    assert status.channels["ch-a"]["inputs"][0]["id"] == "bg"
+
+
+def test_queries_are_answered_at_once() -> None:
+    h = Harness()
+    h.core.submit(c.Query(7, "metrics"))
+    (answer,) = h.of(c.Answer)
+    assert answer.query_id == 7 and b"broadcaster_ticks_missed_total" in answer.value
+    assert b"broadcaster_http_requests_total" not in answer.value, "control's metrics are not the core's"
