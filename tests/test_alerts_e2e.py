@@ -1,10 +1,14 @@
 """Alerts on the real server: a targeted loudspeaker hears programme → attention signal → message →
-programme, with the amplifier/volume command; an untargeted one never hears it; rules on who may alert."""
+programme, with the amplifier/volume command; an untargeted one never hears it; rules on who may alert.
+
+Latency is measured by benchmarks/preemption.py, not asserted here: these tests wait for events (with
+generous bounds) and assert what was heard, in which order, and what the server reports."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +16,23 @@ import numpy as np
 import soundfile
 
 from broadcaster.codecs.pcm import rms_dbfs
-from tests.conftest import Api, run_speaker
+from tests.conftest import Api, RunningServer, run_speaker
 from tests.test_http_stream import metric
+
+WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def online(server: RunningServer) -> int:
+    return int(server.get_json("/healthz")["loudspeakers_online"])
 
 
 def band_energy(audio: np.ndarray, frequency: float) -> float:
@@ -49,7 +68,8 @@ def test_alert_preempts_targeted_channel_only_and_commands_loudspeakers(api: Api
     listeners = [threading.Thread(target=listen, args=(d,)) for d in ("spk-1", "spk-3")]
     for t in listeners:
         t.start()
-    time.sleep(3.0)
+    assert wait_until(lambda: online(api.server) == 2), "both loudspeakers subscribe"
+    time.sleep(1.5)  # let them hear the loop first; what is asserted is the order heard, not this time
     status, alert = api("POST", "/api/v1/alerts", body={
         "title": "Cảnh báo bão", "zones": ["commune-a"], "priority": "khan-cap", "repeat": 1, "volume": 95,
         "text": "Bão số chín đang tiến vào đất liền. Bà con không ra khỏi nhà."})
@@ -75,7 +95,9 @@ def test_alert_preempts_targeted_channel_only_and_commands_loudspeakers(api: Api
     assert results["spk-1"]["lost"] == 0 and results["spk-3"]["lost"] == 0
     status, done = api("GET", f"/api/v1/alerts/{alert['id']}")
     assert done["status"] == "completed" and done["loudspeakers_acknowledged"] == ["spk-1"]
-    assert 0 < done["first_frame_ms"]["ch-a"] < 200
+    assert done["loudspeakers_commanded"] == ["spk-1"]
+    # The server reports a first frame for the targeted channel only (its value is a latency: benchmarked).
+    assert set(done["first_frame_ms"]) == {"ch-a"} and done["first_frame_ms"]["ch-a"] >= 0
     log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "alert"]
     assert log[0]["outcome"] == "completed" and "acknowledged by 1/1 loudspeakers: spk-1" in log[0]["detail"]
     assert any(e["action"] == "alert.start" for e in api("GET", "/api/v1/audit")[1]["items"])
@@ -134,13 +156,19 @@ def test_a_scheduled_programme_pauses_for_the_alert_and_resumes(api: Api, tmp_pa
 
     media = upload(api, tmp_path, 880.0, 6.0)
     status, programme = api("POST", "/api/v1/programmes", who="op-a", body={
-        "title": "Chương trình", "zones": ["commune-a"], "media": [media], "start": local_in(2.0)})
+        "title": "Chương trình", "zones": ["commune-a"], "media": [media], "start": local_in(3.0)})
     assert status == 201
     result: dict[str, Any] = {}
     listener = threading.Thread(target=lambda: result.update(
-        run_speaker(api.server, "spk-1", 16.0, out=tmp_path / "heard.wav")))
+        run_speaker(api.server, "spk-1", 18.0, out=tmp_path / "heard.wav")))
     listener.start()
-    time.sleep(5.0)  # the programme has played about 2.5 s
+
+    def programme_on_air() -> bool:
+        items = api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"]
+        return any(e["kind"] == "scheduled" and e["outcome"] is None for e in items)
+
+    assert wait_until(programme_on_air), "the programme starts"
+    time.sleep(2.0)  # let some of it play first; what is asserted is what was heard, in order
     status, alert = api("POST", "/api/v1/alerts", body={"title": "Khẩn", "zones": ["commune-a"], "repeat": 1,
                                                         "text": "Thông báo khẩn."})
     assert status == 201
@@ -165,8 +193,10 @@ def test_a_loudspeaker_that_subscribes_during_an_alert_is_told_too(api: Api) -> 
     status, alert = api("POST", "/api/v1/alerts", body={"title": "Dài", "zones": ["commune-a"], "text": "Khẩn.",
                                                         "repeat": 20})
     assert status == 201
-    time.sleep(1.0)
-    stats = run_speaker(api.server, "spk-2", 3.5)  # subscribes after the first round of commands
+    time.sleep(1.0)  # ordering only: the alert is on air before spk-2 exists; nothing below depends on this time
+    before = api("GET", f"/api/v1/alerts/{alert['id']}")[1]
+    assert before["status"] == "on_air" and before["loudspeakers_commanded"] == [], "nobody was told before spk-2"
+    stats = run_speaker(api.server, "spk-2", 3.5)
     assert {"alert": alert["id"], "amp": True, "volume": 100} in stats["commands"]
     status, now = api("GET", f"/api/v1/alerts/{alert['id']}")
     assert "spk-2" in now["loudspeakers_acknowledged"]

@@ -1,10 +1,15 @@
 """Scheduling through the admin API on the real server: the programme plays at its time,
-clashes are refused by name, operators stay in their zones, a restart joins mid-programme."""
+clashes are refused by name, operators stay in their zones, a restart joins mid-programme.
+
+No assert here is on elapsed time: waits are bounded, and what is asserted is the audio heard, the order of
+the server's records and the offsets it reports (how late a start is, is for benchmarks)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,21 @@ from broadcaster.codecs.pcm import dominant_frequency
 from tests.conftest import Api, prepare, run_speaker, start_server, tone_file
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
+WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def scheduled_log(api: Api) -> list[dict[str, Any]]:
+    """The commune's scheduled-programme records, newest first."""
+    return [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "scheduled"]
 
 
 def local_in(seconds: float) -> str:
@@ -52,12 +72,17 @@ def test_programme_plays_at_its_time_and_clashes_are_named(api: Api, tmp_path: P
     audio, _ = soundfile.read(str(heard), dtype="float32")
     pitches = [round(dominant_frequency(audio[i:i + 24000])) for i in range(0, audio.size - 24000, 24000)]
     on = [i for i, f in enumerate(pitches) if abs(f - 880) < 3]
-    assert len(on) >= 5 and on == list(range(on[0], on[-1] + 1)), pitches
+    # 3 s of programme in half-second windows: 6 of them, once and without a gap (a straddling window either way).
+    assert 5 <= len(on) <= 7 and on == list(range(on[0], on[-1] + 1)), pitches
+    assert on[0] >= 1, f"the loop played before the programme: {pitches}"
     assert all(abs(f - 440) < 3 for f in pitches[:on[0] - 1] + pitches[on[-1] + 2:]), pitches
-    log = api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"]
-    played = [e for e in log if e["kind"] == "scheduled"]
+    played = scheduled_log(api)
     assert len(played) == 1 and played[0]["item"] == "Bản tin trưa" and played[0]["outcome"] == "completed"
-    assert abs((played[0]["ended_at"] - played[0]["started_at"]) - 3.0) < 1.5
+    # From its first sample (no offset: not joined late), and never before its time (the frame that
+    # covers the start may begin up to one frame, 20 ms, before it).
+    assert "offset=" not in played[0]["detail"], played[0]
+    start = datetime.fromisoformat(body["start"]).replace(tzinfo=VN).timestamp()
+    assert start - 0.1 <= played[0]["started_at"] < played[0]["ended_at"], (start, played[0])
 
 
 def test_bad_programmes_are_refused(api: Api, tmp_path: Path) -> None:
@@ -81,7 +106,8 @@ def test_restart_mid_programme_resumes_at_the_offset(tmp_path: Path) -> None:
                             body={"title": "Dài", "zones": ["commune-a"], "media": [media], "start": local_in(2.0),
                                   "recurrence": "daily"})
     assert status == 201
-    time.sleep(5.0)
+    assert wait_until(lambda: any(e["outcome"] is None for e in scheduled_log(api))), "the programme starts"
+    time.sleep(2.0)  # some of it plays before the stop, so the restart has an offset to resume at
     server.stop()
     server = start_server(config)
     try:
@@ -93,9 +119,15 @@ def test_restart_mid_programme_resumes_at_the_offset(tmp_path: Path) -> None:
         listener.join(30)
         audio, _ = soundfile.read(str(tmp_path / "after.wav"), dtype="float32")
         assert abs(dominant_frequency(audio[24000:]) - 880.0) < 3, "the programme is back on air after the restart"
-        log = [e for e in api("GET", "/api/v1/broadcasts?zone=commune-a")[1]["items"] if e["kind"] == "scheduled"]
+        log = scheduled_log(api)
         assert [e["outcome"] for e in log] == [None, "stopped"]  # newest first: the resumed play is on air
-        assert "offset=" in log[0]["detail"]
+        resumed, stopped = log
+        offset = re.search(r"offset=([0-9.]+)s", resumed["detail"])
+        assert offset is not None, resumed
+        # It resumed after where the first play was stopped (the programme's clock kept running while the
+        # server was down), and inside the 12 s programme: not from the start, not past the end.
+        assert stopped["started_at"] < stopped["ended_at"] <= resumed["started_at"]
+        assert stopped["ended_at"] - stopped["started_at"] - 0.1 <= float(offset[1]) < 12.0, (offset[1], log)
         assert api("GET", f"/api/v1/programmes/{programme['id']}")[1]["recurrence"] == "daily"
     finally:
         server.stop()
