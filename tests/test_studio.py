@@ -1,5 +1,8 @@
 """Studio consoles on air: ffmpeg (a client we did not write) pushes Opus and MP3 to the real server
-while the reference loudspeaker listens; refusals for wrong credentials, foreign channels, a second source."""
+while the reference loudspeaker listens; refusals for wrong credentials, foreign channels, a second source.
+
+Waits are bounded by generous timeouts and never asserted: what is asserted is what was heard, in order,
+and what the server reports (its /channels state and its counters)."""
 
 from __future__ import annotations
 
@@ -9,19 +12,45 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import soundfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.codecs.pcm import dominant_frequency
 from tests.conftest import ROOT, RunningServer, run_speaker, start_server, tone_file, write_config
 from tests.test_http_stream import metric
 
 PASSWORD = "studio-pass-1"
+WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def live(server: RunningServer) -> dict[str, Any] | None:
+    """ch-a's live session as the server reports it, or None."""
+    session: dict[str, Any] | None = server.get_json("/channels")[0]["live"]
+    return session
+
+
+def live_sessions(server: RunningServer) -> float:
+    """The broadcaster_live_sessions gauge; fails if the server does not export it at all (a missing metric
+    must not read as 0)."""
+    for family in text_string_to_metric_families(server.get("/metrics").decode()):
+        for sample in family.samples:
+            if sample.name == "broadcaster_live_sessions":
+                return float(sample.value)
+    raise AssertionError("broadcaster_live_sessions is not exported")
 
 
 @pytest.fixture
@@ -64,10 +93,14 @@ def test_studio_goes_on_air_and_the_channel_falls_back_after(studio: tuple[Runni
     wav = tone_file(tmp_path / "studio.wav", 880.0, -12.0, 4.0)
     heard = tmp_path / "heard.wav"
     thread, stats = listen(server, 11.0, heard)
-    time.sleep(2.0)
+    assert wait_until(lambda: server.get_json("/healthz")["loudspeakers_online"] == 1)
+    time.sleep(1.5)  # let it hear the loop first; what is asserted is the order heard, not this time
+    assert live_sessions(server) == 0
     console = ffmpeg_source(server, wav, codec, fmt)
-    time.sleep(1.5)
-    assert server.get_json("/channels")[0]["live"]["by"] == "op-a"
+    assert wait_until(lambda: live(server) is not None), "the console goes on air"
+    session = live(server)
+    assert session is not None and session["by"] == "op-a"
+    assert live_sessions(server) == 1
     assert console.wait(30) == 0, console.stderr.read() if console.stderr else ""
     thread.join(40)
     assert stats["acked"] and stats["lost"] == 0, stats
@@ -84,7 +117,8 @@ def test_studio_goes_on_air_and_the_channel_falls_back_after(studio: tuple[Runni
     recorded, rate = soundfile.read(str(recordings[0]), dtype="float32")
     assert rate == 48000 and abs(recorded.size / 48000 - 4.0) < 0.5
     assert abs(dominant_frequency(recorded[4800:-4800]) - 880.0) < 2.0
-    assert server.get_json("/channels")[0]["live"] is None
+    assert wait_until(lambda: live(server) is None)
+    assert live_sessions(server) == 0
     expected_format = {"libopus": "ogg/opus", "libvorbis": "ogg/vorbis", "libmp3lame": "mp3"}[codec[1]]
     assert metric(server, "broadcaster_ingest_bytes_total", {"format": expected_format}) > 0
 
@@ -128,12 +162,14 @@ def test_second_source_gets_409_and_the_first_stays_on_air(studio: tuple[Running
     wav = tone_file(tmp_path / "studio.wav", 880.0, -12.0, 6.0)
     console = ffmpeg_source(server, wav, ["-c:a", "libopus"], "ogg")
     try:
-        time.sleep(1.5)
+        assert wait_until(lambda: live(server) is not None), "the first console goes on air"
         second = raw_source(server, "/ingest/ch-a", method="SOURCE")
         head = reply(second)
         second.close()
         assert head.startswith("HTTP/1.0 409") and "already live" in head, head
-        assert server.get_json("/channels")[0]["live"]["by"] == "op-a"
+        session = live(server)
+        assert session is not None and session["by"] == "op-a"
+        assert live_sessions(server) == 1, "the refused second source opened no session"
     finally:
         console.wait(30)
 
@@ -150,11 +186,10 @@ def test_legacy_source_method_and_broken_stream_fall_back(studio: tuple[RunningS
     assert reply(sock).startswith("HTTP/1.1 100")
     half = len(stream) * 2 // 3
     sock.sendall(bytes(stream[:half]))  # then the console dies mid-page
-    time.sleep(0.5)
-    assert server.get_json("/channels")[0]["live"] is not None
+    assert wait_until(lambda: live(server) is not None), "on air from the first pages"
     sock.close()
-    time.sleep(1.0)
-    assert server.get_json("/channels")[0]["live"] is None
+    assert wait_until(lambda: live(server) is None), "off air once the console has gone"
+    assert live_sessions(server) == 0
     assert metric(server, "broadcaster_ingest_decode_errors_total", {"format": "ogg/opus"}) >= 1
     stats = run_speaker(server, "spk-1", 2.0, out=tmp_path / "after.wav")
     assert stats["acked"] and stats["lost"] == 0
@@ -171,4 +206,7 @@ def test_not_audio_is_refused_with_415(studio: tuple[RunningServer, Path]) -> No
     assert sock.recv(100) == b"", "the server hangs up on a stream it cannot decode"
     sock.close()
     assert metric(server, "broadcaster_ingest_refused_total", {"reason": "unsupported_format"}) == 1
-    assert np.isfinite(metric(server, "broadcaster_live_sessions"))
+    # The refused stream left nothing on air: no session in the gauge (exported, not merely absent), none
+    # in /channels.
+    assert wait_until(lambda: live_sessions(server) == 0)
+    assert live(server) is None
