@@ -121,7 +121,7 @@ def test_bad_datagrams_get_nothing_back(server: RunningServer) -> None:
     assert challenge["verified"] is False
     sock.sendto(encode_message(MessageType.SUBSCRIBE, "spk-1", {"channel": "ch-a", "ts": now_ms, "seq": 2,
                                                                  "cookie": challenge["cookie"]}, key), target)
-    packets = []
+    packets: list[bytes] = []
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline and len(packets) < 10:
         try:
