@@ -57,7 +57,7 @@ class MixerInput:
     gain: float = 0.0  # the linear gain applied at the end of the last frame
     removing: bool = field(default=False)
     preempted: bool = False  # muted by a higher class in the last frame
-    frames_played: int = 0  # frames in which the source gave audio
+    frames_played: int = 0  # frames in which the source gave audio (or was skipped with no consumers)
     owner: str | None = None  # the core's input id this belongs to
     on_end: Callable[[MixerInput, str], None] | None = None  # called once with "finished", "skipped" or "removed"
 
@@ -104,6 +104,7 @@ class Mixer:
         """Advance every source one frame with no output (no consumers)."""
         for item in list(self.inputs):
             item.source.skip()
+            item.frames_played += 1  # on air, though nobody listens: records and first-frame events count it
             if item.source.finished or item.removing:
                 self._drop(item, "finished" if item.source.finished else "removed")
 
