@@ -92,7 +92,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if args.role != "admin" and not args.zone:
         print("an operator or viewer needs at least one --zone", file=sys.stderr)
         return 2
-    known = {r["id"] for r in storage.query("SELECT id FROM zones")}
+    known = {r["id"] for r in storage.zones.all_sync()}
     unknown = [z for z in args.zone if z not in known]
     if unknown:
         print(f"no zone {unknown[0]!r}; zones: {', '.join(sorted(known))}", file=sys.stderr)
@@ -134,12 +134,12 @@ def cmd_user_token(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from broadcaster.api import ApiError, time_query
+    from broadcaster.api.call import ApiError, time_query
     from broadcaster.control.auth import ZoneTree
-    from broadcaster.storage.reports import broadcast_report, report_csv
+    from broadcaster.storage.reports import report_csv
 
     _, storage = _storage(args)
-    zones = ZoneTree.from_rows(storage.query("SELECT id, name, kind, parent FROM zones"))
+    zones = ZoneTree.from_rows(storage.zones.all_sync())
     zone = args.zone or next((z for z, p in zones.parents.items() if p is None), "")
     if zone not in zones:
         print(f"no zone {zone!r}", file=sys.stderr)
@@ -151,7 +151,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(exc.message, file=sys.stderr)
         return 2
-    result = broadcast_report(storage, zones, zone, start, end, now=now)
+    result = storage.reports.broadcast_sync(zones, zone, start, end, now)
+    storage.close()
     print(report_csv(result) if args.format == "csv" else json.dumps(result, ensure_ascii=False, indent=1), end="")
     return 0
 

@@ -1,31 +1,68 @@
-"""Storage: migrations, sealed keys, queued writes, and the report's arithmetic."""
+"""Storage: migrations, sealed keys, queued writes, the pool, repositories, and the report's arithmetic."""
 
 from __future__ import annotations
 
+import queue
+import random
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from broadcaster.control.auth import ZoneTree
-from broadcaster.storage import MIGRATIONS, SCHEMA_VERSION, KeySealer, Storage, StorageError
+from broadcaster.storage import MIGRATIONS, SCHEMA_VERSION, Actor, Conflict, Exists, KeySealer, Storage, StorageError
+from broadcaster.storage.db import split_statements
+from broadcaster.storage.loudspeakers import StoredDevice
 from broadcaster.storage.reports import broadcast_report, report_csv
 
 SEALER = KeySealer(bytes(range(32)))
 
 
+EXPECTED_COLUMNS = {
+    "zones": {"id", "name", "kind", "parent"},
+    "channels": {"id", "name", "zone", "public", "multicast_group", "multicast_port", "multicast_ttl", "loop_path",
+                 "loop_gain_db"},
+    "loudspeakers": {"id", "name", "zone", "channel", "key_sealed", "volume", "created_at"},
+    "users": {"id", "name", "role", "password_hash", "created_at"},
+    "user_zones": {"user_id", "zone"},
+    "tokens": {"token_hash", "user_id", "label", "created_at"},
+    "media": {"id", "zone", "title", "filename", "path", "duration_s", "loudness_lufs", "original_lufs", "sha256",
+              "size_bytes", "uploaded_by", "created_at"},
+    "broadcast_log": {"id", "channel", "zone", "kind", "item", "started_at", "ended_at", "started_by", "outcome",
+                      "detail"},
+    "audit_log": {"id", "at", "actor", "action", "target", "zone", "remote", "detail"},
+    "speaker_sessions": {"id", "loudspeaker", "zone", "channel", "started_at", "ended_at"},
+    "meta": {"key", "value"},
+    "programmes": {"id", "title", "zones", "media", "start_local", "duration_s", "recurrence", "weekdays", "until",
+                   "priority", "on_restart", "on_preempt", "created_by", "created_at"},
+}
+EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
+                    "speaker_sessions_open"}
+
+
+def assert_current_schema(storage: Storage) -> None:
+    assert storage.version == SCHEMA_VERSION == len(MIGRATIONS)
+    for table, columns in EXPECTED_COLUMNS.items():
+        found = {r["name"] for r in storage.query(f"PRAGMA table_info({table})")}
+        assert found == columns, table
+    indexes = {r["name"] for r in storage.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert EXPECTED_INDEXES <= indexes
+
+
 def test_migrates_an_empty_file_to_the_current_schema(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
-    assert storage.version == SCHEMA_VERSION == 3
-    tables = {r["name"] for r in storage.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"zones", "channels", "loudspeakers", "users", "tokens", "media", "broadcast_log", "audit_log",
-            "speaker_sessions", "meta", "programmes"} <= tables
+    assert_current_schema(storage)
     assert storage.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
     assert storage.query("PRAGMA foreign_keys")[0]["foreign_keys"] == 1
 
 
-def test_migrates_from_the_previous_version_keeping_data(tmp_path: Path) -> None:
+def test_migrates_from_version_1_keeping_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
     db.executescript(MIGRATIONS[0])
@@ -36,9 +73,35 @@ def test_migrates_from_the_previous_version_keeping_data(tmp_path: Path) -> None
     db.commit()
     db.close()
     storage = Storage(path, SEALER)
-    assert storage.version == 3
+    assert_current_schema(storage)
     assert storage.query("SELECT name FROM zones") == [{"name": "Tỉnh"}]
     assert storage.query("SELECT item, detail FROM broadcast_log") == [{"item": "x.ogg", "detail": ""}]
+
+
+def test_statements_split_where_sqlite_ends_them() -> None:
+    script = """
+    CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL DEFAULT 'a; b');  -- a comment; with a semicolon
+    CREATE TABLE "odd;name" (x TEXT);
+    CREATE TRIGGER notes_log AFTER INSERT ON notes BEGIN
+        INSERT INTO "odd;name" (x) VALUES ('saw; ' || NEW.text);
+        UPDATE notes SET text = text || ';' WHERE id = NEW.id;
+    END;
+    -- a trailing comment
+    """
+    statements = split_statements(script)
+    assert len(statements) == 3
+    assert statements[0].startswith("CREATE TABLE notes") and "'a; b'" in statements[0]
+    assert statements[2].count(";") == 6 and statements[2].rstrip().endswith("END;")
+    db = sqlite3.connect(":memory:")
+    for statement in statements:
+        db.execute(statement)
+    db.execute("INSERT INTO notes (text) VALUES ('x')")
+    assert db.execute("SELECT text FROM notes").fetchall() == [("x;",)]
+    assert db.execute('SELECT x FROM "odd;name"').fetchall() == [("saw; x",)]
+    with pytest.raises(ValueError, match="unfinished"):
+        split_statements("CREATE TABLE t (x TEXT DEFAULT 'never closed;")
+    # the shipped migrations split into the statements they are made of
+    assert [len(split_statements(m)) for m in MIGRATIONS] == [10, 4, 1, 3]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -86,7 +149,7 @@ def test_queued_writes_survive_a_failed_flush(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         storage.flush()
     assert storage.query("SELECT * FROM meta") == []
-    storage._pending.pop()  # the bad statement fixed by hand; the good one is still queued
+    storage.logs._pending.pop()  # the bad statement fixed by hand; the good one is still queued
     assert storage.flush() == 1
     assert storage.query("SELECT key FROM meta") == [{"key": "a"}]
 
@@ -130,3 +193,185 @@ def test_report_figures_from_a_known_log(tmp_path: Path) -> None:
     assert csv_text.splitlines()[0] == "zone,name,hours_live,hours_loop,hours_scheduled,hours_total,loudspeakers," \
                                        "availability"
     assert csv_text.splitlines()[1] == "a,A,0.5,0,3.0,3.5,2,0.75"
+
+
+# --- the loop side: the pool ----------------------------------------------------------------
+
+class ThreadCalls:
+    """The part of a reactor the pool uses: results come back through callFromThread,
+    and the test thread (standing in for the reactor thread) runs them."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = queue.Queue()
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.calls.put((f, args, kwargs))
+
+    def addSystemEventTrigger(self, phase: str, event_type: str, f: Callable[..., Any], *args: Any,
+                              **kwargs: Any) -> None:
+        pass
+
+    def wait(self, d: Deferred[Any], timeout_s: float = 10.0) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        while not results:
+            f, args, kwargs = self.calls.get(timeout=timeout_s)
+            f(*args, **kwargs)
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+
+@pytest.fixture
+def pooled(tmp_path: Path) -> Iterator[tuple[Storage, ThreadCalls]]:
+    storage = Storage(tmp_path / "b.db", SEALER)
+    reactor = ThreadCalls()
+    storage.db.bind(reactor)
+    yield storage, reactor
+    storage.db.close()
+
+
+def test_interactions_run_in_a_worker_and_a_long_report_holds_up_no_write(
+        pooled: tuple[Storage, ThreadCalls]) -> None:
+    storage, reactor = pooled
+    build_log(storage)
+    started, release = threading.Event(), threading.Event()
+
+    def slow_report(conn: sqlite3.Connection) -> tuple[int, int]:
+        conn.execute("SELECT COUNT(*) FROM speaker_sessions").fetchone()  # its read snapshot is open from here
+        started.set()
+        release.wait(10)
+        count = conn.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'x'").fetchone()[0]
+        return threading.get_ident(), count
+
+    report = storage.db.report("slow", slow_report)
+    assert started.wait(10)
+    assert not report.called  # the caller got its Deferred back at once, the query is still running
+    # While the report reads, the caller's thread writes (sync path) and a pooled write completes:
+    # nothing waits for the long read (WAL readers do not block the writer; reports have their own pool).
+    storage.logs.audit_sync(Actor("t"), "x", "y", None)
+    written = reactor.wait(storage.logs.audit(Actor("t"), "x", "z", None).addCallback(
+        lambda _: threading.get_ident()))
+    assert written == threading.get_ident()  # the callback ran on the "reactor" thread
+    assert not report.called
+    release.set()
+    worker, count = reactor.wait(report)
+    assert worker != threading.get_ident()
+    assert count == 0  # one transaction: a consistent snapshot, the writes made meanwhile are not in it
+
+
+def test_a_failed_interaction_rolls_back_and_conflicts_say_so(pooled: tuple[Storage, ThreadCalls]) -> None:
+    storage, reactor = pooled
+
+    def half_way(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO zones (id, name, kind) VALUES ('z', 'Z', 'province')")
+        raise RuntimeError("half-way")
+
+    with pytest.raises(RuntimeError):
+        reactor.wait(storage.db.run("half", half_way))
+    assert storage.query("SELECT * FROM zones") == []
+    reactor.wait(storage.zones.create(Actor("admin", "127.0.0.1"), "z", "Z", "province", None))
+    with pytest.raises(Conflict):
+        reactor.wait(storage.zones.create(Actor("admin"), "z", "Z", "province", None))
+    assert [z["id"] for z in storage.zones.all_sync()] == ["z"]
+    audit = storage.query("SELECT actor, action, target, remote FROM audit_log")
+    assert audit == [{"actor": "admin", "action": "zone.create", "target": "z", "remote": "127.0.0.1"}]
+
+
+def test_loudspeaker_repository_changes_one_device(pooled: tuple[Storage, ThreadCalls]) -> None:
+    storage, reactor = pooled
+    build_log(storage)
+    speakers, actor = storage.loudspeakers, Actor("op", "10.0.0.1")
+    row = reactor.wait(speakers.register(actor, "s9", "a1", "ch-a", "k" * 20, name="Chợ", volume=60))
+    assert (row["id"], row["zone"], row["channel"], row["name"], row["volume"]) == ("s9", "a1", "ch-a", "Chợ", 60)
+    with pytest.raises(Exists):
+        reactor.wait(speakers.register(actor, "s9", "a1", "ch-a", "k" * 20))
+    device = reactor.wait(speakers.device("s9"))
+    assert device is not None and device.key == b"k" * 20 and device.volume == 60
+    updated = reactor.wait(speakers.update(actor, "s9", {"volume": 30, "channel": "ch-b"}))
+    assert updated is not None and (updated["volume"], updated["channel"]) == (30, "ch-b")
+    assert reactor.wait(speakers.rotate_key(actor, "s9", "n" * 20))
+    assert speakers.device_sync("s9") == StoredDevice("s9", "a1", "ch-b", b"n" * 20, 30)
+    page = reactor.wait(speakers.page({"a", "a1"}, limit=10, offset=0))
+    assert [r["id"] for r in page.items] == ["s1", "s2", "s9"] and page.total == 3
+    assert reactor.wait(speakers.delete(actor, "s9")) and reactor.wait(speakers.get("s9")) is None
+    assert not reactor.wait(speakers.rotate_key(actor, "s9", "n" * 20))
+    assert reactor.wait(speakers.update(actor, "s9", {"volume": 1})) is None
+    actions = [r["action"] for r in storage.query("SELECT action FROM audit_log WHERE target = 's9' ORDER BY id")]
+    assert actions == ["loudspeaker.register", "loudspeaker.update", "loudspeaker.rotate_key", "loudspeaker.delete"]
+
+
+# --- the report: SQL aggregates against the arithmetic done by hand ---------------------------------
+
+def brute_force_report(storage: Storage, zones: ZoneTree, zone: str, start: float, end: float,
+                       now: float) -> dict[str, Any]:
+    """The report computed row by row in Python (the way it was before SQL did it)."""
+    def overlap(s: float, e: float | None) -> float:
+        return max(0.0, min(e if e is not None else now, end) - max(s, start))
+
+    subtree = zones.subtree(zone)
+    communes: dict[str, dict[str, Any]] = {}
+
+    def commune(z: str) -> dict[str, Any]:
+        c = zones.commune_of(z)
+        return communes.setdefault(c, {"zone": c, "name": zones.names.get(c, c), "on_air": {}, "n": 0, "online": 0.0})
+
+    for r in storage.query("SELECT zone, kind, started_at, ended_at FROM broadcast_log"):
+        if r["zone"] in subtree and r["started_at"] < end and (r["ended_at"] is None or r["ended_at"] > start):
+            on_air = commune(r["zone"])["on_air"]
+            on_air[r["kind"]] = on_air.get(r["kind"], 0.0) + overlap(r["started_at"], r["ended_at"]) / 3600
+    for r in storage.query("SELECT zone FROM loudspeakers"):
+        if r["zone"] in subtree:
+            commune(r["zone"])["n"] += 1
+    for r in storage.query("SELECT zone, started_at, ended_at FROM speaker_sessions"):
+        if r["zone"] in subtree and r["started_at"] < end and (r["ended_at"] is None or r["ended_at"] > start):
+            commune(r["zone"])["online"] += overlap(r["started_at"], r["ended_at"]) / 3600
+    window_h = max(0.0, min(end, now) - start) / 3600
+    return {"zone": zone, "from": start, "to": end, "communes": [
+        {"zone": c["zone"], "name": c["name"], "hours_on_air": dict(sorted(c["on_air"].items())),
+         "hours_on_air_total": sum(c["on_air"].values()), "loudspeakers": c["n"],
+         "availability": min(1.0, c["online"] / (c["n"] * window_h)) if c["n"] and window_h else None}
+        for c in sorted(communes.values(), key=lambda c: c["zone"])]}
+
+
+def test_report_aggregated_in_sql_equals_the_brute_force_one(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "b.db", SEALER)
+    tree = build_log(storage)
+    rng = random.Random(8)
+    hour = 3600.0
+    with storage.transaction() as db:
+        for i in range(300):
+            start = rng.uniform(-5 * hour, 15 * hour)
+            end = None if rng.random() < 0.1 else start + rng.uniform(0, 4 * hour)
+            db.execute("INSERT INTO broadcast_log (channel, zone, kind, item, started_at, ended_at, started_by) "
+                       "VALUES (?,?,?,?,?,?,?)", ("c", rng.choice(["a", "a1", "b", "b1"]),
+                                                  rng.choice(["live", "scheduled", "alert"]), f"i{i}", start, end, "t"))
+            start = rng.uniform(-5 * hour, 15 * hour)
+            end = None if rng.random() < 0.1 else start + rng.uniform(0, 6 * hour)
+            db.execute("INSERT INTO speaker_sessions (loudspeaker, zone, channel, started_at, ended_at) "
+                       "VALUES (?,?,?,?,?)",
+                       (rng.choice(["s1", "s2", "s3"]), rng.choice(["a1", "b1"]), "c", start, end))
+    statements: list[str] = []
+    storage.db.conn.set_trace_callback(statements.append)
+    for zone, start, end, now in (("p", 0.0, 10 * hour, 10 * hour), ("p", 2 * hour, 20 * hour, 12 * hour),
+                                  ("a", -hour, 3 * hour, 12 * hour), ("b1", 5 * hour, 6 * hour, 5.5 * hour)):
+        statements.clear()
+        fast = broadcast_report(storage, tree, zone, start, end, now=now)
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 3  # three aggregates
+        slow = brute_force_report(storage, tree, zone, start, end, now)
+        assert [c["zone"] for c in fast["communes"]] == [c["zone"] for c in slow["communes"]]
+        for f, s in zip(fast["communes"], slow["communes"], strict=True):
+            assert f["hours_on_air"] == pytest.approx(s["hours_on_air"], abs=1e-4)
+            assert f["hours_on_air_total"] == pytest.approx(s["hours_on_air_total"], abs=1e-4)
+            assert f["loudspeakers"] == s["loudspeakers"]
+            assert f["availability"] == (pytest.approx(s["availability"], abs=1e-4) if s["availability"] is not None
+                                         else None)
+    storage.db.conn.set_trace_callback(None)
+
+
+def test_report_from_the_pool_equals_the_sync_one(pooled: tuple[Storage, ThreadCalls]) -> None:
+    storage, reactor = pooled
+    tree = build_log(storage)
+    pooled_report = reactor.wait(storage.reports.broadcast(tree, "p", 0.0, 10 * 3600.0, 10 * 3600.0))
+    assert pooled_report == storage.reports.broadcast_sync(tree, "p", 0.0, 10 * 3600.0, 10 * 3600.0)
+    assert report_csv(pooled_report).splitlines()[1] == "a,A,0.5,0,3.0,3.5,2,0.75"

@@ -1,0 +1,137 @@
+"""The numbered schema migrations. ``PRAGMA user_version`` holds how many are
+applied; each runs in its own transaction (broadcaster.storage.db.migrate).
+
+Append only: a migration that has shipped is never edited, because databases
+in the field already ran it. Statements are split with
+``sqlite3.complete_statement`` so a ``;`` inside a string or a trigger body is
+part of its statement.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the base schema.
+    """
+    CREATE TABLE zones (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        parent TEXT REFERENCES zones(id) ON DELETE RESTRICT
+    );
+    CREATE TABLE channels (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        zone TEXT NOT NULL REFERENCES zones(id) ON DELETE RESTRICT,
+        public INTEGER NOT NULL DEFAULT 1,
+        multicast_group TEXT,
+        multicast_port INTEGER,
+        multicast_ttl INTEGER,
+        loop_path TEXT,
+        loop_gain_db REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE loudspeakers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL DEFAULT '',
+        zone TEXT NOT NULL REFERENCES zones(id) ON DELETE RESTRICT,
+        channel TEXT NOT NULL REFERENCES channels(id) ON DELETE RESTRICT,
+        key_sealed BLOB NOT NULL,
+        volume INTEGER NOT NULL DEFAULT 80,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+        password_hash TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE user_zones (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        zone TEXT NOT NULL REFERENCES zones(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, zone)
+    );
+    CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        label TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE media (
+        id TEXT PRIMARY KEY,
+        zone TEXT NOT NULL REFERENCES zones(id) ON DELETE RESTRICT,
+        title TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        path TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        loudness_lufs REAL,
+        original_lufs REAL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        uploaded_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE broadcast_log (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        item TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        started_by TEXT NOT NULL,
+        outcome TEXT
+    );
+    CREATE INDEX broadcast_log_time ON broadcast_log (started_at);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        zone TEXT,
+        remote TEXT,
+        detail TEXT
+    );
+    """,
+    # 2: loudspeaker online sessions (the source of availability figures), a
+    #    server heartbeat to close what a crash left open, notes on log entries.
+    """
+    CREATE TABLE speaker_sessions (
+        id INTEGER PRIMARY KEY,
+        loudspeaker TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL
+    );
+    CREATE INDEX speaker_sessions_time ON speaker_sessions (started_at);
+    ALTER TABLE broadcast_log ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
+    """,
+    # 3: scheduled programmes (playlists of media on target zones).
+    """
+    CREATE TABLE programmes (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        zones TEXT NOT NULL,
+        media TEXT NOT NULL,
+        start_local TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        recurrence TEXT NOT NULL,
+        weekdays TEXT NOT NULL DEFAULT '[]',
+        until TEXT,
+        priority INTEGER NOT NULL DEFAULT 20,
+        on_restart TEXT NOT NULL DEFAULT 'resume',
+        on_preempt TEXT NOT NULL DEFAULT 'pause',
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+    # 4: indexes for the paged logs (newest first), per-zone lists, and closing open sessions.
+    """
+    CREATE INDEX audit_log_time ON audit_log (at);
+    CREATE INDEX loudspeakers_zone ON loudspeakers (zone);
+    CREATE INDEX speaker_sessions_open ON speaker_sessions (loudspeaker) WHERE ended_at IS NULL;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
