@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import io
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.web.test.requesthelper import DummyRequest
 
-from broadcaster.api import ROUTES
+from broadcaster.api import ROUTES, ApiError
+from broadcaster.api.call import Call
+from broadcaster.api.models import (
+    AlertCreate,
+    AlertPriority,
+    LoudspeakerCreate,
+    OnRestart,
+    ProgrammeCreate,
+    Recurrence,
+    ZoneKind,
+)
+from broadcaster.api.openapi import build, committed
+from broadcaster.control.auth import Principal
 from tests.conftest import MAX_UPLOAD, Api, prepare, run_speaker, start_server, tone_file
 
 
@@ -41,22 +57,23 @@ def test_requests_without_a_valid_token_get_401(shared_api: Api) -> None:
     assert shared_api("PATCH", "/api/v1/zones")[0] == 405  # (PUT belongs to studio ingest)
 
 
-SPEAKER_B = {"id": "new-b", "zone": "hamlet-b", "channel": "ch-b"}
+def fresh(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.mark.parametrize("method, path, body, admin, op_a, viewer_a", [
     ("GET", "/api/v1/channels/ch-a", None, 200, 200, 200),
     ("GET", "/api/v1/channels/ch-b", None, 200, 403, 403),
-    ("GET", "/api/v1/loudspeakers/spk-3", None, 200, 403, 403),
-    ("PATCH", "/api/v1/loudspeakers/spk-1", {"volume": 55}, 200, 200, 403),
-    ("PATCH", "/api/v1/loudspeakers/spk-3", {"volume": 55}, 200, 403, 403),
-    ("PATCH", "/api/v1/loudspeakers/spk-1", {"channel": "ch-b"}, 200, 403, 403),
-    ("POST", "/api/v1/loudspeakers", SPEAKER_B, 201, 403, 403),
-    ("POST", "/api/v1/loudspeakers/spk-3/rotate-key", None, 200, 403, 403),
-    ("DELETE", "/api/v1/loudspeakers/spk-4", None, 204, 403, 403),
-    ("POST", "/api/v1/zones", {"id": "z-new", "name": "Mới", "kind": "commune", "parent": "province"},
+    ("GET", "/api/v1/loudspeakers/{speaker-b}", None, 200, 403, 403),
+    ("PATCH", "/api/v1/loudspeakers/{speaker-a}", {"volume": 55}, 200, 200, 403),
+    ("PATCH", "/api/v1/loudspeakers/{speaker-b}", {"volume": 55}, 200, 403, 403),
+    ("PATCH", "/api/v1/loudspeakers/{speaker-a}", {"channel": "ch-b"}, 200, 403, 403),
+    ("POST", "/api/v1/loudspeakers", {"id": "{new}", "zone": "hamlet-b", "channel": "ch-b"}, 201, 403, 403),
+    ("POST", "/api/v1/loudspeakers/{speaker-b}/rotate-key", None, 200, 403, 403),
+    ("DELETE", "/api/v1/loudspeakers/{speaker-b}", None, 204, 403, 403),
+    ("POST", "/api/v1/zones", {"id": "{new}", "name": "Mới", "kind": "commune", "parent": "province"},
      201, 403, 403),
-    ("POST", "/api/v1/channels", {"id": "ch-new", "name": "Mới", "zone": "commune-a"}, 201, 403, 403),
+    ("POST", "/api/v1/channels", {"id": "{new}", "name": "Mới", "zone": "commune-a"}, 201, 403, 403),
     ("GET", "/api/v1/broadcasts?zone=commune-b", None, 200, 403, 403),
     ("GET", "/api/v1/audit?zone=commune-b", None, 200, 403, 403),
     ("GET", "/api/v1/reports/broadcast?zone=commune-b", None, 200, 403, 403),
@@ -65,8 +82,19 @@ SPEAKER_B = {"id": "new-b", "zone": "hamlet-b", "channel": "ch-b"}
 ])
 def test_every_role_against_every_route_family(shared_api: Api, method: str, path: str, body: Any, admin: int,
                                                op_a: int, viewer_a: int) -> None:
-    """One server for the table: rows are ordered so that what an admin changes
-    does not alter a later row's answer."""
+    """One server for the table, but every row makes the loudspeakers and ids it
+    changes, so no row depends on which rows ran before it."""
+    names = {"{new}": fresh("new")}
+    for hamlet, channel in (("a", "ch-a"), ("b", "ch-b")):
+        name = fresh(f"spk-{hamlet}")
+        status, _ = shared_api("POST", "/api/v1/loudspeakers",
+                               body={"id": name, "zone": f"hamlet-{hamlet}", "channel": channel})
+        assert status == 201
+        names["{speaker-" + hamlet + "}"] = name
+    for placeholder, name in names.items():
+        path = path.replace(placeholder, name)
+    if body is not None:
+        body = {k: names.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
     raw = b"not audio" if "/media" in path else None
     for who, expected in (("viewer-a", viewer_a), ("op-a", op_a), ("admin", admin)):
         status, reply = shared_api(method, path, who=who, body=body, raw=raw)
@@ -188,3 +216,78 @@ def test_state_and_keys_survive_a_restart(tmp_path: Path) -> None:
         assert {e["outcome"] for e in log if e["ended_at"] is not None} == {"stopped"}
     finally:
         server.stop()
+
+
+# --- models and the generated document (no server) ------------------------------------------------
+
+def body_error(model: Any, body: Any) -> tuple[int, str, str]:
+    request = DummyRequest([b""])
+    request.content = io.BytesIO(json.dumps(body).encode())  # type: ignore[attr-defined]
+    call = Call(request, Principal("t", "admin"), {}, {}, app=None)  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as info:
+        call.body(model)
+    return info.value.status, info.value.code, info.value.message
+
+
+@pytest.mark.parametrize("model, body, code, message", [
+    (LoudspeakerCreate, {"id": "x", "zone": "z", "channel": "c", "volume": 101}, "bad_value", "volume: must be ≤ 100"),
+    (LoudspeakerCreate, {"id": "x", "zone": "z", "channel": "c", "volume": -1}, "bad_value", "volume: must be ≥ 0"),
+    (LoudspeakerCreate, {"id": "x", "zone": "z", "channel": "c", "volume": True}, "wrong_type",
+     "volume: must be an integer, got bool"),
+    (LoudspeakerCreate, {"id": "x", "zone": "z"}, "missing_field", "channel: is required"),
+    (LoudspeakerCreate, {"id": "x", "zone": "z", "channel": "c", "colour": 1}, "unknown_field", "colour: unknown"),
+    (LoudspeakerCreate, {"id": "a b", "zone": "z", "channel": "c"}, "bad_id", "id: must be letters"),
+    (LoudspeakerCreate, {"id": "x", "zone": "z", "channel": "c", "key": "ngắn"}, "bad_value",
+     "key: must be at least 16 bytes"),
+    (ProgrammeCreate, {"title": "t", "zones": ["z"], "media": ["m"], "start": "s", "weekdays": [0, 7]},
+     "bad_value", "weekdays.1: must be ≤ 6"),
+    (ProgrammeCreate, {"title": "t", "zones": ["z", 5], "media": ["m"], "start": "s"}, "wrong_type",
+     "zones.1: must be a string, got int"),
+    (ProgrammeCreate, {"title": "t", "zones": ["z"], "media": [], "start": "s"}, "bad_value",
+     "media: must be at least"),
+    (ProgrammeCreate, {"title": "t", "zones": ["z"], "media": ["m"], "start": "s", "duration_s": 1e11},
+     "bad_value", "duration_s: must be ≤ 86400"),
+    (AlertCreate, {"title": "t", "zones": ["z"], "priority": "scheduled"}, "bad_value", "priority: must be one of"),
+    (AlertCreate, {"title": "t", "zones": ["z"], "repeat": 21}, "bad_value", "repeat: must be ≤ 20"),
+    (AlertCreate, {"title": "t", "zones": ["z"], "text": "x" * 5001}, "bad_value", "text: must be at most 5000"),
+])
+def test_validation_errors_name_the_key_path(model: Any, body: Any, code: str, message: str) -> None:
+    status, got_code, got_message = body_error(model, body)
+    assert (status, got_code) == (400, code) and got_message.startswith(message), got_message
+
+
+def test_a_valid_body_gives_a_typed_object_and_null_means_absent() -> None:
+    request = DummyRequest([b""])
+    request.content = io.BytesIO(b'{"id": "s1", "zone": "z", "channel": "c", "volume": 0, "name": null}')  # type: ignore[attr-defined]
+    body = Call(request, Principal("t", "admin"), {}, {}, app=None).body(LoudspeakerCreate)  # type: ignore[arg-type]
+    assert (body.id, body.volume, body.name, body.key) == ("s1", 0, None, None)
+
+
+def test_model_choices_follow_control() -> None:
+    from typing import get_args
+
+    from broadcaster.config import ZONE_KINDS
+    from broadcaster.control.schedule import ON_RESTART, RECURRENCES
+    from broadcaster.core.mixer import PRIORITY_NAMES, Priority
+
+    assert get_args(Recurrence) == RECURRENCES and get_args(OnRestart) == ON_RESTART
+    assert get_args(ZoneKind) == ZONE_KINDS
+    for name in get_args(AlertPriority):
+        level = PRIORITY_NAMES[name] if isinstance(name, str) else Priority(name)
+        assert level in (Priority.ANNOUNCEMENT, Priority.EMERGENCY)
+
+
+def test_the_committed_openapi_document_is_the_generated_one() -> None:
+    document = build()
+    assert committed() == document, "run: python -m broadcaster.api.openapi"
+    documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert documented == {(r.method, r.path) for r in ROUTES}
+    schemas = document["components"]["schemas"]
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        if route.body is not None:
+            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert schemas[ref.rsplit("/", 1)[1]]["additionalProperties"] is False
+    assert schemas["LoudspeakerCreate"]["properties"]["volume"]["anyOf"][0] == {"maximum": 100, "minimum": 0,
+                                                                                "type": "integer"}
+    assert set(schemas["Report"]["properties"]) == {"zone", "from", "to", "communes"}

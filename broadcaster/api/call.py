@@ -1,0 +1,189 @@
+"""One API call as the handlers see it, the route declaration, and the errors.
+
+A handler is ``async def handler(call: Call) -> Reply``: it validates its
+body with ``call.body(Model)`` (a pydantic model from api.models), checks
+scope with ``call.authorize``, reaches storage only through repository
+methods that return Deferreds (awaited: nothing here waits on the database
+lock), and control only through the facade on ``call.app``. Facade calls that
+may become asynchronous are awaited through ``facade(...)``
+(``maybeDeferred``), so they can return a Deferred later with no change here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from twisted.internet.defer import maybeDeferred
+from twisted.web.server import Request
+
+from broadcaster.api.models import validation_message
+from broadcaster.control.auth import Action, Forbidden, Principal, authorize, visible_zones
+from broadcaster.storage import Actor
+
+if TYPE_CHECKING:
+    from broadcaster.app import BroadcastServer
+    from broadcaster.storage import Storage
+
+MAX_JSON_BYTES = 64 * 1024
+DEFAULT_LIMIT, MAX_LIMIT = 50, 500
+
+M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A reply that is not JSON (the CSV report)."""
+
+    content_type: str
+    text: str
+
+
+Reply = tuple[int, BaseModel | Raw | None]
+Handler = Callable[["Call"], Awaitable[Reply]]
+
+
+async def facade(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Call the control facade; a Deferred it may return one day is awaited."""
+    result: T = await maybeDeferred(fn, *args, **kwargs)
+    return result
+
+
+@dataclass
+class Call:
+    request: Request
+    principal: Principal
+    params: dict[str, str]
+    query: dict[str, str]
+    app: BroadcastServer
+
+    @property
+    def remote(self) -> str | None:
+        return self.principal.remote
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.principal.name, self.principal.remote)
+
+    @property
+    def storage(self) -> Storage:
+        return self.app.storage
+
+    def body(self, model: type[M]) -> M:
+        """Parse a JSON object body into the model: unknown fields, wrong types,
+        missing fields and values out of range are 400s naming the key path."""
+        raw = self.request.content.read(MAX_JSON_BYTES + 1) if self.request.content else b""
+        if len(raw) > MAX_JSON_BYTES:
+            raise ApiError(413, "too_large", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "bad_json", "the body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            code, message = validation_message(model, exc)
+            raise ApiError(400, code, message) from None
+
+    def authorize(self, action: Action, *zones: str) -> None:
+        try:
+            authorize(self.principal, action, zones, self.app.zones)
+        except Forbidden as exc:
+            raise ApiError(403, "forbidden", str(exc)) from None
+
+    def visible(self) -> set[str] | None:
+        """The zones the caller may read; None means all (an admin)."""
+        return visible_zones(self.principal, self.app.zones)
+
+    def paging(self) -> tuple[int, int]:
+        limit = int_query(self.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = int_query(self.query, "offset", 0, 0, 10**9)
+        return limit, offset
+
+
+def int_query(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_query", f"query parameter {name!r} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "bad_query", f"query parameter {name!r} must be from {lo} to {hi}")
+    return value
+
+
+def time_query(query: dict[str, str], name: str, default: float) -> float:
+    text = query.get(name)
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, "bad_query", f"{name!r} must be an ISO 8601 date/time or Unix seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or path parameter, for the OpenAPI document."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    where: str = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: how it is matched and run, and what the OpenAPI document says of it.
+
+    ``errors`` lists the error statuses beyond those every route of its kind
+    has (401 unless public; 400 and 413 with a JSON body; 400 when paged)."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type[BaseModel] | None = None
+    status: int = 200
+    body: type[BaseModel] | None = None
+    body_media: str | None = None   # a body that is not JSON: its media type
+    errors: tuple[int, ...] = ()
+    query: tuple[Param, ...] = ()
+    paged: bool = False
+    also: tuple[tuple[int, type[BaseModel]], ...] = ()  # other success replies
+    csv: bool = False
+    public: bool = False
+    pattern: re.Pattern[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$"
+        object.__setattr__(self, "pattern", re.compile(regex))
+
+    @property
+    def tag(self) -> str:
+        return self.path.removeprefix("/api/v1/").split("/")[0].removesuffix(".json")

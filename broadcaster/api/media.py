@@ -1,0 +1,117 @@
+"""/api/v1/media: the media library. An upload is decoded, measured and
+normalised in a worker (control.media, imported there too: it pulls in
+pyloudnorm/scipy, seconds to import), then stored."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+
+from broadcaster import metrics
+from broadcaster.api.call import ApiError, Call, Param, Reply, Route
+from broadcaster.api.models import Media, Page
+from broadcaster.control.auth import Action
+from broadcaster.storage.media import NewMedia
+
+if TYPE_CHECKING:
+    from broadcaster.control.media import ProcessedMedia
+
+MEDIA_ERROR = "broadcaster.control.media.MediaError"
+
+
+def _view(row: dict[str, Any]) -> Media:
+    return Media.model_validate({k: v for k, v in row.items() if k != "path"})
+
+
+async def _row(call: Call) -> dict[str, Any]:
+    row = await call.storage.media.get(call.params["id"])
+    if row is None:
+        raise ApiError(404, "not_found", f"no media item {call.params['id']!r}")
+    return row
+
+
+async def list_media(call: Call) -> Reply:
+    limit, offset = call.paging()
+    page = await call.storage.media.page(call.visible(), limit, offset)
+    return 200, Page[Media](items=[_view(r) for r in page.items], total=page.total, limit=limit, offset=offset)
+
+
+async def get_media(call: Call) -> Reply:
+    row = await _row(call)
+    call.authorize(Action.READ, row["zone"])
+    return 200, _view(row)
+
+
+def _process(data: bytes, **settings: Any) -> ProcessedMedia:
+    from broadcaster.control.media import process_upload  # in the worker: slow to import
+
+    return process_upload(data, **settings)
+
+
+def _refused(failure: Failure) -> Failure:
+    if failure.check(MEDIA_ERROR):
+        exc: Any = failure.value
+        metrics.uploads_rejected_total.labels(exc.code).inc()
+        raise ApiError(413 if exc.code == "too_large" else 422, exc.code, exc.message)
+    return failure
+
+
+async def upload_media(call: Call) -> Reply:
+    zone = call.query.get("zone", "")
+    title = call.query.get("title", "").strip()
+    filename = call.query.get("filename", title or "upload")
+    if zone not in call.app.zones:
+        raise ApiError(400, "bad_reference", f"query parameter 'zone' must name a zone, got {zone!r}")
+    if not title:
+        raise ApiError(400, "missing_field", "query parameter 'title' is required")
+    call.authorize(Action.WRITE, zone)
+    settings = call.app.config.storage
+    if getattr(call.request, "too_large", False):
+        metrics.uploads_rejected_total.labels("too_large").inc()
+        raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
+    data = call.request.content.read() if call.request.content else b""
+    media_id = uuid.uuid4().hex
+    path = Path(settings.media_dir) / f"{media_id}.flac"
+    # Decoding and loudness analysis take seconds: never on the reactor thread.
+    work = deferToThreadPool(call.app.reactor, call.app.reactor.getThreadPool(), _process, data,
+                             filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
+                             target_lufs=settings.loudness_target_lufs, max_duration_s=settings.max_upload_duration_s)
+    result: ProcessedMedia = await work.addErrback(_refused)
+    item = NewMedia(id=media_id, zone=zone, title=title, filename=filename, path=str(path),
+                    duration_s=result.duration_s, loudness_lufs=result.loudness_lufs,
+                    original_lufs=result.original_lufs, sha256=result.sha256, size_bytes=result.size_bytes)
+    try:
+        row = await call.storage.media.add(call.actor, item)
+    except BaseException:
+        path.unlink(missing_ok=True)  # nothing stored half-way
+        raise
+    return 201, _view(row)
+
+
+async def delete_media(call: Call) -> Reply:
+    row = await _row(call)
+    call.authorize(Action.WRITE, row["zone"])
+    deleted = await call.storage.media.delete(call.actor, row["id"])
+    if deleted is not None:
+        Path(deleted["path"]).unlink(missing_ok=True)
+    return 204, None
+
+
+ID = Param("id", "the media item's id", where="path", required=True)
+ROUTES = [
+    Route("GET", "/api/v1/media", list_media, "List the media library", Page[Media], paged=True),
+    Route("POST", "/api/v1/media", upload_media,
+          "Upload a WAV, FLAC, Ogg (Vorbis/Opus) or MP3 file as the raw request body; it is decoded, normalised "
+          "to the loudness target and stored", Media, 201, body_media="application/octet-stream",
+          errors=(400, 403, 413, 422),
+          query=(Param("zone", "the zone the item belongs to", required=True),
+                 Param("title", "the item's title", required=True),
+                 Param("filename", "the uploaded file's name, for messages"))),
+    Route("GET", "/api/v1/media/{id}", get_media, "One media item", Media, errors=(403, 404), query=(ID,)),
+    Route("DELETE", "/api/v1/media/{id}", delete_media, "Delete a media item and its file", None, 204,
+          errors=(403, 404, 409), query=(ID,)),
+]

@@ -1,0 +1,345 @@
+"""Every request and response body of /api/v1, defined once.
+
+A request model validates (unknown fields refused, strict JSON types, ranges)
+and its errors name the key path; the same models generate the OpenAPI
+document (api.openapi). Response models describe what handlers return and
+are what they return: a handler builds one, the router serialises it.
+A field sent as ``null`` is the same as a field left out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from broadcaster.config import ID_PATTERN, MIN_KEY_LENGTH
+
+T = TypeVar("T")
+
+
+class Body(BaseModel):
+    """A request body: strict JSON types, nothing unknown."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Out(BaseModel):
+    """A response body."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _ident(value: str) -> str:
+    if not ID_PATTERN.fullmatch(value):
+        raise PydanticCustomError("bad_id", "must be letters, digits, '-', '_' or '.' (at most 64), got {value}",
+                                  {"value": repr(value)})
+    return value
+
+
+def _device_key(value: str) -> str:
+    if len(value.encode("utf-8")) < MIN_KEY_LENGTH:
+        raise PydanticCustomError("bad_value", "must be at least {n} bytes", {"n": MIN_KEY_LENGTH})
+    return value
+
+
+Ident = Annotated[str, AfterValidator(_ident),
+                  Field(json_schema_extra={"pattern": f"^{ID_PATTERN.pattern}$", "maxLength": 64})]
+Volume = Annotated[int, Field(ge=0, le=100)]
+DeviceKey = Annotated[str, AfterValidator(_device_key), Field(json_schema_extra={"minLength": MIN_KEY_LENGTH})]
+ZoneKind = Literal["province", "district", "commune", "ward", "hamlet", "group"]
+Role = Literal["admin", "operator", "viewer"]
+
+
+# --- common -----------------------------------------------------------------------
+
+class ErrorDetail(Out):
+    code: str
+    message: str
+
+
+class Error(Out):
+    """Every error: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class Me(Out):
+    name: str
+    role: Role
+    zones: list[str]
+
+
+# --- zones and channels ----------------------------------------------------------------
+
+class ZoneCreate(Body):
+    id: Ident
+    name: str
+    kind: ZoneKind
+    parent: str | None = None
+
+
+class Zone(Out):
+    id: str
+    name: str
+    kind: str
+    parent: str | None
+
+
+class ChannelCreate(Body):
+    id: Ident
+    name: str
+    zone: str
+    public: bool = True
+
+
+class Multicast(Out):
+    group: str
+    port: int
+    ttl: int
+
+
+class Channel(Out):
+    model_config = ConfigDict(extra="allow")  # described by control (app.describe_channel)
+
+    id: str
+    name: str
+    zone: str
+    public: bool
+    listeners: int
+    loudspeakers: int
+    multicast: Multicast | None
+    stream: str
+    sdp: str | None
+    live: dict[str, Any] | None = None
+
+
+# --- loudspeakers ---------------------------------------------------------------------------
+
+class LoudspeakerCreate(Body):
+    id: Ident
+    zone: str
+    channel: str
+    name: str | None = None
+    volume: Volume | None = None
+    key: DeviceKey | None = Field(None, description="omit to have the server generate one")
+
+
+class LoudspeakerUpdate(Body):
+    channel: str | None = None
+    volume: Volume | None = None
+    name: str | None = None
+
+
+class Loudspeaker(Out):
+    id: str
+    name: str
+    zone: str
+    channel: str
+    volume: int
+    created_at: float
+    online: bool
+    last_heartbeat: float | None
+    address: str | None
+    status: dict[str, Any] | None
+
+
+class LoudspeakerWithKey(Loudspeaker):
+    key: str = Field(description="the device's secret, shown only this once")
+
+
+class Key(Out):
+    id: str
+    key: str
+
+
+# --- media and programmes ----------------------------------------------------------------------
+
+class Media(Out):
+    id: str
+    zone: str
+    title: str
+    filename: str
+    duration_s: float
+    loudness_lufs: float | None
+    original_lufs: float | None
+    sha256: str
+    size_bytes: int
+    uploaded_by: str
+    created_at: float
+
+
+Recurrence = Literal["once", "daily", "weekdays", "weekly"]
+OnRestart = Literal["resume", "restart", "skip"]
+OnPreempt = Literal["pause", "skip"]
+
+
+class ProgrammeCreate(Body):
+    title: str
+    zones: list[str] = Field(description="target zones: every channel in their subtrees")
+    media: list[str] = Field(min_length=1, description="media ids, played in order")
+    start: str = Field(description="local date and time of the first play, no offset: 2026-12-01T06:00 "
+                                   "(schedule.timezone, Asia/Ho_Chi_Minh by default)")
+    recurrence: Recurrence = "once"
+    weekdays: list[Annotated[int, Field(ge=0, le=6)]] | None = Field(
+        None, description="for weekly: 0 = Monday ... 6 = Sunday")
+    until: str | None = Field(None, description="last local date a play may start on (2026-12-31)")
+    duration_s: float | None = Field(None, ge=0, le=86400,
+                                     description="length of each play, at most a day; default the media's total")
+    on_restart: OnRestart = Field("resume", description="a play already running when the server starts: join at "
+                                                        "the right offset, play from the start, or skip")
+    on_preempt: OnPreempt = Field("pause", description="when an alert or announcement takes the channel: pause "
+                                                       "and resume where it stopped, or end")
+    priority: str | int = Field("normal", description="class: normal (thong-thuong, 20) or background (10)")
+
+
+class Programme(Out):
+    id: str
+    title: str
+    zones: list[str]
+    media: list[str]
+    start_local: str
+    duration_s: float
+    recurrence: str
+    weekdays: list[int]
+    until: str | None
+    priority: int
+    on_restart: str
+    on_preempt: str
+    created_by: str
+    created_at: float
+    channels: list[str]
+    next: list[float] = Field(description="the next start times (Unix seconds), up to 5 within 8 days")
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+AlertPriority = Literal["emergency", "khan-cap", "announcement", "uu-tien", "priority", 50, 40]
+
+
+class AlertCreate(Body):
+    title: str
+    zones: list[str]
+    text: str = Field("", max_length=5000,
+                      description="read aloud by the TTS engine (espeak-ng, Vietnamese voice by default)")
+    media: str | None = Field(None, description="a media id to play instead of text")
+    language: str = "vi"
+    priority: AlertPriority = Field("emergency", description="emergency / khan-cap (50, the default) or "
+                                                             "announcement / uu-tien (40)")
+    policy: Literal["preempt", "duck"] = "preempt"
+    repeat: int | None = Field(None, ge=1, le=20, description="default alerts.repeat")
+    gap_s: float | None = Field(None, ge=0, le=600, description="default alerts.gap_s")
+    volume: Volume | None = Field(None, description="default alerts.volume")
+
+
+class Alert(Out):
+    model_config = ConfigDict(extra="allow")  # described by control (app.alerts.describe)
+
+    id: str
+    title: str
+    zones: list[str]
+    channels: list[str]
+    priority: str
+    policy: str
+    repeat: int
+    volume: int
+    created_by: str
+    status: Literal["on_air", "completed", "cancelled"]
+    cap_identifier: str | None
+    first_frame_ms: dict[str, float] = Field(
+        description="per channel: from acceptance to the first frame leaving the server")
+    loudspeakers_commanded: list[str]
+    loudspeakers_acknowledged: list[str]
+
+
+class Cancelled(Out):
+    cancelled: list[str]
+
+
+# --- logs and reports --------------------------------------------------------------------------------
+
+class Broadcast(Out):
+    id: int
+    channel: str
+    zone: str
+    kind: str
+    item: str
+    started_at: float
+    ended_at: float | None
+    started_by: str
+    outcome: str | None = Field(description="completed, preempted, failed, stopped, interrupted; null while on air")
+    detail: str
+
+
+class Audit(Out):
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    zone: str | None
+    remote: str | None
+    detail: str | None
+
+
+class ReportCommune(Out):
+    zone: str
+    name: str
+    hours_on_air: dict[str, float]
+    hours_on_air_total: float
+    loudspeakers: int
+    availability: float | None = Field(description="share of the period the loudspeakers were online")
+
+
+class Report(Out):
+    zone: str
+    from_: float = Field(alias="from")
+    to: float
+    communes: list[ReportCommune]
+
+
+# --- validation errors in words ------------------------------------------------------------------------
+
+_TYPE_WORDS = {"string_type": "a string", "int_type": "an integer", "float_type": "a number",
+               "bool_type": "true or false", "list_type": "a list", "dict_type": "an object",
+               "model_type": "an object"}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p.startswith("function-") or "[" in p
+                                                                 or p in ("str", "int", "list", "bool", "float")))]
+    return ".".join(parts)
+
+
+def validation_message(model: type[BaseModel], exc: ValidationError) -> tuple[str, str]:
+    """The first error as (code, "key.path: what is wrong"); codes are the API's, not pydantic's."""
+    errors = exc.errors(include_url=False)
+    # With a union (x | None), pydantic reports each branch; the branch that is not None says more.
+    first = next((e for e in errors if e["type"] != "none_required"), errors[0])
+    kind, path, ctx = first["type"], _path(first["loc"]), first.get("ctx") or {}
+    if kind == "missing":
+        return "missing_field", f"{path}: is required"
+    if kind == "extra_forbidden":
+        return "unknown_field", f"{path}: unknown field; accepted: {', '.join(model.model_fields)}"
+    if kind in _TYPE_WORDS or kind.endswith("_type"):
+        got = type(first["input"]).__name__ if first["input"] is not None else "null"
+        return "wrong_type", f"{path}: must be {_TYPE_WORDS.get(kind, kind.removesuffix('_type'))}, got {got}"
+    if kind in ("bad_id", "bad_value"):
+        return kind, f"{path}: {first['msg']}"
+    bounds = {"less_than_equal": "≤ {le}", "less_than": "< {lt}", "greater_than_equal": "≥ {ge}",
+              "greater_than": "> {gt}", "too_short": "at least {min_length} long",
+              "too_long": "at most {max_length} long", "string_too_short": "at least {min_length} characters",
+              "string_too_long": "at most {max_length} characters"}
+    if kind in bounds:
+        return "bad_value", f"{path}: must be {bounds[kind].format(**ctx)}"
+    if kind == "literal_error":
+        return "bad_value", f"{path}: must be one of {ctx.get('expected', '')}"
+    return "bad_value", f"{path}: {first['msg']}"

@@ -1,0 +1,138 @@
+"""/api/v1/programmes: playlists of media on target zones, once or recurring.
+
+The schedule (control) decides clashes; storage keeps the rows. The next
+start times of a page are computed from one pass over the schedule's
+occurrences, not one pass per programme.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import date, datetime
+from typing import Any
+
+from broadcaster.api.call import ApiError, Call, Param, Reply, Route, facade
+from broadcaster.api.models import Page, Programme, ProgrammeCreate
+from broadcaster.control.auth import Action
+from broadcaster.storage.programmes import NewProgramme
+
+NEXT_WINDOW_S = 8 * 86400
+NEXT_COUNT = 5
+
+
+def _next_starts(call: Call) -> dict[str, list[float]]:
+    now = call.app.wall()
+    starts: dict[str, list[float]] = defaultdict(list)
+    for o in call.app.schedule.occurrences(now, now + NEXT_WINDOW_S):
+        if len(starts[o.programme.id]) < NEXT_COUNT:
+            starts[o.programme.id].append(o.start)
+    return starts
+
+
+def _view(call: Call, row: dict[str, Any], starts: dict[str, list[float]]) -> Programme:
+    programme = call.app.schedule.get(row["id"])
+    return Programme.model_validate({**row, "channels": list(programme.channels) if programme else [],
+                                     "next": starts.get(row["id"], [])})
+
+
+async def _row(call: Call) -> dict[str, Any]:
+    row = await call.storage.programmes.get(call.params["id"])
+    if row is None:
+        raise ApiError(404, "not_found", f"no programme {call.params['id']!r}")
+    call.authorize(Action.READ, *row["zones"])
+    return row
+
+
+async def list_programmes(call: Call) -> Reply:
+    limit, offset = call.paging()
+    found = await call.storage.programmes.list_visible(call.visible())
+    starts = _next_starts(call)
+    return 200, Page[Programme](items=[_view(call, r, starts) for r in found[offset:offset + limit]],
+                                total=len(found), limit=limit, offset=offset)
+
+
+async def get_programme(call: Call) -> Reply:
+    return 200, _view(call, await _row(call), _next_starts(call))
+
+
+def _priority(value: str | int) -> int:
+    from broadcaster.control.programmes import PRIORITY_NAMES
+
+    if isinstance(value, str):
+        if value not in PRIORITY_NAMES:
+            raise ApiError(400, "bad_value", f"priority: must be one of {', '.join(PRIORITY_NAMES)}")
+        return int(PRIORITY_NAMES[value])
+    if value not in (10, 20):
+        raise ApiError(400, "bad_value", "priority: a scheduled programme's class is 10 (background) or 20 (normal)")
+    return value
+
+
+async def create_programme(call: Call) -> Reply:
+    from broadcaster.control.schedule import Clash, ScheduleError
+    from broadcaster.control.schedule import Programme as Scheduled
+
+    body = call.body(ProgrammeCreate)
+    if not body.zones or not all(z in call.app.zones for z in body.zones):
+        raise ApiError(400, "bad_reference", "zones: must be a non-empty list of zone ids")
+    call.authorize(Action.WRITE, *body.zones)
+    found = await call.storage.media.get_many(body.media)
+    missing = [m for m in body.media if m not in found]
+    if missing:
+        raise ApiError(400, "bad_reference", f"media: no media item {missing[0]!r}")
+    call.authorize(Action.READ, *{found[m]["zone"] for m in body.media})
+    channels = call.app.channels_in(body.zones)
+    if not channels:
+        raise ApiError(400, "bad_reference", "zones: the zones have no channel to play on")
+    priority = _priority(body.priority)
+    try:
+        start = datetime.fromisoformat(body.start)
+        until = date.fromisoformat(body.until) if body.until else None
+    except ValueError:
+        raise ApiError(400, "bad_value", "start is a local date and time (2026-12-01T06:00), until a date") from None
+    if start.tzinfo is not None:
+        raise ApiError(400, "bad_value", f"start: local time in {call.app.config.schedule.timezone}; "
+                       "give it without an offset")
+    duration = float(body.duration_s or sum(found[m]["duration_s"] for m in body.media))
+    programme = Scheduled(id="p-" + uuid.uuid4().hex[:10], title=body.title, channels=channels, start=start,
+                          duration_s=duration, recurrence=body.recurrence, weekdays=tuple(body.weekdays or ()),
+                          until=until, priority=priority, on_restart=body.on_restart)
+    try:
+        await facade(call.app.schedule.add, programme)
+    except Clash as exc:
+        raise ApiError(409, "clash", str(exc)) from None
+    except ScheduleError as exc:
+        raise ApiError(400, "bad_value", str(exc)) from None
+    item = NewProgramme(id=programme.id, title=programme.title, zones=list(body.zones), media=list(body.media),
+                        start_local=start.isoformat(), duration_s=duration, recurrence=programme.recurrence,
+                        weekdays=list(programme.weekdays), until=until.isoformat() if until else None,
+                        priority=priority, on_restart=programme.on_restart, on_preempt=body.on_preempt)
+    try:
+        row = await call.storage.programmes.add(call.actor, item)
+    except BaseException:
+        await facade(call.app.schedule.remove, programme.id)
+        raise
+    return 201, _view(call, row, _next_starts(call))
+
+
+async def delete_programme(call: Call) -> Reply:
+    row = await _row(call)
+    call.authorize(Action.WRITE, *row["zones"])
+    await call.storage.programmes.delete(call.actor, row["id"])
+    await facade(call.app.schedule.remove, row["id"])
+    return 204, None
+
+
+ID = Param("id", "the programme's id", where="path", required=True)
+ROUTES = [
+    Route("GET", "/api/v1/programmes", list_programmes,
+          "Scheduled programmes visible to the caller, with their next start times", Page[Programme], paged=True),
+    Route("POST", "/api/v1/programmes", create_programme,
+          "Schedule a playlist of media on target zones, once or recurring; a clash with another programme on a "
+          "shared channel is refused with 409 naming it", Programme, 201, ProgrammeCreate, errors=(403, 409)),
+    Route("GET", "/api/v1/programmes/{id}", get_programme, "One programme", Programme, errors=(403, 404),
+          query=(ID,)),
+    Route("DELETE", "/api/v1/programmes/{id}", delete_programme,
+          "Remove a programme from the schedule (a play in progress finishes)", None, 204, errors=(403, 404),
+          query=(ID,)),
+]

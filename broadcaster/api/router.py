@@ -1,0 +1,155 @@
+"""The route table and the twisted Resource that serves /api/v1/.
+
+The router matches the path and method, authenticates the bearer token
+(through the users repository, off the reactor), runs the handler (an
+``async def``, wrapped with ``ensureDeferred``) and writes its reply. Every
+error becomes ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from twisted.internet.defer import ensureDeferred
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from broadcaster import metrics
+from broadcaster.api import alerts, channels, logs, loudspeakers, media, programmes, reports, zones
+from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
+from broadcaster.api.models import Me
+from broadcaster.control.auth import Principal
+from broadcaster.storage import Conflict, Exists
+
+if TYPE_CHECKING:
+    from broadcaster.app import BroadcastServer
+
+log = logging.getLogger(__name__)
+
+_DOCUMENT: dict[str, Any] | None = None
+
+
+async def openapi(call: Call) -> Reply:
+    from broadcaster.api.openapi import committed
+
+    global _DOCUMENT
+    if _DOCUMENT is None:
+        _DOCUMENT = committed()
+    return 200, Raw("application/json; charset=utf-8", json.dumps(_DOCUMENT, ensure_ascii=False))
+
+
+async def me(call: Call) -> Reply:
+    p = call.principal
+    return 200, Me.model_validate({"name": p.name, "role": p.role, "zones": list(p.zones)})
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/api/v1/openapi.json", openapi, "This document", public=True),
+    Route("GET", "/api/v1/me", me, "Who the token belongs to", Me),
+    *zones.ROUTES,
+    *channels.ROUTES,
+    *loudspeakers.ROUTES,
+    *media.ROUTES,
+    *programmes.ROUTES,
+    *alerts.ROUTES,
+    *logs.ROUTES,
+    *reports.ROUTES,
+]
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any], str | None]:
+    return status, {"error": {"code": code, "message": message}}, None
+
+
+class AdminApi(Resource):
+    isLeaf = True
+
+    def __init__(self, app: BroadcastServer) -> None:
+        super().__init__()
+        self.app = app
+        app.storage.db.bind(app.reactor)
+
+    def render(self, request: Request) -> int:
+        ensureDeferred(self._respond(request)).addErrback(
+            lambda f: log.error("API reply failed: %s", f.getTraceback()))
+        return NOT_DONE_YET
+
+    async def _respond(self, request: Request) -> None:
+        try:
+            result = self._shape(await self._handle(request))
+        except Exception:
+            result = self._failed(Failure(), request)
+        self._finish(result, request)
+
+    async def _handle(self, request: Request) -> Reply:
+        path = request.path.decode("utf-8", "replace").rstrip("/")
+        method = request.method.decode("ascii", "replace")
+        matches = [(r, m) for r in ROUTES if (m := r.pattern.match(path))]
+        if not matches:
+            raise ApiError(404, "not_found", f"no API route {path!r}; see /api/v1/openapi.json")
+        route_match = next(((r, m) for r, m in matches if r.method == method), None)
+        if route_match is None:
+            allowed = ", ".join(sorted({r.method for r, _ in matches}))
+            request.setHeader(b"Allow", allowed.encode("ascii"))
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed here; use {allowed}")
+        route, match = route_match
+        principal = await self._authenticate(request, route)
+        args: dict[bytes, list[bytes]] = request.args or {}
+        query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in args.items() if v}
+        return await route.handler(Call(request, principal, dict(match.groupdict()), query, self.app))
+
+    async def _authenticate(self, request: Request, route: Route) -> Principal:
+        remote = getattr(request.getClientAddress(), "host", None)
+        if route.public:
+            return Principal(name="anonymous", role="viewer", remote=remote)
+        header = (request.getHeader("authorization") or "").strip()
+        if not header.lower().startswith("bearer "):
+            raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>' (broadcaster user token)")
+        user = await self.app.storage.users.by_token(header[7:].strip())
+        if user is None:
+            metrics.auth_failures_total.labels("api").inc()
+            raise ApiError(401, "unauthenticated", "the token is not valid")
+        return Principal.from_row(user, remote)
+
+    @staticmethod
+    def _shape(result: Reply) -> tuple[int, Any, str | None]:
+        status, body = result
+        if isinstance(body, Raw):
+            return status, body.text, body.content_type
+        if isinstance(body, BaseModel):
+            return status, body.model_dump(mode="json", by_alias=True), None
+        return status, body, None
+
+    @staticmethod
+    def _failed(failure: Failure, request: Request) -> tuple[int, Any, str | None]:
+        if failure.check(ApiError):
+            exc: ApiError = failure.value
+            if exc.status == 401:
+                request.setHeader(b"WWW-Authenticate", b'Bearer realm="broadcaster"')
+            return _error(exc.status, exc.code, exc.message)
+        if failure.check(Exists):
+            return _error(409, "exists", str(failure.value))
+        if failure.check(Conflict):
+            return _error(409, "conflict", f"the change conflicts with stored data: {failure.value}")
+        log.error("API request failed: %s", failure.getTraceback())
+        return _error(500, "internal", "the server failed; the error is in its log")
+
+    @staticmethod
+    def _finish(result: tuple[int, Any, str | None], request: Request) -> None:
+        if request.finished or request._disconnected:
+            return
+        status, body, content_type = result
+        metrics.http_requests_total.labels("api", str(status)).inc()
+        request.setResponseCode(status)
+        if status != 204:
+            if content_type is None:
+                request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
+                request.write(json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8"))
+            else:
+                request.setHeader(b"Content-Type", content_type.encode("ascii"))
+                request.write(str(body).encode("utf-8"))
+        request.finish()
