@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,29 @@ def test_cancel_stops_an_alert_and_who_may_alert(api: Api) -> None:
 
 
 CAP = Path(__file__).parent / "data" / "cap"
+ICT = timezone(timedelta(hours=7))
+
+
+def storm_valid_now(sent_offset_s: float = 0.0, expires_offset_s: float = 86400.0) -> bytes:
+    """The storm warning fixture with its times moved around the real server's wall clock: sent and
+    effective at now + ``sent_offset_s``, onset an hour after that, expires at now + ``expires_offset_s``.
+    (The fixture's own dates are in 2026 and expire; the server checks them against its clock.)"""
+    now = datetime.now(ICT).replace(microsecond=0)
+
+    def cap_time(offset_s: float) -> bytes:
+        return (now + timedelta(seconds=offset_s)).isoformat().encode()
+
+    data = (CAP / "storm_warning.xml").read_bytes()
+    for old, new in ((b"2026-11-26T14:30:00+07:00", cap_time(sent_offset_s)),
+                     (b"2026-11-27T06:00:00+07:00", cap_time(sent_offset_s + 3600)),
+                     (b"2026-11-28T18:00:00+07:00", cap_time(expires_offset_s))):
+        assert old in data
+        data = data.replace(old, new)
+    return data
 
 
 def test_cap_message_starts_an_alert_and_its_cancel_stops_it(api: Api) -> None:
-    status, alert = api("POST", "/api/v1/alerts/cap", raw=(CAP / "storm_warning.xml").read_bytes())
+    status, alert = api("POST", "/api/v1/alerts/cap", raw=storm_valid_now())
     assert status == 201, alert
     assert alert["zones"] == ["commune-a"] and alert["channels"] == ["ch-a"]
     assert alert["cap_identifier"] == "nchmf.gov.vn,VN-NCHMF-2026-BAO09-001" and alert["status"] == "on_air"
@@ -141,10 +161,12 @@ def test_bad_cap_is_refused_and_nothing_plays(api: Api) -> None:
             b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&lol2;</identifier></alert>')
     external = (b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
                 b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>&x;</identifier></alert>')
-    storm = (CAP / "storm_warning.xml").read_bytes()
+    storm = storm_valid_now()
     for raw, code in ((bomb, "unsafe_xml"), (external, "unsafe_xml"), (storm[: len(storm) // 2], "malformed"),
                       (b"not xml at all", "malformed"), (storm.replace(b"cap:1.2", b"cap:1.1"), "not_cap"),
-                      (storm.replace(b"29590", b"99999"), "no_area"), (b"<a/>" + b" " * 300_000, "too_large")):
+                      (storm.replace(b"29590", b"99999"), "no_area"), (b"<a/>" + b" " * 300_000, "too_large"),
+                      (storm_valid_now(-86400, -3600), "expired"), (storm_valid_now(3600, 86400), "not_yet_effective"),
+                      (storm.replace(b"+07:00</expires>", b"</expires>"), "malformed")):
         status, reply = api("POST", "/api/v1/alerts/cap", raw=raw)
         assert 400 <= status < 500 and reply["error"]["code"] == code, (code, reply)
     assert api("GET", "/api/v1/alerts")[1]["total"] == 0
