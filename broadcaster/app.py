@@ -81,7 +81,8 @@ class BroadcastServer:
 
     def __init__(self, config: Config, reactor: Any, storage: Storage | None = None, *,
                  core: Any = None, tts: TextToSpeech | None | str = "espeak",
-                 udp: Any = None) -> None:
+                 udp: Any = None, wall: Callable[[], float] = time.time) -> None:
+        """Tests pass a LocalCore, a fake TTS, a recording UDP socket and a fake wall clock."""
         self.config = config
         self.reactor = reactor
         self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
@@ -90,7 +91,7 @@ class BroadcastServer:
         config.storage.media_dir.mkdir(parents=True, exist_ok=True)
         # Two clocks: the reactor's (monotonic under `broadcaster serve`, the core's clock)
         # paces audio and timeouts; wall-clock time stamps records and device timestamps.
-        self.wall = time.time
+        self.wall = wall
         if core is None:
             from broadcaster.control.coreproc import CoreProcess
             core = CoreProcess(reactor)

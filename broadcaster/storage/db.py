@@ -201,11 +201,15 @@ class Database:
 
     # --- loop side: the pool --------------------------------------------------
 
-    def bind(self, reactor: ThreadReactor) -> None:
-        """Start the pools and stop them when the reactor shuts down. Idempotent."""
+    def bind(self, reactor: ThreadReactor, pools: dict[str, Any] | None = None) -> None:
+        """Start the pools and stop them when the reactor shuts down. Idempotent.
+        ``pools`` replaces the thread pools (tests run the work at once, on their thread)."""
         if self._reactor is not None:
             return
         self._reactor = reactor
+        if pools is not None:
+            self._pools = dict(pools)
+            return
         for name, threads in (("db", POOL_THREADS), ("reports", REPORT_THREADS), ("auth", AUTH_THREADS)):
             pool = ThreadPool(minthreads=1, maxthreads=threads, name=f"broadcaster-{name}")
             pool.start()
@@ -214,7 +218,8 @@ class Database:
 
     def stop_pools(self) -> None:
         for pool in self._pools.values():
-            pool.stop()
+            if hasattr(pool, "stop"):
+                pool.stop()
         self._pools.clear()
 
     def run(self, name: str, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,

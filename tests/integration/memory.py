@@ -1,0 +1,211 @@
+"""The whole server in memory: a memory reactor with a fake clock, SQLite in
+memory, the audio core in this process (LocalCore), a UDP socket that records
+what is sent, a fake TTS and a fake wall clock that moves with the reactor.
+
+Requests go through the real HTTP site (twisted.web over a StringTransport),
+loudspeakers are the reference client's own message code; nothing here needs
+a port, a thread or a real second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from broadcaster.app import BroadcastServer
+from broadcaster.config import parse_config
+from broadcaster.core.local import LocalCore
+from broadcaster.protocols.rtp import parse_rtp
+from broadcaster.protocols.speaker import MessageType, parse_envelope
+from broadcaster.speaker.client import SubscriptionMessages
+from broadcaster.storage import KeySealer, Storage
+
+WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
+FRAME = 0.02
+
+
+class SyncPool:
+    """A thread pool that runs work at once, on the caller's thread."""
+
+    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
+                                 *args: Any, **kwargs: Any) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class Reactor(MemoryReactorClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = SyncPool()
+
+    def getThreadPool(self) -> SyncPool:  # noqa: N802
+        return self.pool
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        self.callLater(0, f, *args, **kwargs)
+
+
+class RecordingSocket:
+    family = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((bytes(data), address))
+        return len(data)
+
+    def to(self, address: tuple[str, int]) -> list[bytes]:
+        return [d for d, a in self.sent if a == address]
+
+
+class FakeTTS:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.spoken: list[tuple[str, str]] = []
+
+    def synthesize(self, text: str, language: str = "vi") -> np.ndarray:
+        self.spoken.append((text, language))
+        return np.full(48000 // 2, 0.25, dtype=np.float32)
+
+
+KEYS = {"spk-a1": "key-of-loudspeaker-a1-0001", "spk-a2": "key-of-loudspeaker-a2-0002",
+        "spk-b1": "key-of-loudspeaker-b1-0003"}
+
+
+def document(tmp_path: Path) -> dict[str, Any]:
+    tone = tmp_path / "loop.wav"
+    t = np.arange(48000) / 48000
+    soundfile.write(str(tone), (0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000)
+    return {
+        "server": {"host": "127.0.0.1", "udp_fanout": "loop"},
+        "speakers": {"keepalive_s": 1, "missed_keepalives": 3},
+        "storage": {"path": str(tmp_path / "unused.sqlite"), "media_dir": str(tmp_path / "media"),
+                    "secret_file": str(tmp_path / "secret.key")},
+        "zones": [{"id": "province", "children": [
+            {"id": "commune-a", "children": [{"id": "hamlet-a", "kind": "hamlet"}]},
+            {"id": "commune-b", "children": [{"id": "hamlet-b", "kind": "hamlet"}]}]}],
+        "channels": [{"id": "ch-a", "zone": "commune-a", "name": "Kênh A", "loop": str(tone)},
+                     {"id": "ch-b", "zone": "commune-b", "name": "Kênh B"}],
+        "loudspeakers": [{"id": "spk-a1", "zone": "hamlet-a", "channel": "ch-a", "key": KEYS["spk-a1"]},
+                         {"id": "spk-a2", "zone": "hamlet-a", "channel": "ch-a", "key": KEYS["spk-a2"]},
+                         {"id": "spk-b1", "zone": "hamlet-b", "channel": "ch-b", "key": KEYS["spk-b1"]}],
+    }
+
+
+class Server:
+    def __init__(self, tmp_path: Path, patch: Callable[[dict[str, Any]], None] | None = None) -> None:
+        doc = document(tmp_path)
+        if patch:
+            patch(doc)
+        self.config = parse_config(doc, file=str(tmp_path / "memory.yaml"), base_dir=tmp_path)
+        self.reactor = Reactor()
+        self.reactor.advance(1000.0)
+        self.udp = RecordingSocket()
+        self.tts = FakeTTS()
+        storage = Storage(":memory:", KeySealer(b"k" * 32))
+        storage.db.bind(self.reactor, pools={name: self.reactor.pool for name in ("db", "reports", "auth")})
+        self.app = BroadcastServer(self.config, self.reactor, storage, core=LocalCore(self.reactor, self.wall),
+                                   tts=self.tts, udp=self.udp, wall=self.wall)
+        self.app.start()
+        self.site = self.reactor.tcpServers[0][1]
+        self.advance(0.1)
+        self.tokens = self._tokens(storage)
+        self.speakers: dict[str, Speaker] = {}
+
+    def _tokens(self, storage: Storage) -> dict[str, str]:
+        tokens = {}
+        for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"])):
+            storage.add_user(name, role, zones)
+            tokens[name] = storage.new_token(name)
+        return tokens
+
+    def wall(self) -> float:
+        return self.reactor.seconds() + WALL_OFFSET
+
+    def advance(self, seconds: float) -> None:
+        """Move time frame by frame, so every tick runs and every call due runs."""
+        steps = max(1, round(seconds / FRAME))
+        for _ in range(steps):
+            self.reactor.advance(seconds / steps)
+
+    def http(self, method: str, path: str, body: Any = None, who: str | None = "admin",
+             raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        headers = [f"{method} {path} HTTP/1.0", "Host: memory", f"Content-Length: {len(data)}"]
+        if who is not None:
+            headers.append(f"Authorization: Bearer {self.tokens[who]}")
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(("\r\n".join(headers) + "\r\n\r\n").encode() + data)
+        for _ in range(10):
+            if transport.disconnecting or b"\r\n\r\n" in transport.value() and self._complete(transport.value()):
+                break
+            self.reactor.advance(0)
+        head, _, payload = transport.value().partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if b"application/json" in head and payload:
+            return status, json.loads(payload)
+        return status, payload
+
+    @staticmethod
+    def _complete(value: bytes) -> bool:
+        head, _, payload = value.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                return len(payload) >= int(line.split(b":")[1])
+        return False
+
+    def speaker(self, device: str, channel: str, port: int) -> Speaker:
+        speaker = Speaker(self, device, channel, ("127.0.0.1", port))
+        self.speakers[device] = speaker
+        return speaker
+
+
+class Speaker:
+    """A loudspeaker speaking the real protocol (the reference client's messages) to the core."""
+
+    def __init__(self, server: Server, device: str, channel: str, address: tuple[str, int]) -> None:
+        self.server = server
+        self.address = address
+        self.messages = SubscriptionMessages(device, KEYS[device].encode(), channel, wall=server.wall)
+        self.key = KEYS[device].encode()
+
+    def subscribe(self) -> None:
+        """Subscribe, echo the cookie: after this the core sends audio here."""
+        core = self.server.app.core
+        core.datagram(self.messages.subscribe(), self.address)
+        reply = parse_envelope(self.server.udp.to(self.address)[-1])
+        cookie = reply.json().get("cookie")
+        self.messages.cookie = cookie
+        core.datagram(self.messages.subscribe(), self.address)
+        self.server.advance(FRAME)
+
+    def rtp(self) -> list[Any]:
+        return [parse_rtp(d) for d in self.server.udp.to(self.address) if d[:4] != b"BCS1"]
+
+    def commands(self) -> list[dict[str, Any]]:
+        out = []
+        for datagram in self.server.udp.to(self.address):
+            if datagram[:4] == b"BCS1":
+                envelope = parse_envelope(datagram)
+                if envelope.type is MessageType.COMMAND and envelope.verify(self.key):
+                    out.append(envelope.json())
+        return out
+
+    def ack(self, command_seq: int) -> None:
+        self.server.app.core.datagram(self.messages.command_ack(command_seq), self.address)
