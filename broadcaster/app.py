@@ -31,7 +31,7 @@ from broadcaster.control.auth import ZoneTree
 from broadcaster.control.channels import ChannelView
 from broadcaster.control.devices import Devices, Online
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
-from broadcaster.control.records import Records
+from broadcaster.control.records import Entry, Records
 from broadcaster.control.schedule import Schedule, ScheduleError
 from broadcaster.control.studio import describe_live
 from broadcaster.core import commands as c
@@ -117,7 +117,7 @@ class BroadcastServer:
         self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None)
         self.devices.on_ack = self.alerts.acknowledged
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
-        self._loop_log: dict[str, int] = {}
+        self._loop_log: dict[str, Entry] = {}
         self._ready: dict[str, Deferred[None]] = {}
         self._loops: list[tuple[LoopingCall, float, bool]] = []
         for work, interval, now in ((self._every_second, 1.0, False), (self._clean_recordings, 86400, True),
@@ -131,6 +131,7 @@ class BroadcastServer:
     def start(self, http_port: int | None = None, udp_port: int | None = None) -> tuple[int, int]:
         """Listen and start the core; returns the bound (http, udp) ports. ``ready``
         fires once every channel is built in the core."""
+        self.storage.db.bind(self.reactor)  # the storage pools (tests bind their own first)
         self.records.start()
         host = self.config.server.host
         sweep()
@@ -139,8 +140,8 @@ class BroadcastServer:
         settings = CoreSettings(audio=self.config.audio, http=self.config.http, speakers=self.config.speakers,
                                 fanout=self.config.server.udp_fanout)
         self.core.start(settings, self.udp_socket)
-        self.reload_zones()
-        self.reload_channels()
+        self._set_zones(self.storage.zones.all_sync())
+        self._add_channels(self.storage.channels.all_sync())
         self.devices.load_all()
         self.reload_programmes()
         self.http_port = self.reactor.listenTCP(
@@ -163,7 +164,8 @@ class BroadcastServer:
 
         def finish(_: object) -> None:
             self.programmes.stop()
-            self.records.close(list(self._loop_log.values()), "stopped")
+            for entry in self._loop_log.values():
+                self.records.close(entry, "stopped")
             self._loop_log.clear()
             self.records.stop()
 
@@ -217,13 +219,20 @@ class BroadcastServer:
 
     # --- the database is the truth -------------------------------------------------
 
-    def reload_zones(self) -> None:
-        self.zones = ZoneTree.from_rows(self.storage.query("SELECT id, name, kind, parent FROM zones"))
+    def reload_zones(self) -> Deferred[None]:
+        """The zone tree again, after the API added a zone (read in the storage pool)."""
+        return self.storage.zones.all().addCallback(self._set_zones)
 
-    def reload_channels(self) -> None:
+    def _set_zones(self, rows: list[dict[str, Any]]) -> None:
+        self.zones = ZoneTree.from_rows(rows)
+
+    def reload_channels(self) -> Deferred[None]:
         """Build channels that exist in the database but not yet here (added live by the API)."""
+        return self.storage.channels.all().addCallback(self._add_channels)
+
+    def _add_channels(self, rows: list[dict[str, Any]]) -> None:
         burst = -(-self.config.http.burst_ms // self.config.http.page_ms)
-        for row in self.storage.query("SELECT * FROM channels ORDER BY id"):
+        for row in rows:
             if row["id"] in self.channels:
                 continue
             cfg = channel_config(row)
@@ -243,7 +252,7 @@ class BroadcastServer:
             input_id = f"loop-{cfg.id}"
             self.core.send(c.AddInput(input_id, (cfg.id,), PcmSpec(pcm, name=path.name, loop=True),
                                       priority=int(Priority.BACKGROUND), gain_db=cfg.loop_gain_db))
-            self._loop_log[cfg.id] = self.records.open([cfg], "loop", path.name, "system")[0]
+            self._loop_log[cfg.id] = self.records.open([cfg], "loop", path.name, "system")
 
         def failed(failure: Any) -> None:
             log.error("channel %s: cannot play its loop programme: %s", cfg.id, failure.getErrorMessage())
@@ -260,16 +269,16 @@ class BroadcastServer:
     def reload_programmes(self) -> None:
         import json
 
-        for row in self.storage.query("SELECT * FROM programmes ORDER BY created_at"):
+        for row in self.storage.programmes.all_sync():
             programme = programme_from_row(row, self.channels_in(json.loads(row["zones"])))
             try:
                 self.schedule.add(programme)
             except ScheduleError as exc:  # stored before a channel moved zones, say
                 log.error("programme %s not scheduled: %s", programme.id, exc)
 
-    def device_changed(self, device_id: str) -> None:
+    def device_changed(self, device_id: str) -> Deferred[None]:
         """The API registered, edited, re-keyed or deleted one loudspeaker."""
-        self.devices.changed(device_id)
+        return self.devices.changed(device_id)
 
     def speaker_session(self, device_id: str) -> Online | None:
         """The loudspeaker's live subscription (address, last heartbeat, status), if online."""

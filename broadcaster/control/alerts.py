@@ -33,9 +33,11 @@ from broadcaster.codecs.shared import SharedPcm, discard, share
 from broadcaster.core.commands import AddInput, InputEnded, InputStarted, RemoveInput, SetMessage
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.alert import AlertSpec
+from broadcaster.storage.logs import Actor
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
+    from broadcaster.control.records import Entry
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY_S = 30.0
@@ -90,7 +92,7 @@ class Alert:
     commanded: set[str] = field(default_factory=set)
     restored: set[str] = field(default_factory=set)  # acknowledged the command that ended the alert
     ended_at: float | None = None
-    log_ids: list[int] = field(default_factory=list)
+    entry: Entry | None = None  # its broadcast-log rows, once its first frame has gone
     ended: str | None = None
 
 
@@ -144,11 +146,10 @@ class AlertDesk:
         frame has gone: nothing may stand between acceptance and audio."""
         targets = [self.app.channels[c] for c in alert.channels if c in self.app.channels]
         try:
-            alert.log_ids = self.app.records.open(targets, "alert", alert.title, alert.created_by,
+            alert.entry = self.app.records.open(targets, "alert", alert.title, alert.created_by,
                                                   detail=f"alert={alert.id} priority={int(alert.priority)}")
             actor, remote, detail = self._audit.pop(alert.id, ("system", None, ""))
-            with self.app.storage.transaction() as db:
-                self.app.storage.audit(db, actor, "alert.start", alert.id, alert.zones[0], remote, detail)
+            self.app.storage.logs.audit(Actor(actor, remote), "alert.start", alert.id, alert.zones[0], detail)
             for channel in alert.channels:
                 self._note_preemptions(channel, alert)
         except Exception:
@@ -182,7 +183,7 @@ class AlertDesk:
         during the alert) is told again each second until it acknowledges; after the alert,
         the restore is repeated for RESTORE_RETRY_S."""
         for alert in list(self.active.values()):
-            if alert.log_ids:  # its first frame has gone and the first round of commands with it
+            if alert.entry:  # its first frame has gone and the first round of commands with it
                 self.command(alert, on=True, skip=alert.acknowledged)
         on_air = {c for a in self.active.values() for c in a.channels}
         now = self.app.reactor.seconds()
@@ -227,7 +228,8 @@ class AlertDesk:
 
     def _note_preemptions(self, channel: str, alert: Alert) -> None:
         for play in self.app.programmes.playing_on(channel):
-            self.app.records.note(list(play.log_ids.values()), f"preempted by alert {alert.id} at {self.app.wall():.0f}")
+            for entry in play.entries.values():
+                self.app.records.note(entry, f"preempted by alert {alert.id} at {self.app.wall():.0f}")
 
     def cancel(self, alert_id: str, by: str) -> Alert | None:
         alert = self.active.get(alert_id)
@@ -254,7 +256,7 @@ class AlertDesk:
         self.recent[alert.id] = alert
         while len(self.recent) > 100:
             self.recent.pop(next(iter(self.recent)))
-        if alert.log_ids:
+        if alert.entry:
             self._close_records(alert, outcome)
 
     def _close_records(self, alert: Alert, outcome: str) -> None:
@@ -263,9 +265,10 @@ class AlertDesk:
             still = {c for other in self.active.values() for c in other.channels}
             self.command(alert, on=False, channels=[c for c in alert.channels if c not in still])
         heard = sorted(alert.acknowledged)
-        self.app.records.note(alert.log_ids, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "
+        assert alert.entry is not None
+        self.app.records.note(alert.entry, f"acknowledged by {len(heard)}/{len(alert.commanded)} loudspeakers: "
                                              f"{','.join(heard)}")
-        self.app.records.close(alert.log_ids, outcome)
+        self.app.records.close(alert.entry, outcome)
 
     def describe(self, alert: Alert) -> dict[str, Any]:
         return {"id": alert.id, "title": alert.title, "zones": alert.zones, "channels": alert.channels,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
@@ -26,6 +25,7 @@ from broadcaster import metrics
 from broadcaster.core import commands as c
 from broadcaster.protocols.speaker import MessageType, SpeakerStatus, encode_message
 from broadcaster.storage import Storage
+from broadcaster.storage.loudspeakers import StoredDevice
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +59,21 @@ class Devices:
 
     def load_all(self) -> None:
         """At start: every registered device's key unsealed once, sent to the core."""
-        rows = self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers")
-        self.known = {d.id: d for row in rows if (d := self._device(row)) is not None}
+        self.known = {d.id: _device(d) for d in self.storage.loudspeakers.devices_sync()}
         self.send(c.SetDevices(tuple(self.known.values())))
 
-    def changed(self, device_id: str) -> None:
+    def changed(self, device_id: str) -> Deferred[None]:
         """One loudspeaker was registered, edited, re-keyed or deleted: only it is reloaded."""
-        rows = self.storage.query("SELECT id, zone, channel, key_sealed, volume FROM loudspeakers WHERE id = ?",
-                                  (device_id,))
-        device = self._device(rows[0]) if rows else None
-        if device is None:
-            self.known.pop(device_id, None)
-            self.send(c.DropDevice(device_id))
-        else:
-            self.known[device_id] = device
-            self.send(c.PutDevice(device))
 
-    def _device(self, row: dict[str, Any]) -> c.Device | None:
-        try:
-            key = self.storage.sealer.open(row["id"], row["key_sealed"])
-        except InvalidTag:
-            log.error("loudspeaker %s: its stored key does not open with this server's secret", row["id"])
-            return None
-        return c.Device(id=row["id"], key=key, channel=row["channel"], zone=row["zone"], volume=row["volume"])
+        def apply(stored: StoredDevice | None) -> None:
+            if stored is None:
+                self.known.pop(device_id, None)
+                self.send(c.DropDevice(device_id))
+            else:
+                self.known[device_id] = device = _device(stored)
+                self.send(c.PutDevice(device))
+
+        return self.storage.loudspeakers.device(device_id).addCallback(apply)
 
     # --- what the core reports ---------------------------------------------------
 
@@ -141,3 +133,7 @@ class Devices:
     def acknowledged(self, event: c.CommandAck) -> None:
         metrics.speaker_commands_total.labels("acknowledged").inc()
         self.on_ack(event.device_id, event.seq)
+
+
+def _device(stored: StoredDevice) -> c.Device:
+    return c.Device(id=stored.id, key=stored.key, channel=stored.channel, zone=stored.zone, volume=stored.volume)

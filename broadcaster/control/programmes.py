@@ -37,6 +37,8 @@ from broadcaster.core.sources.pcm import PcmSpec
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
+    from broadcaster.control.records import Entry
+    from broadcaster.storage import Storage
 
 log = logging.getLogger(__name__)
 PRELOAD_S = 60.0
@@ -62,7 +64,7 @@ class Play:
     channels: tuple[str, ...]
     start_at: float | None  # audio clock; None: as soon as possible
     offset_s: float
-    log_ids: dict[str, int] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)  # broadcast-log rows by channel
     started: bool = False
     ended: set[str] = field(default_factory=set)
 
@@ -72,17 +74,11 @@ class ProgrammeRunner:
         self.app = app
         self.schedule = schedule
         self.loading: set[tuple[str, float]] = set()
+        self.retry: dict[tuple[str, float], Occurrence] = {}  # due, but its row was not stored yet
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
 
     def playing_on(self, channel: str) -> list[Play]:
         return [p for p in self.plays.values() if p.started and channel in p.channels and channel not in p.ended]
-
-    def media_paths(self, programme_id: str) -> list[str]:
-        rows = self.app.storage.query("SELECT media FROM programmes WHERE id = ?", (programme_id,))
-        ids = json.loads(rows[0]["media"]) if rows else []
-        paths = {r["id"]: r["path"] for r in self.app.storage.query(
-            f"SELECT id, path FROM media WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else {}
-        return [paths[i] for i in ids if i in paths]
 
     def poll(self) -> None:
         """Twice a second: plan what starts soon, start what is due and not planned.
@@ -96,7 +92,9 @@ class ProgrammeRunner:
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start > now:  # what is already running was started (or skipped) by due()
                 self._load(occurrence, late=False)
-        for occurrence in self.schedule.due(now):
+        due = self.schedule.due(now) + list(self.retry.values())
+        self.retry.clear()
+        for occurrence in due:
             if occurrence.key not in self.plays:
                 self._load(occurrence, late=True)
         for play in list(self.plays.values()):
@@ -108,12 +106,18 @@ class ProgrammeRunner:
         if key in self.plays or key in self.loading:
             return
         self.loading.add(key)
-        paths = self.media_paths(occurrence.programme.id)
-        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), _load_playlist, paths)
+        storage = self.app.storage
+        work = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(), _load_playlist, storage,
+                                 occurrence.programme.id)
 
-        def loaded(pcm: SharedPcm) -> None:
+        def loaded(result: tuple[SharedPcm, str] | None) -> None:
             self.loading.discard(key)
-            if not self._send(occurrence, pcm):
+            if result is None:  # scheduled a moment ago and its row not written yet: next poll
+                if late:
+                    self.retry[key] = occurrence
+                return
+            pcm, on_preempt = result
+            if not self._send(occurrence, pcm, on_preempt):
                 discard(pcm)
 
         def failed(failure: Any) -> None:
@@ -122,16 +126,16 @@ class ProgrammeRunner:
             metrics.programmes_total.labels("failed").inc()
             if late or occurrence.start <= self.app.wall():
                 channels = self._channels(occurrence)
-                ids = self.app.records.open(channels, "scheduled", occurrence.programme.title, "schedule",
+                entry = self.app.records.open(channels, "scheduled", occurrence.programme.title, "schedule",
                                             detail=f"programme={occurrence.programme.id}")
-                self.app.records.close(ids, "failed")
+                self.app.records.close(entry, "failed")
 
         work.addCallbacks(loaded, failed)
 
     def _channels(self, occurrence: Occurrence) -> list[Any]:
         return [self.app.channels[c] for c in occurrence.programme.channels if c in self.app.channels]
 
-    def _send(self, occurrence: Occurrence, pcm: SharedPcm) -> bool:
+    def _send(self, occurrence: Occurrence, pcm: SharedPcm, on_preempt: str) -> bool:
         programme = occurrence.programme
         if self.schedule.get(programme.id) is None:
             return False  # deleted while it loaded
@@ -148,8 +152,6 @@ class ProgrammeRunner:
         length = min(occurrence.end - occurrence.start, pcm.duration_s)
         if offset >= length:
             return False
-        rows = self.app.storage.query("SELECT on_preempt FROM programmes WHERE id = ?", (programme.id,))
-        on_preempt = rows[0]["on_preempt"] if rows else "pause"
         play = Play(occurrence, "p-" + uuid.uuid4().hex[:10], channels, start_at, offset)
         # A programme paused under an alert runs late; when the next one starts on
         # its channel it gives way (cut, in the same frame), rather than both playing at once.
@@ -175,16 +177,16 @@ class ProgrammeRunner:
             log.info("programme %s (%s) on %s%s", programme.id, programme.title, ", ".join(play.channels),
                      f" from {play.offset_s:.1f} s" if play.offset_s >= 1 else "")
         detail = f"programme={programme.id}" + (f" offset={play.offset_s:.1f}s" if play.offset_s >= 1 else "")
-        play.log_ids[event.channel] = self.app.records.open([channel], "scheduled", programme.title, "schedule",
-                                                            detail=detail)[0]
+        play.entries[event.channel] = self.app.records.open([channel], "scheduled", programme.title, "schedule",
+                                                            detail=detail)
 
     def _ended(self, play: Play, event: InputEnded) -> None:
         """One channel's play of a programme ended: record how, per channel."""
         outcome = OUTCOMES.get(event.how, "stopped")
         play.ended.add(event.channel)
-        log_id = play.log_ids.get(event.channel)
-        if log_id is not None:
-            self.app.records.close([log_id], outcome)
+        entry = play.entries.get(event.channel)
+        if entry is not None:
+            self.app.records.close(entry, outcome)
             metrics.programmes_total.labels(outcome).inc()
         if play.ended >= set(play.channels):
             self.plays.pop(play.occurrence.key, None)
@@ -192,12 +194,19 @@ class ProgrammeRunner:
 
     def stop(self) -> None:
         for play in self.plays.values():
-            self.app.records.close([i for c, i in play.log_ids.items() if c not in play.ended], "stopped")
+            for channel, entry in play.entries.items():
+                if channel not in play.ended:
+                    self.app.records.close(entry, "stopped")
         self.plays.clear()
 
 
-def _load_playlist(paths: list[str]) -> SharedPcm:
+def _load_playlist(storage: Storage, programme_id: str) -> tuple[SharedPcm, str] | None:
+    """In a worker: the programme's media decoded, joined and shared with the core."""
+    row = storage.programmes.get_sync(programme_id)
+    if row is None:
+        return None
+    paths = storage.media.paths_sync(row["media"])
     if not paths:
         raise AudioFileError("the programme has no media (deleted?)")
-    audio: Audio = np.concatenate([load_audio(p) for p in paths]).astype(np.float32)
-    return share(audio)
+    audio: Audio = np.concatenate([load_audio(paths[m]) for m in row["media"] if m in paths]).astype(np.float32)
+    return share(audio), row.get("on_preempt") or "pause"

@@ -1,9 +1,11 @@
 """The broadcast log and loudspeaker sessions: what played where, and who was online.
 
-Entries are opened when something goes on air and closed when it ends; the
-closing updates and the session rows are queued (storage.enqueue) and written
-in one transaction a second by a worker thread. Nothing here runs on the
-audio core, which only reports events.
+Nothing here waits for the database. Opening an entry (something went on
+air) is a write in the storage pool whose row ids arrive later: ``open``
+returns an Entry at once, and notes and the close made before the ids are
+known are applied when they come. Closing updates, notes and session rows
+are queued (storage/logs.py) and written in one transaction a second. The
+audio core only reports events; it never sees any of this.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.storage import Storage
@@ -21,75 +23,78 @@ from broadcaster.storage import Storage
 log = logging.getLogger(__name__)
 
 
+class Entry:
+    """One broadcast-log row per channel of one play, being written."""
+
+    def __init__(self, written: Deferred[list[int]]) -> None:
+        self.ids: list[int] | None = None
+        self._written = written.addCallback(self._known)
+        self._written.addErrback(self._failed)
+
+    def _known(self, ids: list[int]) -> list[int]:
+        self.ids = ids
+        return ids
+
+    def _failed(self, failure: Any) -> list[int]:
+        metrics.storage_flush_errors_total.inc()
+        log.error("opening a broadcast-log entry failed: %s", failure.getErrorMessage())
+        self.ids = []
+        return []
+
+    def then(self, work: Callable[[list[int]], None]) -> None:
+        if self.ids is not None:
+            work(self.ids)
+            return
+
+        def apply(ids: list[int]) -> list[int]:
+            work(ids)
+            return ids
+
+        self._written.addCallback(apply)
+
+
 class Records:
     FLUSH_S = 1.0
 
     def __init__(self, storage: Storage, reactor: Any, wall: Callable[[], float]) -> None:
-        self.storage = storage
+        self.logs = storage.logs
         self.reactor = reactor
         self.wall = wall
         self._flusher = LoopingCall(self._flush)
         self._flusher.clock = reactor
 
     def start(self) -> None:
-        self.close_dangling()
+        self.logs.close_dangling_sync()
         self._flusher.start(self.FLUSH_S, now=False)
 
     def stop(self) -> None:
         if self._flusher.running:
             self._flusher.stop()
-        self.storage.flush()
+        self.logs.flush_sync()
 
-    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> list[int]:
-        """One broadcast-log entry per channel (ChannelView or ChannelConfig); returns their ids.
+    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> Entry:
+        """One entry per channel (ChannelView or ChannelConfig), started now."""
+        pairs = [(getattr(ch, "config", ch).id, getattr(ch, "config", ch).zone) for ch in channels]
+        return Entry(self.logs.plays_started(pairs, kind, item, by, self.wall(), detail))
 
-        Written at once (a few rows) because the ids are needed to close the entries."""
-        ids = []
-        with self.storage.transaction() as db:
-            for channel in channels:
-                config = getattr(channel, "config", channel)
-                cursor = db.execute("INSERT INTO broadcast_log (channel, zone, kind, item, started_at, started_by, "
-                                    "detail) VALUES (?,?,?,?,?,?,?)",
-                                    (config.id, config.zone, kind, item, self.wall(), by, detail))
-                ids.append(int(cursor.lastrowid or 0))
-        return ids
+    def note(self, entry: Entry, note: str) -> None:
+        entry.then(lambda ids: self.logs.note_play(ids, note))
 
-    def note(self, ids: list[int], note: str) -> None:
-        for entry in ids:
-            self.storage.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE id = ?",
-                                 (note, entry))
-
-    def close(self, ids: list[int], outcome: str) -> None:
+    def close(self, entry: Entry, outcome: str) -> None:
         now = self.wall()
-        for entry in ids:
-            self.storage.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
-                                 (now, outcome, entry))
+        entry.then(lambda ids: self.logs.play_ended(ids, outcome, now))
 
     def session(self, kind: str, device_id: str, zone: str, channel: str, at: float) -> None:
         if kind == "start":
-            self.storage.enqueue("INSERT INTO speaker_sessions (loudspeaker, zone, channel, started_at) "
-                                 "VALUES (?,?,?,?)", (device_id, zone, channel, at))
+            self.logs.session_started(device_id, zone, channel, at)
         else:
-            self.storage.enqueue("UPDATE speaker_sessions SET ended_at = ? WHERE loudspeaker = ? AND ended_at IS NULL",
-                                 (at, device_id))
-
-    def close_dangling(self) -> None:
-        """What a crash left open ends at the last heartbeat the server wrote."""
-        rows = self.storage.query("SELECT value FROM meta WHERE key = 'heartbeat'")
-        if not rows:
-            return
-        beat = rows[0]["value"]
-        with self.storage.transaction() as db:
-            db.execute("UPDATE speaker_sessions SET ended_at = MAX(started_at, ?) WHERE ended_at IS NULL", (beat,))
-            db.execute("UPDATE broadcast_log SET ended_at = MAX(started_at, ?), outcome = 'interrupted' "
-                       "WHERE ended_at IS NULL", (beat,))
+            self.logs.session_ended(device_id, at)
 
     def _flush(self) -> None:
-        self.storage.enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (self.wall(),))
-        deferred = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.storage.flush)
+        self.logs.heartbeat(self.wall())
 
         def failed(failure: Any) -> None:
             metrics.storage_flush_errors_total.inc()
             log.error("writing the broadcast log failed (kept for the next try): %s", failure.getErrorMessage())
 
-        deferred.addErrback(failed)
+        self.logs.flush().addErrback(failed)

@@ -23,7 +23,6 @@ from urllib.parse import unquote
 
 import numpy as np
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
 from broadcaster.codecs.decoders import StreamDecoder, sniff_decoder
@@ -97,7 +96,7 @@ class LiveSession:
         # Records first, so a failure here leaves nothing on air and nothing half-made.
         day = time.strftime("%Y-%m-%d")
         self.recording: SessionRecording | None = SessionRecording(settings.recordings_dir / day / f"{self.id}.ogg")
-        self.log_ids = desk.app.records.open(channels, "live", self.name, principal.name,
+        self.entry = desk.app.records.open(channels, "live", self.name, principal.name,
                                              detail=f"recording={self.recording.path}")
         self.input_id = "l-" + self.id
         spec = LiveSpec(target_delay_s=settings.target_delay_ms / 1000, max_delay_s=settings.max_delay_ms / 1000,
@@ -166,7 +165,7 @@ class LiveSession:
             except OSError as exc:
                 log.error("live session %s: closing the recording failed: %s", self.id, exc)
         outcome = "completed" if clean else "failed"
-        self.desk.app.records.close(self.log_ids, outcome)
+        self.desk.app.records.close(self.entry, outcome)
         metrics.live_sessions.dec()
         log.info("live session %s ended (%s), %d bytes", self.id, outcome, self.bytes)
 
@@ -187,8 +186,7 @@ class StudioDesk:
         """Check the password off the reactor (scrypt takes tens of milliseconds),
         then decide on the reactor."""
         user, password = self._credentials(request)
-        check = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(),
-                                  self.app.storage.user_by_password, user, password)
+        check = self.app.storage.users.by_password(user, password)  # the auth pool: a flood waits there
         return check.addCallback(self._decide, request)
 
     def _decide(self, row: dict[str, Any] | None, request: SourceRequest) -> LiveSession:
