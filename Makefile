@@ -21,9 +21,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check broadcaster codecs protocols tests benchmarks
 	$(BIN)/mypy broadcaster codecs protocols
 
-bench: $(STAMP)
+bench: system-run $(STAMP)
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/preemption.py
+	$(BIN)/python benchmarks/stalls.py --speakers 1000 5000
 
 system-run:
 	@scripts/system-deps.sh $(RUN_DEBS)

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import soundfile
@@ -33,7 +33,8 @@ def speaker_key(i: int) -> str:
 
 
 def write_config(directory: Path, *, speakers_per_channel: int, channels: int = 1, frame_ms: int = 20,
-                 keepalive_s: float = 5.0, fanout: str = "auto") -> Path:
+                 keepalive_s: float = 5.0, fanout: str = "auto", extra: dict[str, Any] | None = None) -> Path:
+    """extra: top-level sections merged into the document (e.g. {"storage": {...}})."""
     t = np.arange(4 * 48000) / 48000
     tone = directory / "tone.wav"
     soundfile.write(str(tone), (0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000)
@@ -50,31 +51,54 @@ def write_config(directory: Path, *, speakers_per_channel: int, channels: int = 
             {"id": f"spk-{c}-{i}", "zone": f"hamlet-{c}", "channel": f"ch-{c}", "key": speaker_key(i)}
             for c in range(channels) for i in range(speakers_per_channel)],
     }
+    for section, settings in (extra or {}).items():
+        document[section] = {**document.get(section, {}), **settings}
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
     return path
 
 
+def cli(config: Path, *args: str, python: str | None = None, root: Path | None = None) -> str:
+    """Run `broadcaster ARGS -c CONFIG` (from another checkout with python/root) and return its stdout."""
+    return subprocess.run([python or sys.executable, "-m", "broadcaster", *args, "-c", str(config)],
+                          capture_output=True, text=True, check=True, cwd=root or ROOT).stdout
+
+
+def admin_token(config: Path, name: str = "admin", python: str | None = None, root: Path | None = None) -> str:
+    return cli(config, "user", "add", name, "--role", "admin", "--token", python=python, root=root).split()[-1]
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 class ServerProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, python: str | None = None, root: Path | None = None,
+                 stderr_path: Path | None = None) -> None:
+        """python/root: run the server of another checkout (its venv's python, its directory)."""
+        self._stderr = open(stderr_path, "ab") if stderr_path is not None else None  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broadcaster", "serve", "-c", str(config), "--http-port", "0", "--udp-port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            [python or sys.executable, "-m", "broadcaster", "serve", "-c", str(config), "--http-port", "0",
+             "--udp-port", "0"],
+            stdout=subprocess.PIPE, stderr=self._stderr or subprocess.DEVNULL, text=True, cwd=root or ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], 60)
         line = self.process.stdout.readline() if ready else ""
         if not line.startswith("listening "):
             self.process.kill()
-            raise RuntimeError(f"server did not start: {line!r}")
+            self.process.wait()
+            raise RuntimeError(f"server did not start: {line!r}"
+                               + (f" (its stderr is in {stderr_path})" if stderr_path else ""))
         fields = dict(part.split("=", 1) for part in line.split()[1:])
         self.http_port = int(fields["http"].rsplit(":", 1)[1])
         self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU time of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        return process_cpu_seconds(self.process.pid)
 
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
@@ -90,12 +114,82 @@ class ServerProcess:
             time.sleep(0.2)
         return online
 
+    def get_text(self, path: str, timeout_s: float = 10.0) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout_s) as response:
+            return str(response.read().decode("utf-8"))
+
     def stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+
+
+Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Sample:
+    """Prometheus text exposition to {(name, sorted labels): value}; comments skipped."""
+    samples: Sample = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, labels = head, cast(tuple[tuple[str, str], ...], ())
+        if "{" in head:
+            name, _, rest = head.partition("{")
+            pairs = []
+            for part in rest.rstrip("}").split(","):
+                if "=" in part:
+                    k, _, v = part.partition("=")
+                    pairs.append((k.strip(), v.strip().strip('"')))
+            labels = tuple(sorted(pairs))
+        try:
+            samples[(name.strip(), labels)] = float(value)
+        except ValueError:
+            continue
+    return samples
+
+
+def metric_total(samples: Sample, name: str) -> float | None:
+    """Sum of a metric over all its label sets; None if the server does not export it."""
+    values = [v for (n, _), v in samples.items() if n == name]
+    return sum(values) if values else None
+
+
+def histogram_buckets(samples: Sample, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a histogram by upper bound (summed over other labels)."""
+    buckets: dict[float, float] = {}
+    for (n, labels), v in samples.items():
+        if n == f"{name}_bucket":
+            le = float(dict(labels)["le"])
+            buckets[le] = buckets.get(le, 0.0) + v
+    return buckets
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
+    """Quantile of the observations made between two scrapes, interpolated inside the bucket as
+    Prometheus' histogram_quantile does (so it is only as fine as the buckets). None if nothing observed."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bucket: its bound is all we know
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
 
 
 def machine() -> str:
@@ -108,3 +202,27 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time of a process and its live descendants (a server that runs its audio core
+    or workers as child processes is measured whole)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    user = system = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            u, s = process_cpu_seconds(current)
+        except (OSError, IndexError, ValueError):
+            continue
+        user, system = user + u, system + s
+        stack.extend(children.get(current, []))
+    return user, system
