@@ -185,6 +185,8 @@ class Receiver:
         self._acked_commands: set[tuple[int, int]] = set()
         self._keepalive_start = 0.0
         self._keepalives_sent = 0
+        self.stop_at = float("inf")     # packets stamped after this are not counted
+        self.past_stop = [not t for t in self.timed]
 
     def _send(self, i: int, data: bytes) -> None:
         try:
@@ -213,14 +215,25 @@ class Receiver:
             self._send(i, self.messages[i].subscribe())
             self._keepalives_sent += 1
 
-    def _close(self) -> None:
+    def _close(self, at: float, open_gaps: bool = False) -> None:
+        """End the window at wall time `at`. With open_gaps (the last window, every socket read up to `at`),
+        a gap still open then (no packet since) counts up to `at`; at a boundary between windows it is
+        counted whole in the next window instead, when its packet comes."""
         if self.window is not None:
+            w = self.window
+            for i, last in enumerate(self.last_ts if open_gaps else []):
+                if self.timed[i] and last and at > last:
+                    gap = at - last
+                    if gap > w.max_gap[i]:
+                        w.max_gap[i] = gap
+                    if gap > self.gap_s and len(w.stalls) < self.MAX_STALLS:
+                        w.stalls.append((last, at, self.global_index[i]))
             self.window.highest_at_end, self.window.drops_at_end = list(self.highest), list(self.drops)
             self.done.append(self.window)
             self.window = None
 
     def _open(self, label: str, start: float) -> None:
-        self._close()
+        self._close(start)
         timed = len(self.sockets)
         self.window = Window(label, start, [0.0] * timed, [0] * timed, list(self.highest), list(self.drops))
 
@@ -282,6 +295,9 @@ class Receiver:
                         self.drops[i] = U32.unpack_from(cdata)[0]
             if not ts:
                 ts = time.time()
+            if ts > self.stop_at:
+                self.past_stop[i] = True
+                continue
             if self.pending:
                 self._switch_if_due(ts)
             seq = rtp_sequence(data)
@@ -368,10 +384,15 @@ def receiver_main(conn: Any, devices: list[tuple[int, str, bytes, str, bool]], s
         while time.monotonic() < deadline and receiver._receive(1.0, conn):
             pass
         stop_at = receiver.pending[-1][1] if receiver.pending else time.time()
-        # Read what the kernel still holds from before the stop, then close the last window.
-        receiver._receive(max(0.0, min(2.0, stop_at + 0.5 - time.time())))
-        receiver._switch_if_due(float("inf"))
-        receiver._close()
+        receiver.pending = [p for p in receiver.pending if p[0]]
+        receiver.stop_at = stop_at
+        # Read what the kernel still holds from before the stop (until every timed socket has a packet
+        # stamped after it, or 5 s), then close the last window with the gaps still open at the stop.
+        until = time.monotonic() + 5.0
+        while not all(receiver.past_stop) and time.monotonic() < until:
+            receiver._receive(0.05)
+        receiver._switch_if_due(stop_at)
+        receiver._close(stop_at, open_gaps=True)
         conn.send(("results", receiver.results(), receiver.commands_acked))
     finally:
         receiver.close()
