@@ -18,7 +18,7 @@ from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
 from broadcaster.protocols.rtp import parse_rtp, seq_delta
 from broadcaster.protocols.speaker import MessageType, encode_message, parse_envelope
 from tests.conftest import KEYS, RunningServer, run_speaker
-from tests.test_http_stream import metric
+from tests.e2e.test_http_stream import metric
 
 WAIT_S = 15.0  # a bound on waiting for something that must happen, never an expectation of speed
 

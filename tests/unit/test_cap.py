@@ -22,7 +22,7 @@ from broadcaster.control.cap import (
     zones_for,
 )
 
-DATA = Path(__file__).resolve().parent / "data" / "cap"
+DATA = Path(__file__).resolve().parents[1] / "data" / "cap"
 ICT = timezone(timedelta(hours=7))
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 AREA_MAP = {"VN-TINH=86": "vinh-long", "29590": "xa-an-binh", "VN-XA=29602": "xa-tan-hoa"}

@@ -7,7 +7,7 @@ import pytest
 from broadcaster.cli import main
 from broadcaster.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = """
 zones:
   - id: p

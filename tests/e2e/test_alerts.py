@@ -18,7 +18,7 @@ import soundfile
 
 from broadcaster.codecs.pcm import rms_dbfs
 from tests.conftest import Api, RunningServer, run_speaker
-from tests.test_http_stream import metric
+from tests.e2e.test_http_stream import metric
 
 WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
 
@@ -122,7 +122,7 @@ def test_cancel_stops_an_alert_and_who_may_alert(api: Api) -> None:
         assert status == 400 and reply["error"]["code"] == code
 
 
-CAP = Path(__file__).parent / "data" / "cap"
+CAP = Path(__file__).parents[1] / "data" / "cap"
 ICT = timezone(timedelta(hours=7))
 
 
@@ -174,7 +174,7 @@ def test_bad_cap_is_refused_and_nothing_plays(api: Api) -> None:
 
 
 def test_a_scheduled_programme_pauses_for_the_alert_and_resumes(api: Api, tmp_path: Path) -> None:
-    from tests.test_schedule_e2e import local_in, upload
+    from tests.e2e.test_schedule import local_in, upload
 
     media = upload(api, tmp_path, 880.0, 6.0)
     status, programme = api("POST", "/api/v1/programmes", who="op-a", body={

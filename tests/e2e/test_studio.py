@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.codecs.pcm import dominant_frequency
 from tests.conftest import ROOT, RunningServer, run_speaker, start_server, tone_file, write_config
-from tests.test_http_stream import metric
+from tests.e2e.test_http_stream import metric
 
 PASSWORD = "studio-pass-1"
 WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed

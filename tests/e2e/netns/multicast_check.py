@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs  # noqa: E402
 from tests.conftest import start_server, write_config  # noqa: E402
