@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from broadcaster.app import BroadcastServer
+from broadcaster.codecs.opus import OpusDecoder
 from broadcaster.config import parse_config
 from broadcaster.core.local import LocalCore
 from broadcaster.protocols.rtp import parse_rtp
@@ -78,8 +79,10 @@ class FakeTTS:
         self.spoken: list[tuple[str, str]] = []
 
     def synthesize(self, text: str, language: str = "vi") -> np.ndarray:
+        """1.5 s of a 300 Hz tone stands for the speech: easy to tell from every other sound here."""
         self.spoken.append((text, language))
-        return np.full(48000 // 2, 0.25, dtype=np.float32)
+        t = np.arange(int(1.5 * 48000)) / 48000
+        return (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
 
 
 KEYS = {"spk-a1": "key-of-loudspeaker-a1-0001", "spk-a2": "key-of-loudspeaker-a2-0002",
@@ -184,6 +187,7 @@ class Speaker:
         self.address = address
         self.messages = SubscriptionMessages(device, KEYS[device].encode(), channel, wall=server.wall)
         self.key = KEYS[device].encode()
+        self._acked: set[int] = set()
 
     def subscribe(self) -> None:
         """Subscribe, echo the cookie: after this the core sends audio here."""
@@ -198,6 +202,12 @@ class Speaker:
     def rtp(self) -> list[Any]:
         return [parse_rtp(d) for d in self.server.udp.to(self.address) if d[:4] != b"BCS1"]
 
+    def audio(self) -> np.ndarray:
+        """What this loudspeaker heard: its RTP decoded in sequence order (no loss on this path)."""
+        decoder = OpusDecoder()
+        packets = sorted(self.rtp(), key=lambda p: p.sequence)
+        return np.concatenate([decoder.decode(p.payload) for p in packets]) if packets else np.zeros(0, np.float32)
+
     def commands(self) -> list[dict[str, Any]]:
         out = []
         for datagram in self.server.udp.to(self.address):
@@ -209,3 +219,13 @@ class Speaker:
 
     def ack(self, command_seq: int) -> None:
         self.server.app.core.datagram(self.messages.command_ack(command_seq), self.address)
+
+    def ack_all(self) -> None:
+        """Acknowledge every command received, as a device does on applying it."""
+        for command in self.commands():
+            if command["seq"] not in self._acked:
+                self._acked.add(command["seq"])
+                self.ack(command["seq"])
+
+    def keepalive(self) -> None:
+        self.server.app.core.datagram(self.messages.subscribe(), self.address)
