@@ -24,6 +24,7 @@ lint: $(STAMP)
 bench: system-run $(STAMP)
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/preemption.py
+	$(BIN)/python benchmarks/isolation.py
 	$(BIN)/python benchmarks/stalls.py --speakers 1000 5000
 
 system-run:

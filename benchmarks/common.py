@@ -97,8 +97,8 @@ class ServerProcess:
         self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
 
     def cpu_seconds(self) -> tuple[float, float]:
-        """(user, system) CPU time of the server process so far."""
-        return process_cpu_seconds(self.process.pid)
+        """(user, system) CPU time of the server so far: control and its audio core process together."""
+        return tree_cpu_seconds(self.process.pid)
 
     def get_json(self, path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:

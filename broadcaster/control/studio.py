@@ -208,8 +208,7 @@ class StudioDesk:
             unknown = [z for z in zones if z not in self.app.zones]
             if unknown:
                 raise self._refuse(404, "unknown_mount", f"no zone {unknown[0]!r}")
-            covered = set().union(*(self.app.zones.subtree(z) for z in zones))
-            channels = [c for c in self.app.channels.values() if c.config.zone in covered]
+            channels = [self.app.channels[c] for c in self.app.channels_in(zones)]
             if not channels:
                 raise self._refuse(404, "unknown_mount", f"no channel in zones {', '.join(zones)}")
         try:

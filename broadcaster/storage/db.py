@@ -47,6 +47,7 @@ T = TypeVar("T")
 POOL_THREADS = 3     # API reads and writes: a few, SQLite has one writer anyway
 REPORT_THREADS = 1   # long reads queue behind each other, never behind an edit
 AUTH_THREADS = 1     # scrypt password checks: a flood of wrong passwords waits here, alone
+TOKEN_THREADS = 1    # bearer-token lookups: every API call makes one, so they never queue behind API work
 SLOW_INTERACTION_S = 0.5
 
 
@@ -210,7 +211,8 @@ class Database:
         if pools is not None:
             self._pools = dict(pools)
             return
-        for name, threads in (("db", POOL_THREADS), ("reports", REPORT_THREADS), ("auth", AUTH_THREADS)):
+        for name, threads in (("db", POOL_THREADS), ("reports", REPORT_THREADS), ("auth", AUTH_THREADS),
+                              ("tokens", TOKEN_THREADS)):
             pool = ThreadPool(minthreads=1, maxthreads=threads, name=f"broadcaster-{name}")
             pool.start()
             self._pools[name] = pool
@@ -236,6 +238,11 @@ class Database:
                **kwargs: P.kwargs) -> Deferred[T]:
         """A long read, in the reports pool."""
         return self._submit("reports", name, False, fn, *args, **kwargs)
+
+    def lookup(self, name: str, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
+               **kwargs: P.kwargs) -> Deferred[T]:
+        """A short indexed read every request makes (its bearer token), in a pool of its own."""
+        return self._submit("tokens", name, False, fn, *args, **kwargs)
 
     def offload(self, pool: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         """Work that is not SQL but belongs beside it (password hashing: pool "auth")."""

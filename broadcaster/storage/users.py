@@ -76,7 +76,7 @@ class UserRepository:
 
     def by_token(self, token: str) -> Deferred[dict[str, Any] | None]:
         """{id, name, role, zones} of the token's user, or None."""
-        return self.db.read("users.by_token", _by_token, token)
+        return self.db.lookup("users.by_token", _by_token, token)
 
     def by_token_sync(self, token: str) -> dict[str, Any] | None:
         return self.db.run_sync(_by_token, token)

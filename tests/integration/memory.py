@@ -120,7 +120,7 @@ class Server:
         self.udp = RecordingSocket()
         self.tts = FakeTTS()
         storage = Storage(":memory:", KeySealer(b"k" * 32))
-        storage.db.bind(self.reactor, pools={name: self.reactor.pool for name in ("db", "reports", "auth")})
+        storage.db.bind(self.reactor, pools={name: self.reactor.pool for name in ("db", "reports", "auth", "tokens")})
         self.app = BroadcastServer(self.config, self.reactor, storage, core=LocalCore(self.reactor, self.wall),
                                    tts=self.tts, udp=self.udp, wall=self.wall)
         self.app.start()
