@@ -34,6 +34,7 @@ from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
 from broadcaster.control.schedule import Schedule, ScheduleError
 from broadcaster.control.studio import describe_live
+from broadcaster.control.workers import ProcessWorkers
 from broadcaster.core import commands as c
 from broadcaster.core.engine import CoreSettings
 from broadcaster.core.mixer import Priority
@@ -81,8 +82,9 @@ class BroadcastServer:
 
     def __init__(self, config: Config, reactor: Any, storage: Storage | None = None, *,
                  core: Any = None, tts: TextToSpeech | None | str = "espeak",
-                 udp: Any = None, wall: Callable[[], float] = time.time) -> None:
-        """Tests pass a LocalCore, a fake TTS, a recording UDP socket and a fake wall clock."""
+                 udp: Any = None, wall: Callable[[], float] = time.time, workers: Any = None) -> None:
+        """Tests pass a LocalCore, a fake TTS, a recording UDP socket, a fake wall clock and
+        inline workers."""
         self.config = config
         self.reactor = reactor
         self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
@@ -98,6 +100,7 @@ class BroadcastServer:
             core.on_exit = self._core_died
         self.core = core
         self.core.on_event = self._event
+        self.workers = workers or ProcessWorkers(reactor)
         self._udp = udp
         self.udp_socket: Any = None
         self.http_port: IListeningPort | None = None
@@ -168,6 +171,7 @@ class BroadcastServer:
                 self.records.close(entry, "stopped")
             self._loop_log.clear()
             self.records.stop()
+            self.workers.stop()
 
         return self.core.stop().addBoth(finish)
 

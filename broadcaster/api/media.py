@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
 from broadcaster import metrics
@@ -76,9 +75,8 @@ async def upload_media(call: Call) -> Reply:
     data = call.request.content.read() if call.request.content else b""
     media_id = uuid.uuid4().hex
     path = Path(settings.media_dir) / f"{media_id}.flac"
-    # Decoding and loudness analysis take seconds: never on the reactor thread.
-    work = deferToThreadPool(call.app.reactor, call.app.reactor.getThreadPool(), _process, data,
-                             filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
+    # Decoding and loudness analysis take seconds of CPU: in a worker process, never on the reactor.
+    work = call.app.workers.run(_process, data, filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
                              target_lufs=settings.loudness_target_lufs, max_duration_s=settings.max_upload_duration_s)
     result: ProcessedMedia = await work.addErrback(_refused)
     item = NewMedia(id=media_id, zone=zone, title=title, filename=filename, path=str(path),

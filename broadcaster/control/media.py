@@ -84,6 +84,10 @@ class MediaError(ValueError):
     def __repr__(self) -> str:
         return f"MediaError({self.code!r}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Uploads are processed in a worker process: the error comes back pickled."""
+        return MediaError, (self.code, self.message)
+
 
 @dataclass(frozen=True)
 class ProcessedMedia:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from broadcaster.app import BroadcastServer
 from broadcaster.codecs.opus import OpusDecoder
 from broadcaster.config import parse_config
+from broadcaster.control.workers import Inline
 from broadcaster.core.local import LocalCore
 from broadcaster.protocols.rtp import parse_rtp
 from broadcaster.protocols.speaker import MessageType, parse_envelope
@@ -122,7 +123,7 @@ class Server:
         storage = Storage(":memory:", KeySealer(b"k" * 32))
         storage.db.bind(self.reactor, pools={name: self.reactor.pool for name in ("db", "reports", "auth", "tokens")})
         self.app = BroadcastServer(self.config, self.reactor, storage, core=LocalCore(self.reactor, self.wall),
-                                   tts=self.tts, udp=self.udp, wall=self.wall)
+                                   tts=self.tts, udp=self.udp, wall=self.wall, workers=Inline())
         self.app.start()
         self.site = self.reactor.tcpServers[0][1]
         self.advance(0.1)
