@@ -121,7 +121,9 @@ class AdminApi(Resource):
         if isinstance(body, Raw):
             return status, body.text, body.content_type
         if isinstance(body, BaseModel):
-            return status, body.model_dump(mode="json", by_alias=True), None
+            # Serialised by pydantic's core in one pass: a page of 500 rows costs the reactor
+            # a millisecond or two, not the tens that model_dump + json.dumps(indent) took.
+            return status, body.model_dump_json(by_alias=True), "application/json; charset=utf-8"
         return status, body, None
 
     @staticmethod
@@ -148,7 +150,7 @@ class AdminApi(Resource):
         if status != 204:
             if content_type is None:
                 request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-                request.write(json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8"))
+                request.write(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
             else:
                 request.setHeader(b"Content-Type", content_type.encode("ascii"))
                 request.write(str(body).encode("utf-8"))

@@ -28,7 +28,7 @@ def respond(request: Request, route: str, code: int, body: bytes | str | Any,
     elif isinstance(body, bytes):
         data = body
     else:
-        data = json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8")
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", content_type.encode("ascii"))
     metrics.http_requests_total.labels(route, str(code)).inc()
