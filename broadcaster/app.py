@@ -82,9 +82,10 @@ class BroadcastServer:
 
     def __init__(self, config: Config, reactor: Any, storage: Storage | None = None, *,
                  core: Any = None, tts: TextToSpeech | None | str = "espeak",
-                 udp: Any = None, wall: Callable[[], float] = time.time, workers: Any = None) -> None:
-        """Tests pass a LocalCore, a fake TTS, a recording UDP socket, a fake wall clock and
-        inline workers."""
+                 udp: Any = None, wall: Callable[[], float] = time.time, workers: Any = None,
+                 pools: dict[str, Any] | None = None) -> None:
+        """Tests pass a LocalCore, a fake TTS, a recording UDP socket, a fake wall clock,
+        inline workers and thread pools that run work at once."""
         self.config = config
         self.reactor = reactor
         self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
@@ -101,6 +102,7 @@ class BroadcastServer:
         self.core = core
         self.core.on_event = self._event
         self.workers = workers or ProcessWorkers(reactor)
+        self._pools = pools
         self._udp = udp
         self.udp_socket: Any = None
         self.http_port: IListeningPort | None = None
@@ -108,7 +110,8 @@ class BroadcastServer:
         self.zones = ZoneTree()
         self.status = c.Status(ticks=0, missed=0)
         self.records = Records(self.storage, reactor, self.wall)
-        self.devices = Devices(self.storage, self.core.send, reactor, self.wall)
+        self.devices = Devices(self.storage, self.core.send, reactor, self.wall,
+                               pool=pools["commands"] if pools else None)
         self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
         self.programmes = ProgrammeRunner(self, self.schedule)
         if tts == "espeak":
@@ -120,6 +123,7 @@ class BroadcastServer:
         self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None)
         self.devices.on_ack = self.alerts.acknowledged
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
+        self._stopping = False
         self._loop_log: dict[str, Entry] = {}
         self._ready: dict[str, Deferred[None]] = {}
         self._loops: list[tuple[LoopingCall, float, bool]] = []
@@ -134,7 +138,7 @@ class BroadcastServer:
     def start(self, http_port: int | None = None, udp_port: int | None = None) -> tuple[int, int]:
         """Listen and start the core; returns the bound (http, udp) ports. ``ready``
         fires once every channel is built in the core."""
-        self.storage.db.bind(self.reactor)  # the storage pools (tests bind their own first)
+        self.storage.db.bind(self.reactor, self._pools)
         self.records.start()
         host = self.config.server.host
         sweep()
@@ -159,24 +163,30 @@ class BroadcastServer:
         return DeferredList(list(self._ready.values()))
 
     def stop(self) -> Deferred[None]:
+        """Everything on air ends as "stopped" (alerts also send their restore round), the
+        core ends every subscription and reports it, then the records are written."""
+        self._stopping = True
         for loop, _, _ in self._loops:
             if loop.running:
                 loop.stop()
         if self.http_port is not None:
             self.http_port.stopListening()
+        self.alerts.stop()
+        for session in {view.live for view in self.channels.values() if view.live is not None}:
+            session.stop()
 
-        def finish(_: object) -> None:
+        def finish(_: object) -> Deferred[None]:
             self.programmes.stop()
             for entry in self._loop_log.values():
                 self.records.close(entry, "stopped")
             self._loop_log.clear()
-            self.records.stop()
             self.workers.stop()
+            return self.records.stop()
 
         return self.core.stop().addBoth(finish)
 
     def _core_died(self) -> None:
-        if self.reactor.running:
+        if self.reactor.running and not self._stopping:
             self.reactor.stop()
 
     # --- what the core reports -------------------------------------------------------
@@ -213,6 +223,11 @@ class BroadcastServer:
             for channel_id, status in event.channels.items():
                 if channel_id in self.channels:
                     self.channels[channel_id].status = status
+        elif isinstance(event, c.ChannelFailed):
+            log.critical("channel %s cannot play: %s", event.channel, event.reason)
+            ready = self._ready.get(event.channel)
+            if ready is not None and not ready.called:
+                ready.callback(None)  # the other channels serve; this one answers 503
         elif isinstance(event, c.ChannelReady):
             channel = self.channels.get(event.channel)
             if channel is not None:
@@ -254,9 +269,16 @@ class BroadcastServer:
 
         def loaded(pcm: Any) -> None:
             input_id = f"loop-{cfg.id}"
+            entry = self._loop_log[cfg.id] = self.records.open([cfg], "loop", path.name, "system")
+
+            def ended(event: c.InputEnded) -> None:
+                self.untrack(input_id)
+                self._loop_log.pop(cfg.id, None)
+                self.records.close(entry, "failed" if event.how == "refused" else "stopped")
+
+            self.track(input_id, lambda event: None, ended)
             self.core.send(c.AddInput(input_id, (cfg.id,), PcmSpec(pcm, name=path.name, loop=True),
                                       priority=int(Priority.BACKGROUND), gain_db=cfg.loop_gain_db))
-            self._loop_log[cfg.id] = self.records.open([cfg], "loop", path.name, "system")
 
         def failed(failure: Any) -> None:
             log.error("channel %s: cannot play its loop programme: %s", cfg.id, failure.getErrorMessage())

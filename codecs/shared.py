@@ -47,8 +47,7 @@ def share(audio: Audio, directory: Path | None = None) -> SharedPcm:
         raise ValueError("shared audio must be a non-empty 1-D array")
     path = (directory or shared_dir()) / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex}.f32"
     data = np.ascontiguousarray(audio, dtype=np.float32)
-    with open(path, "wb") as f:
-        f.write(data.tobytes())
+    data.tofile(path)  # no second copy of a long programme in memory
     return SharedPcm(str(path), int(data.size))
 
 
@@ -81,13 +80,15 @@ def discard(pcm: SharedPcm) -> None:
 
 
 def sweep(directory: Path | None = None) -> int:
-    """Remove files that servers which are no longer running left behind."""
+    """At start: remove files that servers no longer running left behind (and any with
+    this process's id: a pid reused from before a reboot, since nothing is shared yet)."""
     removed = 0
     for path in (directory or shared_dir()).glob(PREFIX + "*.f32"):
         pid = path.name[len(PREFIX):].split("-", 1)[0]
         try:
-            os.kill(int(pid), 0)
-            continue  # still running
+            if int(pid) != os.getpid():
+                os.kill(int(pid), 0)
+                continue  # another server, still running
         except (ValueError, ProcessLookupError):
             pass
         except PermissionError:

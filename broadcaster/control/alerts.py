@@ -87,6 +87,7 @@ class Alert:
     media_id: str | None = None
     cap_identifier: str | None = None
     ended_on: set[str] = field(default_factory=set)  # channels where its input has ended
+    refused_on: set[str] = field(default_factory=set)  # channels where the core could not play it
     first_frame_s: dict[str, float] = field(default_factory=dict)  # channel -> seconds from accept to first frame
     acknowledged: set[str] = field(default_factory=set)
     commanded: set[str] = field(default_factory=set)
@@ -235,17 +236,40 @@ class AlertDesk:
         alert = self.active.get(alert_id)
         if alert is None:
             return None
+        if alert.entry:
+            self.app.records.note(alert.entry, f"cancelled by {by}")
         self._finish(alert, "cancelled")
         self.app.core.send(RemoveInput(alert.id))  # a short fade, not a click
         return alert
 
     def _ended(self, event: InputEnded) -> None:
-        alert = self.active.get(event.input_id)
+        alert = self.active.get(event.input_id) or self.recent.get(event.input_id)
         if alert is None:
             return
         alert.ended_on.add(event.channel)
-        if alert.ended_on >= set(alert.channels):
-            self._finish(alert, "completed")
+        if event.how == "refused":
+            alert.refused_on.add(event.channel)
+            log.error("alert %s: the core could not play it on %s", alert.id, event.channel)
+        if alert.ended_on < set(alert.channels):
+            return
+        self.app.untrack(alert.id)
+        if alert.ended is None:
+            self._finish(alert, "failed" if alert.refused_on >= set(alert.channels) else "completed")
+        audit = self._audit.pop(alert.id, None)
+        if alert.entry is None and audit is not None:
+            # It never got a first frame (refused everywhere, or cancelled at once): its records
+            # still say it was sent, and how it ended.
+            actor, remote, detail = audit
+            self.app.storage.logs.audit(Actor(actor, remote), "alert.start", alert.id, alert.zones[0], detail)
+            targets = [self.app.channels[c] for c in alert.channels if c in self.app.channels]
+            entry = self.app.records.open(targets, "alert", alert.title, alert.created_by,
+                                          detail=f"alert={alert.id} priority={int(alert.priority)} not played")
+            self.app.records.close(entry, alert.ended or "failed")
+
+    def stop(self) -> None:
+        """The server is stopping: what is on air ends as stopped, loudspeakers are told to restore."""
+        for alert in list(self.active.values()):
+            self._finish(alert, "stopped")
 
     def _finish(self, alert: Alert, outcome: str) -> None:
         if alert.ended is not None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from broadcaster import metrics
 from broadcaster.core import commands as c
@@ -28,6 +30,8 @@ from broadcaster.storage import Storage
 from broadcaster.storage.loudspeakers import StoredDevice
 
 log = logging.getLogger(__name__)
+COMMAND_BATCH = 256       # datagrams sent back to back in a command round ...
+COMMAND_PAUSE_S = 0.002   # ... then a pause, so the round never fills the socket's send buffer
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Online:
 
 class Devices:
     def __init__(self, storage: Storage, send: Callable[[c.Command], None], reactor: Any,
-                 wall: Callable[[], float]) -> None:
+                 wall: Callable[[], float], pool: Any = None) -> None:
         self.storage = storage
         self.send = send
         self.reactor = reactor
@@ -54,6 +58,15 @@ class Devices:
         self.sock: socket.socket | Any = None  # control's copy of the UDP socket, for commands
         self.on_ack: Callable[[str, int], None] = lambda device, seq: None
         self._command_seq = 0
+        self._commands: Any = pool  # made on first use unless given (tests give one that runs work at once)
+
+    def _pool(self) -> Any:
+        """Command rounds in a thread of their own: never behind TTS or a programme's decoding."""
+        if self._commands is None:
+            self._commands = ThreadPool(minthreads=1, maxthreads=1, name="broadcaster-commands")
+            self._commands.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self._commands.stop)
+        return self._commands
 
     # --- the registry -----------------------------------------------------------
 
@@ -63,14 +76,20 @@ class Devices:
         self.send(c.SetDevices(tuple(self.known.values())))
 
     def changed(self, device_id: str) -> Deferred[None]:
-        """One loudspeaker was registered, edited, re-keyed or deleted: only it is reloaded."""
+        """One loudspeaker was registered, edited, re-keyed or deleted: only it is reloaded.
+        A new key or channel ends its subscription here at once too (the core does the same),
+        so no command is signed with a key its address has not proven."""
 
         def apply(stored: StoredDevice | None) -> None:
+            old = self.known.get(device_id)
             if stored is None:
                 self.known.pop(device_id, None)
+                self.online.pop(device_id, None)
                 self.send(c.DropDevice(device_id))
             else:
                 self.known[device_id] = device = _device(stored)
+                if old is None or old.key != device.key or old.channel != device.channel:
+                    self.online.pop(device_id, None)
                 self.send(c.PutDevice(device))
 
         return self.storage.loudspeakers.device(device_id).addCallback(apply)
@@ -113,7 +132,9 @@ class Devices:
 
         def sign_and_send() -> list[str]:
             sent = []
-            for address, device in targets:
+            for i, (address, device) in enumerate(targets):
+                if i and i % COMMAND_BATCH == 0:
+                    time.sleep(COMMAND_PAUSE_S)  # the core's fan-out shares this socket's send buffer
                 datagram = encode_message(MessageType.COMMAND, device.id, payload, device.key)
                 try:
                     sock.sendto(datagram, address)
@@ -122,7 +143,7 @@ class Devices:
                 sent.append(device.id)
             return sent
 
-        work = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), sign_and_send)
+        work = deferToThreadPool(self.reactor, self._pool(), sign_and_send)
 
         def count(sent: list[str]) -> list[str]:
             metrics.speaker_commands_total.labels("sent").inc(len(sent))

@@ -75,6 +75,7 @@ class ProgrammeRunner:
         self.schedule = schedule
         self.loading: set[tuple[str, float]] = set()
         self.retry: dict[tuple[str, float], Occurrence] = {}  # due, but its row was not stored yet
+        self.failed: dict[tuple[str, float], float] = {}  # occurrences whose media would not load -> their end
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
 
     def playing_on(self, channel: str) -> list[Play]:
@@ -89,6 +90,8 @@ class ProgrammeRunner:
             log.exception("the scheduler's poll failed; it runs again shortly")
 
     def _poll(self, now: float) -> None:
+        for key in [k for k, end in self.failed.items() if end < now]:
+            del self.failed[key]
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start > now:  # what is already running was started (or skipped) by due()
                 self._load(occurrence, late=False)
@@ -103,7 +106,7 @@ class ProgrammeRunner:
 
     def _load(self, occurrence: Occurrence, late: bool) -> None:
         key = occurrence.key
-        if key in self.plays or key in self.loading:
+        if key in self.plays or key in self.loading or key in self.failed:
             return
         self.loading.add(key)
         storage = self.app.storage
@@ -122,6 +125,7 @@ class ProgrammeRunner:
 
         def failed(failure: Any) -> None:
             self.loading.discard(key)
+            self.failed[key] = occurrence.end  # not decoded again every poll until its time is over
             log.error("programme %s: cannot load its media: %s", occurrence.programme.id, failure.getErrorMessage())
             metrics.programmes_total.labels("failed").inc()
             if late or occurrence.start <= self.app.wall():
@@ -184,6 +188,10 @@ class ProgrammeRunner:
         """One channel's play of a programme ended: record how, per channel."""
         outcome = OUTCOMES.get(event.how, "stopped")
         play.ended.add(event.channel)
+        if event.how == "refused" and event.channel in self.app.channels:  # it never started there
+            play.entries[event.channel] = self.app.records.open(
+                [self.app.channels[event.channel]], "scheduled", play.occurrence.programme.title, "schedule",
+                detail=f"programme={play.occurrence.programme.id} not played")
         entry = play.entries.get(event.channel)
         if entry is not None:
             self.app.records.close(entry, outcome)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 
 from broadcaster import metrics
@@ -30,6 +30,10 @@ class Entry:
         self.ids: list[int] | None = None
         self._written = written.addCallback(self._known)
         self._written.addErrback(self._failed)
+
+    @property
+    def pending(self) -> Deferred[list[int]] | None:
+        return self._written if self.ids is None else None
 
     def _known(self, ids: list[int]) -> list[int]:
         self.ids = ids
@@ -47,7 +51,10 @@ class Entry:
             return
 
         def apply(ids: list[int]) -> list[int]:
-            work(ids)
+            try:
+                work(ids)
+            except Exception:  # one failed step must not cancel the close that follows it
+                log.exception("a broadcast-log write failed")
             return ids
 
         self._written.addCallback(apply)
@@ -62,20 +69,32 @@ class Records:
         self.wall = wall
         self._flusher = LoopingCall(self._flush)
         self._flusher.clock = reactor
+        self._entries: list[Entry] = []  # opened, ids not known yet
 
     def start(self) -> None:
         self.logs.close_dangling_sync()
         self._flusher.start(self.FLUSH_S, now=False)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Entries still being opened are waited for, so their closes are written too."""
         if self._flusher.running:
             self._flusher.stop()
-        self.logs.flush_sync()
+        waiting = [d for entry in self._entries if (d := entry.pending) is not None]
+        self._entries.clear()
+
+        def flush(_: object) -> None:
+            self.logs.flush_sync()
+
+        return DeferredList(waiting).addCallback(flush)
 
     def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> Entry:
         """One entry per channel (ChannelView or ChannelConfig), started now."""
         pairs = [(getattr(ch, "config", ch).id, getattr(ch, "config", ch).zone) for ch in channels]
-        return Entry(self.logs.plays_started(pairs, kind, item, by, self.wall(), detail))
+        entry = Entry(self.logs.plays_started(pairs, kind, item, by, self.wall(), detail))
+        if entry.ids is None:
+            self._entries = [e for e in self._entries if e.ids is None]
+            self._entries.append(entry)
+        return entry
 
     def note(self, entry: Entry, note: str) -> None:
         entry.then(lambda ids: self.logs.note_play(ids, note))

@@ -30,7 +30,7 @@ from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
-from broadcaster.core.commands import AddInput, LiveAudio, LiveEnd, RemoveInput
+from broadcaster.core.commands import AddInput, InputEnded, LiveAudio, LiveEnd, RemoveInput
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.live import LiveSpec
 from broadcaster.protocols.ingest import Refusal, SourceRequest
@@ -101,6 +101,7 @@ class LiveSession:
         self.input_id = "l-" + self.id
         spec = LiveSpec(target_delay_s=settings.target_delay_ms / 1000, max_delay_s=settings.max_delay_ms / 1000,
                         stall_s=settings.stall_timeout_ms / 1000, name=self.name)
+        desk.app.track(self.input_id, lambda event: None, self._ended)
         desk.app.core.send(AddInput(self.input_id, tuple(c.id for c in channels), spec, priority=int(Priority.LIVE)))
         for channel in channels:
             channel.live = self
@@ -151,10 +152,22 @@ class LiveSession:
                     log.error("live session %s: recording stopped: %s", self.id, exc)
                     self.recording = None
 
-    def close(self, clean: bool) -> None:
+    def _ended(self, event: InputEnded) -> None:
+        if event.how == "refused":  # the channel went away under the session
+            log.error("live session %s: the core refused it on %s", self.id, event.channel)
+            self.kick()
+
+    def stop(self) -> None:
+        """The server is stopping: the session ends as stopped, its recording closed properly."""
+        self.close(clean=False, outcome="stopped")
+        if self.connection is not None:
+            self.connection.hang_up()
+
+    def close(self, clean: bool, outcome: str | None = None) -> None:
         if self.closed:
             return
         self.closed = True
+        self.desk.app.untrack(self.input_id)
         self.desk.app.core.send(LiveEnd(self.input_id))  # what is buffered plays out, then the channel falls back
         for channel in self.channels:
             if channel.live is self:
@@ -164,7 +177,7 @@ class LiveSession:
                 self.recording.close()
             except OSError as exc:
                 log.error("live session %s: closing the recording failed: %s", self.id, exc)
-        outcome = "completed" if clean else "failed"
+        outcome = outcome or ("completed" if clean else "failed")
         self.desk.app.records.close(self.entry, outcome)
         metrics.live_sessions.dec()
         log.info("live session %s ended (%s), %d bytes", self.id, outcome, self.bytes)

@@ -64,7 +64,9 @@ class AddInput(Command):
     core/sources (a tone, shared PCM, a live buffer, an alert).
 
     ``start_at`` (audio clock) starts it in the frame covering that instant,
-    silent up to the exact sample; None starts it at the next frame.
+    silent up to the exact sample for sources with a lead-in (PCM); one that
+    arrives after its frame has gone starts at once, from its beginning. None
+    starts it at the next frame.
     ``cuts`` are inputs faded out in the same frame (the programme before).
     ``accepted_at`` (audio clock) makes the core measure alert latency."""
 
@@ -134,8 +136,8 @@ class DropDevice(Command):
 
 @dataclass(frozen=True)
 class Query(Command):
-    """Answered with an Answer of the same id: ``what`` is "metrics" (text
-    exposition of the core's metrics) or "sessions" (``args``: device ids)."""
+    """Answered at once with an Answer of the same id: ``what`` is "metrics" (the
+    text exposition of the core's metrics, at most a second old)."""
 
     query_id: int
     what: str
@@ -160,6 +162,14 @@ class ChannelReady(Event):
     channel: str
     rtp: dict[str, Any]
     ogg_headers: bytes
+
+
+@dataclass(frozen=True)
+class ChannelFailed(Event):
+    """The core could not build the channel (its multicast socket, say): nothing plays on it."""
+
+    channel: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 from prometheus_client import generate_latest
 
 from broadcaster import metrics
-from broadcaster.codecs.shared import attach
+from broadcaster.codecs.shared import SharedPcm, attach, discard
 from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
 from broadcaster.core import commands as c
 from broadcaster.core.channel import Channel
@@ -39,6 +39,14 @@ from broadcaster.core.sources.live import LiveSource
 from broadcaster.core.subscriptions import Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
+REBUILD_TICKS = 5
+
+
+def release(spec: Any) -> None:
+    """A spec the core will not build: discard the shared audio it names."""
+    for value in vars(spec).values() if hasattr(spec, "__dict__") else ():
+        if isinstance(value, SharedPcm):
+            discard(value)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class CoreSettings:
 @dataclass(eq=False)
 class _Input:
     command: c.AddInput
+    spec: Any  # the source spec as built (with its lead-in for a frame-exact start)
     sources: dict[str, Source] = field(default_factory=dict)
     items: dict[str, MixerInput] = field(default_factory=dict)
     awaiting: set[str] = field(default_factory=set)  # channels whose first frame has not gone yet
@@ -77,9 +86,11 @@ class Core:
         self._pending: list[tuple[int, int, _Input]] = []  # (first tick, order, input)
         self._order = itertools.count()
         self._dirty: set[str] = set()  # channels whose loudspeaker addresses changed
-        self._awaiting: list[_Input] = []
+        self._first_frames: list[_Input] = []
         self._live_seen: dict[tuple[str, str], tuple[int, int]] = {}
         self.stopped = False
+        self._metrics: tuple[float, bytes] | None = None
+        self._next_rebuild = 0  # the tick from which changed send lists are rebuilt again
         self.subscriptions = SubscriptionTable(
             (), settings.speakers,
             channel_info=lambda cid: self.channels[cid].rtp_info if cid in self.channels else None,
@@ -106,6 +117,11 @@ class Core:
                 pass
 
     @property
+    def done(self) -> bool:
+        """Stopped, with nothing left to apply."""
+        return self.stopped and not self._queue
+
+    @property
     def next_deadline(self) -> float:
         return self.clock.next_deadline
 
@@ -129,25 +145,29 @@ class Core:
             _, _, item = heapq.heappop(self._pending)
             if item.pending:
                 self._begin(item)
-        for channel_id in self._dirty:
-            channel = self.channels.get(channel_id)
-            if channel is not None and "rtp" in channel.by_kind:
-                channel.by_kind["rtp"].set_addresses(self.subscriptions.addresses(channel_id))
-        self._dirty.clear()
+        if self._dirty and tick >= self._next_rebuild:
+            # A send list is rebuilt whole (thousands of addresses): during a subscription storm
+            # (power back in a district) once every few frames, not on every one.
+            for channel_id in self._dirty:
+                channel = self.channels.get(channel_id)
+                if channel is not None and "rtp" in channel.by_kind:
+                    channel.by_kind["rtp"].set_addresses(self.subscriptions.addresses(channel_id))
+            self._dirty.clear()
+            self._next_rebuild = tick + REBUILD_TICKS
         for channel in self.channels.values():
             try:
                 channel.tick(tick)
             except Exception:
                 # One broken channel must not silence the others.
                 log.exception("channel %s: tick failed", channel.id)
-        if self._awaiting:
+        if self._first_frames:
             self._check_first_frames()
         if tick % self.ticks_per_second == 0:
             self._every_second()
 
     def _check_first_frames(self) -> None:
         now = self.now()
-        for item in self._awaiting:
+        for item in self._first_frames:
             for channel_id in list(item.awaiting):
                 mixer_input = item.items.get(channel_id)
                 if mixer_input is None or mixer_input.frames_played == 0:
@@ -156,7 +176,7 @@ class Core:
                 if item.command.accepted_at is not None:
                     metrics.alert_latency_seconds.observe(now - item.command.accepted_at)
                 self.emit(c.InputStarted(item.command.input_id, channel_id, now))
-        self._awaiting = [item for item in self._awaiting if item.awaiting]
+        self._first_frames = [item for item in self._first_frames if item.awaiting]
 
     def _every_second(self) -> None:
         self.subscriptions.expire(self.wall())
@@ -200,7 +220,12 @@ class Core:
             self._remove_input(command.input_id, command.fade)
         elif isinstance(command, c.SetMessage):
             item = self.inputs.get(command.input_id)
-            audio = attach(command.pcm) if command.pcm is not None else None
+            audio = None
+            if command.pcm is not None:
+                try:
+                    audio = attach(command.pcm)
+                except (OSError, ValueError) as exc:  # the alert must not hold its channels in silence
+                    log.error("core: alert %s: its message cannot be read: %s", command.input_id, exc)
             for source in (item.sources.values() if item else ()):
                 if isinstance(source, AlertSource):
                     source.set_message(audio)
@@ -236,8 +261,13 @@ class Core:
     def _add_channel(self, spec: c.ChannelSpec) -> None:
         if spec.id in self.channels:
             return
-        channel = Channel(spec, self.settings.audio, self.settings.http, sock=self.sock,
-                          fanout=self.settings.fanout, emit=self.emit)
+        try:
+            channel = Channel(spec, self.settings.audio, self.settings.http, sock=self.sock,
+                              fanout=self.settings.fanout, emit=self.emit)
+        except (OSError, ValueError) as exc:
+            log.error("core: channel %s cannot be built: %s", spec.id, exc)
+            self.emit(c.ChannelFailed(spec.id, str(exc)))
+            return
         self.channels[spec.id] = channel
         ogg = channel.by_kind.get("ogg")
         self.emit(c.ChannelReady(spec.id, dict(channel.rtp_info), ogg.header_pages if ogg else b""))
@@ -245,15 +275,18 @@ class Core:
     def _add_input(self, command: c.AddInput, tick: int) -> None:
         if command.input_id in self.inputs:
             log.error("core: input %s exists already", command.input_id)
+            release(command.source)
             return
         spec = command.source
         first = tick
         if command.start_at is not None:
+            # Due in this frame or a later one: it starts there, silent up to its exact sample.
+            # Due in a frame already gone (it came late): it starts now, from its beginning.
             first = self.clock.frame_of(command.start_at)
-            if first > tick and hasattr(spec, "lead_s"):
+            if first >= tick and hasattr(spec, "lead_s"):
                 spec = dataclasses.replace(spec, lead_s=max(0.0, command.start_at - self.clock.deadline(first)))
             first = max(first, tick)
-        item = _Input(command)
+        item = _Input(command, spec)
         for channel_id in command.channels:
             channel = self.channels.get(channel_id)
             if channel is None:
@@ -265,6 +298,7 @@ class Core:
                 log.error("core: input %s on %s: %s", command.input_id, channel_id, exc)
                 self.emit(c.InputEnded(command.input_id, channel_id, "refused"))
         if not item.sources:
+            release(spec)  # nothing maps its audio: its shared file must not wait for a restart
             return
         self.inputs[command.input_id] = item
         if first <= tick:
@@ -275,19 +309,22 @@ class Core:
     def _begin(self, item: _Input) -> None:
         item.pending = False
         command = item.command
+        lead = min(self.settings.audio.frame_samples - 1, round(getattr(item.spec, "lead_s", 0.0) * 48000))
         for cut in command.cuts:
-            self._remove_input(cut, fade=True, only=set(item.sources))
+            cut_item = self.inputs.get(cut)
+            if cut_item is not None and not cut_item.pending:  # one still to start is not replaced by this
+                self._remove_input(cut, fade=True, only=set(item.sources), at=lead)
         for channel_id, source in item.sources.items():
             mixer_input = self.channels[channel_id].mixer.add(
                 source, gain_db=command.gain_db, priority=Priority(command.priority), fade_in=command.fade_in,
                 policy=command.policy, duck_db=command.duck_db, on_preempt=command.on_preempt,
-                on_end=partial(self._ended, item, channel_id))
+                on_end=partial(self._ended, item, channel_id), ramp_at=lead)
             mixer_input.owner = command.input_id
             item.items[channel_id] = mixer_input
             item.awaiting.add(channel_id)
-        self._awaiting.append(item)
+        self._first_frames.append(item)
 
-    def _remove_input(self, input_id: str, fade: bool, only: set[str] | None = None) -> None:
+    def _remove_input(self, input_id: str, fade: bool, only: set[str] | None = None, at: int = 0) -> None:
         item = self.inputs.get(input_id)
         if item is None:
             return
@@ -296,10 +333,11 @@ class Core:
             del self.inputs[input_id]
             for channel_id in item.sources:
                 self.emit(c.InputEnded(input_id, channel_id, "removed"))
+            item.sources.clear()  # its audio is freed now, not when its start tick would have come
             return
         for channel_id, mixer_input in list(item.items.items()):
             if only is None or channel_id in only:
-                self.channels[channel_id].mixer.remove(mixer_input, fade_out=fade)
+                self.channels[channel_id].mixer.remove(mixer_input, fade_out=fade, at=at)
 
     def _ended(self, item: _Input, channel_id: str, mixer_input: MixerInput, how: str) -> None:
         input_id = item.command.input_id
@@ -318,15 +356,12 @@ class Core:
 
     def _answer(self, query: c.Query) -> Any:
         if query.what == "metrics":
-            return generate_latest(metrics.CORE_REGISTRY)
-        if query.what == "sessions":
-            wanted = query.args[0] if query.args else None
-            found = {}
-            for device_id, s in self.subscriptions.subscriptions.items():
-                if wanted is None or device_id in wanted:
-                    found[device_id] = {"address": s.address, "last_seen": s.last_seen,
-                                        "status": s.status.as_dict()}
-            return found
+            # At most one exposition a second, however often /metrics is asked: it costs
+            # milliseconds of this loop with many channels, and the page needs no login.
+            now = self.now()
+            if self._metrics is None or now - self._metrics[0] >= 1.0:
+                self._metrics = (now, generate_latest(metrics.CORE_REGISTRY))
+            return self._metrics[1]
         return None
 
     def stop(self) -> None:

@@ -59,6 +59,7 @@ class MixerInput:
     preempted: bool = False  # muted by a higher class in the last frame
     frames_played: int = 0  # frames in which the source gave audio (or was skipped with no consumers)
     owner: str | None = None  # the core's input id this belongs to
+    ramp_at: int = 0  # in the next frame, the gain change starts at this sample (a frame-exact start or cut)
     on_end: Callable[[MixerInput, str], None] | None = None  # called once with "finished", "skipped" or "removed"
 
 
@@ -66,7 +67,7 @@ class Mixer:
     def __init__(self, frame_samples: int = 960, *, ramp_ms: float = 5.0,
                  ceiling_dbfs: float = -1.0, release_ms: float = 200.0) -> None:
         self.frame_samples = frame_samples
-        ramp_samples = max(1, int(48 * ramp_ms))
+        ramp_samples = self._ramp_samples = max(1, int(48 * ramp_ms))
         # Fraction of a gain change applied at each sample of a frame: a linear
         # ramp that completes within ramp_ms (always inside one frame).
         self._ramp = np.minimum(np.arange(1, frame_samples + 1) / ramp_samples, 1.0).astype(np.float32)
@@ -79,20 +80,25 @@ class Mixer:
 
     def add(self, source: Source, *, gain_db: float = 0.0, priority: Priority = Priority.SCHEDULED,
             fade_in: bool = True, policy: str = "preempt", duck_db: float = -20.0, on_preempt: str = "continue",
-            on_end: Callable[[MixerInput, str], None] | None = None) -> MixerInput:
+            on_end: Callable[[MixerInput, str], None] | None = None, ramp_at: int = 0) -> MixerInput:
+        """``ramp_at``: the fade-in starts at this sample of the first frame (where the
+        source's first sample is, after its lead-in silence)."""
         if policy not in ("preempt", "duck") or on_preempt not in ("continue", "pause", "skip"):
             raise ValueError(f"unknown policy {policy!r} or on_preempt {on_preempt!r}")
         item = MixerInput(source=source, gain_db=gain_db, priority=priority, policy=policy, duck_db=duck_db,
-                          on_preempt=on_preempt, gain=0.0 if fade_in else db_to_gain(gain_db), on_end=on_end)
+                          on_preempt=on_preempt, gain=0.0 if fade_in else db_to_gain(gain_db), on_end=on_end,
+                          ramp_at=ramp_at)
         self.inputs.append(item)
         return item
 
-    def remove(self, item: MixerInput, *, fade_out: bool = True) -> None:
-        """Fade an input out over the ramp, then drop it (an abrupt cut clicks)."""
+    def remove(self, item: MixerInput, *, fade_out: bool = True, at: int = 0) -> None:
+        """Fade an input out over the ramp, then drop it (an abrupt cut clicks).
+        ``at``: the fade starts at this sample of the next frame (where what replaces it starts)."""
         if not fade_out or item.gain == 0.0:
             self._drop(item, "removed")
         else:
             item.removing = True
+            item.ramp_at = at
 
     def _drop(self, item: MixerInput, how: str) -> None:
         if item in self.inputs:
@@ -104,6 +110,7 @@ class Mixer:
         """Advance every source one frame with no output (no consumers)."""
         for item in list(self.inputs):
             item.source.skip()
+            item.ramp_at = 0
             item.frames_played += 1  # on air, though nobody listens: records and first-frame events count it
             if item.source.finished or item.removing:
                 self._drop(item, "finished" if item.source.finished else "removed")
@@ -138,14 +145,19 @@ class Mixer:
             preempted = top is not None and item.priority < top
             item.preempted = preempted
             target = 0.0 if item.removing else db_to_gain(item.gain_db) * (duck_gain if preempted else 1.0)
+            reached = target
             if frame is not None:
                 if item.gain == target:
                     contribution = frame if target == 1.0 else frame * np.float32(target)
                 else:
-                    gains = item.gain + (target - item.gain) * self._ramp
+                    ramp = self._ramp if item.ramp_at <= 0 else self._ramp_from(item.ramp_at)
+                    gains = item.gain + (target - item.gain) * ramp
                     contribution = frame * gains
+                    if item.ramp_at + self._ramp_samples > self.frame_samples:
+                        reached = float(gains[-1])  # a ramp that started late in the frame goes on in the next
                 out = contribution.astype(np.float32, copy=True) if out is None else out + contribution
-            item.gain = target
+            item.gain = reached
+            item.ramp_at = 0
             if item.source.finished:
                 self._drop(item, "finished")
             elif item.removing and item.gain == 0.0:
@@ -153,6 +165,13 @@ class Mixer:
         if out is None:
             return None
         return self._limit(out)
+
+    def _ramp_from(self, start: int) -> Audio:
+        """The ramp, starting at sample ``start`` (0 before it)."""
+        ramp = np.zeros(self.frame_samples, dtype=np.float32)
+        if start < self.frame_samples:
+            ramp[start:] = self._ramp[:self.frame_samples - start]
+        return ramp
 
     def _limit(self, frame: Audio) -> Audio:
         """Peak limiter: instant attack, linear release; never a sample above the ceiling."""

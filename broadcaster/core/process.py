@@ -38,6 +38,7 @@ log = logging.getLogger("broadcaster.core")
 READ_BUDGET = 256           # datagrams per wake-up
 LINK_READ = 1 << 20         # bytes of commands per wake-up
 PAGE_DROP_BYTES = 16 << 20  # past this much unwritten output, listener pages are dropped
+STATUS_DROP_BYTES = 64 << 20  # and past this, status snapshots too (the next one says it all again)
 
 
 class CoreLoop:
@@ -57,6 +58,8 @@ class CoreLoop:
         if isinstance(event, c.Page) and len(self.out) > PAGE_DROP_BYTES:
             self.dropped_pages += 1
             return
+        if isinstance(event, c.Status) and len(self.out) > STATUS_DROP_BYTES:
+            return
         self.out += encode(event)
 
     def run(self) -> None:
@@ -69,9 +72,11 @@ class CoreLoop:
             core.submit(message)
         self._early = []
         open_link = True
-        while open_link and not (core.stopped and not core._queue):
+        while open_link and not core.done:
             timeout = max(0.0, core.next_deadline - time.monotonic())
-            for key, _mask in self.selector.select(timeout):
+            ready = self.selector.select(timeout)
+            core.run_due()  # a frame that is due goes before anything read meanwhile
+            for key, _mask in ready:
                 if key.data == "udp":
                     self._read_datagrams(core)
                 elif key.data == "link":
@@ -97,7 +102,11 @@ class CoreLoop:
         return settings
 
     def _read_datagrams(self, core: Core) -> None:
+        """At most READ_BUDGET, and none once the next frame is due."""
+        deadline = core.next_deadline
         for _ in range(READ_BUDGET):
+            if time.monotonic() >= deadline:
+                return
             try:
                 data, address = self.udp.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
@@ -111,10 +120,8 @@ class CoreLoop:
             data = self.link.recv(LINK_READ)
         except (BlockingIOError, InterruptedError):
             return True
-        if not data:
-            core.submit(c.Stop())
-            core.run_due()
-            core._tick(core.clock.tick_index)  # apply the stop: sessions end, their events go out
+        if not data:  # control is gone: nobody to tell, nothing more to do
+            core.stop()
             return False
         for message in self.reader.feed(data):
             core.submit(message)
@@ -144,7 +151,10 @@ class CoreLoop:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     link_fd, udp_fd = int(args[0]), int(args[1])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # control decides when the core stops
+    # Control decides when the core stops (a Stop command, or the link closing): a SIGTERM
+    # sent to the whole service must not end the core before control has recorded its sessions.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s core %(levelname)s %(message)s")
     link = socket.socket(fileno=link_fd)
     udp = socket.socket(fileno=udp_fd)

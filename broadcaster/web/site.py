@@ -60,6 +60,9 @@ class ChannelList(_Leaf):
         channel = self.app.channels.get(channel_id)
         if channel is None or extension not in ("ogg", "sdp"):
             return error(request, "channels", 404, "not_found", f"no channel stream {name!r}; see GET /channels")
+        if not channel.ready:  # the core has not built it yet (just started, or just added)
+            request.setHeader(b"Retry-After", b"1")
+            return error(request, "channels", 503, "starting", f"channel {channel_id!r} is starting; retry in a second")
         if extension == "sdp":
             if channel.config.multicast is None:
                 return error(request, "sdp", 404, "no_multicast",

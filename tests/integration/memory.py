@@ -30,6 +30,7 @@ from broadcaster.protocols.speaker import MessageType, parse_envelope
 from broadcaster.speaker.client import SubscriptionMessages
 from broadcaster.storage import KeySealer, Storage
 
+POOLS = ("db", "reports", "auth", "tokens", "commands")
 WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
 FRAME = 0.02
 
@@ -121,9 +122,9 @@ class Server:
         self.udp = RecordingSocket()
         self.tts = FakeTTS()
         storage = Storage(":memory:", KeySealer(b"k" * 32))
-        storage.db.bind(self.reactor, pools={name: self.reactor.pool for name in ("db", "reports", "auth", "tokens")})
         self.app = BroadcastServer(self.config, self.reactor, storage, core=LocalCore(self.reactor, self.wall),
-                                   tts=self.tts, udp=self.udp, wall=self.wall, workers=Inline())
+                                   tts=self.tts, udp=self.udp, wall=self.wall, workers=Inline(),
+                                   pools={name: self.reactor.pool for name in POOLS})
         self.app.start()
         self.site = self.reactor.tcpServers[0][1]
         self.advance(0.1)

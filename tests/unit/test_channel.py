@@ -77,15 +77,19 @@ def test_silence_uses_the_cached_packet() -> None:
     assert {parse_rtp(d).payload for d, _ in sock.sent} == {channel.silence}
 
 
-def test_listener_after_idle_is_told_the_stream_restarted() -> None:
+def test_going_idle_tells_control_to_forget_its_burst_at_once() -> None:
     channel, _, events = make_channel([])
-    channel.mixer.add(ToneSource(440.0))
-    for tick in range(3):
-        channel.tick(tick)  # nobody listens: idle
     channel.by_kind["ogg"].set_listeners(1)
-    channel.tick(3)
-    first = [e for e in events if isinstance(e, Page)][0]
-    assert first.restart, "what control kept for new listeners from before the idle time is stale"
+    channel.mixer.add(ToneSource(440.0))
+    for tick in range(12):
+        channel.tick(tick)  # one listener: a page of 200 ms has gone out
+    assert [e.restart for e in events if isinstance(e, Page)] == [False]
+    channel.by_kind["ogg"].set_listeners(0)
+    channel.tick(12)  # nobody listens now
+    restart = [e for e in events if isinstance(e, Page)][-1]
+    assert restart.restart and restart.data == b"", "before the next listener arrives, not when it does"
+    channel.tick(13)
+    assert len([e for e in events if isinstance(e, Page)]) == 2, "said once, not every idle tick"
 
 
 def test_skipped_ticks_advance_media_time() -> None:

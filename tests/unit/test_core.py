@@ -98,8 +98,11 @@ def test_an_item_due_mid_frame_starts_at_its_exact_sample() -> None:
     assert all(f is None for f in frames[:24]), "nothing plays before its frame"
     first = frames[24]
     assert first is not None
-    lead = round(0.013 * 48000)
-    assert np.all(first[:lead] == 0.0) and first[lead] == pytest.approx(0.5, abs=1e-6)
+    lead = round(0.013 * 48000)  # 624 samples of silence, then its 5 ms fade-in begins at its first sample
+    assert np.all(first[:lead] == 0.0)
+    ramp = 0.5 * np.arange(1, 241) / 240
+    assert first[lead:lead + 240] == pytest.approx(ramp, abs=1e-6)
+    assert first[lead + 240:] == pytest.approx(np.full(960 - lead - 240, 0.5), abs=1e-6)
     started = h.of(c.InputStarted)
     assert [(e.input_id, e.channel) for e in started] == [("news", "ch-a")]
     assert started[0].at == START + 25 * FRAME
@@ -131,7 +134,50 @@ def test_the_next_programme_cuts_the_one_before_in_its_first_frame() -> None:
     assert ended == [("first", "removed")]
     frame_50 = h.capture["ch-a"].frames[49]  # tick 50, the second's first frame: the first fades as it starts
     assert frame_50 is not None and frame_50[-1] == pytest.approx(0.5, abs=1e-6)
+    # A crossfade, not a gap: every sample is the sum of the one fading out and the one fading in.
+    t = np.arange(1, 241) / 240
+    assert frame_50[:240] == pytest.approx(0.25 * (1 - t) + 0.5 * t, abs=1e-6)
     assert h.capture["ch-a"].frames[55] == pytest.approx(np.full(960, 0.5, np.float32), abs=1e-6)
+
+
+def test_a_cut_mid_frame_crossfades_at_the_exact_sample() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("first", ("ch-a",), PcmSpec(share(dc(0.25, 5.0))), priority=20))
+    h.core.submit(c.AddInput("second", ("ch-a",), PcmSpec(share(dc(0.5, 5.0))), priority=20,
+                             start_at=START + 1.0 + 0.015, cuts=("first",)))
+    h.run_until(60)
+    frame = h.capture["ch-a"].frames[49]  # tick 50 covers the start, 720 samples in
+    assert frame is not None
+    assert frame[:720] == pytest.approx(np.full(720, 0.25), abs=1e-6), "the first plays up to the cut"
+    t = np.arange(1, 241) / 240
+    assert frame[720:] == pytest.approx(0.25 * (1 - t) + 0.5 * t, abs=1e-6), "no silence, no step: a crossfade"
+
+
+def test_a_cut_never_removes_an_input_still_waiting_for_its_time() -> None:
+    h = Harness()
+    h.core.submit(c.AddInput("later", ("ch-a",), PcmSpec(share(dc(0.5, 1.0))), priority=20, start_at=START + 2.0))
+    h.core.submit(c.AddInput("now", ("ch-a",), PcmSpec(share(dc(0.25, 0.5))), priority=20, cuts=("later",)))
+    h.run_until(160)
+    assert [(e.input_id, e.how) for e in h.of(c.InputEnded)] == [("now", "finished"), ("later", "finished")]
+
+
+def test_an_alert_whose_message_cannot_be_read_ends_after_its_signal() -> None:
+    from broadcaster.codecs.shared import SharedPcm
+
+    h = Harness()
+    h.core.submit(c.AddInput("a-3", ("ch-a",), AlertSpec(repeat=1, gap_s=0.0), priority=50, fade_in=False))
+    h.run_until(5)
+    h.core.submit(c.SetMessage("a-3", SharedPcm("/nonexistent/broadcaster-pcm-gone.f32", 48000)))
+    h.run_until(300)
+    assert [(e.input_id, e.how) for e in h.of(c.InputEnded)] == [("a-3", "finished")], "not silence forever"
+
+
+def test_a_refused_input_does_not_leave_its_shared_audio_behind(tmp_path: Path) -> None:
+    h = Harness()
+    pcm = share(dc(0.5, 1.0))
+    h.core.submit(c.AddInput("x", ("no-such-channel",), PcmSpec(pcm), priority=20))
+    h.run_until(2)
+    assert not Path(pcm.path).exists()
 
 
 def test_removing_a_pending_input_means_it_never_plays() -> None:

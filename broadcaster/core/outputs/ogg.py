@@ -1,8 +1,8 @@
 """The Ogg/Opus listener stream: pages built once per channel, sent to control.
 
-Control's web side (web/streams.py) holds the HTTP listeners, the burst a
-new listener starts with, and writes each page to each of them; the core only
-makes the page (about once a second) and says how many listeners there are.
+Control (control/channels.py) holds the HTTP listeners and the burst a new
+listener starts with, and writes each page to each of them; the core only
+makes the page (about once a second) and is told how many listeners there are.
 """
 
 from __future__ import annotations
@@ -45,21 +45,21 @@ class OggHttp:
         return self.listeners > 0
 
     def send(self, frame: EncodedFrame) -> None:
-        page = self.writer.add_packet(frame.opus, frame.samples)
-        restart = self._idle
         self._idle = False
+        page = self.writer.add_packet(frame.opus, frame.samples)
         if page is not None:
-            self.emit(Page(self.channel, page, restart=restart))
+            self.emit(Page(self.channel, page))
             if self.listeners:
                 self._pages.inc(self.listeners)
                 self._bytes.inc(self.listeners * len(page))
-        elif restart:
-            self.emit(Page(self.channel, b"", restart=True))
 
     def idle(self) -> None:
+        """The channel stopped encoding: control forgets its burst at once, so the
+        listener whose arrival wakes the channel up does not start with old audio."""
         if not self._idle:
             self._idle = True
-            self.writer.flush()  # a listener arriving later must not get stale audio
+            self.writer.flush()
+            self.emit(Page(self.channel, b"", restart=True))
 
     def describe(self) -> dict[str, Any]:
         return {"listeners": self.listeners}

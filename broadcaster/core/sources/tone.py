@@ -19,7 +19,7 @@ class ToneSpec:
 
 
 class ToneSource:
-    """A sine tone: test signals now, alert attention tones later."""
+    """A sine tone at an RMS level (line-up and test signals)."""
 
     def __init__(self, frequency_hz: float, level_dbfs: float = -12.0, *,
                  frame_samples: int = 960, duration_s: float | None = None,
