@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, parse_metrics  # noqa: E402
 from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy  # noqa: E402
 from broadcaster.core import commands as c  # noqa: E402
-from broadcaster.core.engine import CoreSettings  # noqa: E402
+from broadcaster.core.commands import CoreSettings  # noqa: E402
 from broadcaster.core.link import FrameReader, encode  # noqa: E402
 from broadcaster.core.process import CoreLoop  # noqa: E402
 from broadcaster.core.sources.tone import ToneSpec  # noqa: E402

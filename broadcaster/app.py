@@ -9,8 +9,6 @@ control's reactor. Tests build the same server with the core in memory
 from __future__ import annotations
 
 import logging
-import socket
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.control.alerts import AlertDesk, EspeakTTS, TextToSpeech
 from broadcaster.control.auth import ZoneTree
 from broadcaster.control.channels import ChannelView
+from broadcaster.control.coreproc import udp_socket
 from broadcaster.control.devices import Devices, Online
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
@@ -36,7 +35,7 @@ from broadcaster.control.schedule import Schedule, ScheduleError
 from broadcaster.control.studio import describe_live
 from broadcaster.control.workers import ProcessWorkers
 from broadcaster.core import commands as c
-from broadcaster.core.engine import CoreSettings
+from broadcaster.core.commands import CoreSettings
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.pcm import PcmSpec
 from broadcaster.storage import KeySealer, Storage, seed_from_config
@@ -44,33 +43,7 @@ from broadcaster.web.site import make_site
 
 log = logging.getLogger(__name__)
 
-SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux <asm-generic/socket.h>; Python does not export them
 EventHandler = Callable[[Any], None]
-
-
-def _grow_buffers(sock: socket.socket, size: int) -> None:
-    """Room for a frame's fan-out and for a fleet's keepalives arriving together.
-
-    The plain options are capped by net.core.[rw]mem_max; the FORCE variants
-    (root only) are not, so try them first."""
-    linux = sys.platform.startswith("linux")
-    for force, plain in ((SO_SNDBUFFORCE if linux else None, socket.SO_SNDBUF),
-                         (SO_RCVBUFFORCE if linux else None, socket.SO_RCVBUF)):
-        try:
-            if force is None:
-                raise PermissionError
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, size)
-
-
-def udp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    _grow_buffers(sock, 4 * 1024 * 1024)
-    return sock
 
 
 class BroadcastServer:
@@ -98,6 +71,7 @@ class BroadcastServer:
         if core is None:
             from broadcaster.control.coreproc import CoreProcess
             core = CoreProcess(reactor)
+        if hasattr(core, "on_exit"):
             core.on_exit = self._core_died
         self.core = core
         self.core.on_event = self._event
@@ -144,9 +118,8 @@ class BroadcastServer:
         sweep()
         self.udp_socket = self._udp or udp_socket(host, self.config.server.udp_port if udp_port is None else udp_port)
         self.devices.sock = self.udp_socket
-        settings = CoreSettings(audio=self.config.audio, http=self.config.http, speakers=self.config.speakers,
-                                fanout=self.config.server.udp_fanout)
-        self.core.start(settings, self.udp_socket)
+        if not self.core.started:  # `serve` starts it first, so it boots while control imports
+            self.core.start(CoreSettings.of(self.config), self.udp_socket)
         self._set_zones(self.storage.zones.all_sync())
         self._add_channels(self.storage.channels.all_sync())
         self.devices.load_all()

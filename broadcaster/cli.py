@@ -39,19 +39,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from twisted.internet import reactor
 
-    from broadcaster.app import BroadcastServer
+    from broadcaster.control.coreproc import CoreProcess, udp_socket
+    from broadcaster.core.commands import CoreSettings
 
     # Audio time must not jump when NTP (or an operator) steps the wall clock:
     # every delayed call and the frame clock then run on the monotonic clock.
     reactor.seconds = time.monotonic  # type: ignore[method-assign]
+    host = config.server.host
+    try:
+        udp = udp_socket(host, config.server.udp_port if args.udp_port is None else args.udp_port)
+    except OSError as exc:
+        print(f"cannot start: UDP port: {exc}", file=sys.stderr)
+        return 1
+    # The audio core boots in its own process while control imports the rest.
+    core = CoreProcess(reactor)
+    core.start(CoreSettings.of(config), udp)
 
-    server = BroadcastServer(config, reactor)
+    from broadcaster.app import BroadcastServer
+
+    server = BroadcastServer(config, reactor, core=core, udp=udp)
     try:
         http_port, udp_port = server.start(args.http_port, args.udp_port)
     except Exception as exc:  # a port in use, an unreadable programme file
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
-    host = config.server.host
 
     def ready(_: object) -> None:
         # Only once the core has built every channel: a listener arriving now gets a whole stream.

@@ -23,13 +23,9 @@ import hmac
 import json
 import re
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Protocol
-
-from twisted.internet import udp
-from twisted.internet.protocol import DatagramProtocol
+from typing import Any
 
 MAGIC = b"BCS1"
 MAC_BYTES = 32
@@ -177,50 +173,3 @@ def parse_request(envelope: Envelope) -> Request:
                    ts_ms=int(_int(body, "ts", 0, 2**53) or 0), seq=int(_int(body, "seq", 0, 2**63) or 0),
                    status=status, cookie=cookie,
                    command=_int(body, "command", 0, 2**63) if envelope.type is MessageType.COMMAND_ACK else None)
-
-
-class SubscriptionController(Protocol):
-    """Decides what to do with a datagram; see broadcaster.subscriptions."""
-
-    def handle(self, data: bytes, address: tuple[str, int], now: float) -> bytes | None: ...
-
-
-class SpeakerDatagramProtocol(DatagramProtocol):
-    """Thin edge: hand every datagram to the controller, send its reply (if any)
-    back to the address the datagram came from. The same socket sends RTP, so
-    audio follows the path (and the NAT binding) the subscription came by."""
-
-    def __init__(self, controller: SubscriptionController, seconds: Callable[[], float]) -> None:
-        self.controller = controller
-        self.seconds = seconds
-
-    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:  # noqa: N802
-        reply = self.controller.handle(data, addr, self.seconds())
-        if reply is not None and self.transport is not None:
-            try:
-                self.transport.write(reply, addr)
-            except OSError:
-                pass  # the kernel refused; the device will retry with its next keepalive
-
-
-class BoundedUdpPort(udp.Port):
-    """A UDP port that hands at most ``max_datagrams`` datagrams to its protocol
-    per readiness event, then returns to the reactor.
-
-    Twisted's own Port reads until it has seen 256 KB, so a flood of empty
-    datagrams would keep it reading and no frame tick would run."""
-
-    max_datagrams = 256
-
-    def doRead(self) -> None:  # noqa: N802
-        for _ in range(self.max_datagrams):
-            try:
-                data, addr = self.socket.recvfrom(self.maxPacketSize)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # ICMP errors surfacing on the socket: nothing to read
-            try:
-                self.protocol.datagramReceived(data, addr[:2])
-            except Exception:
-                pass  # the controller never raises; never let one datagram stop the port

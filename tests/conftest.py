@@ -164,12 +164,23 @@ class Api:
 def prepare(tmp_path: Path, extra: dict[str, Any] | None = None) -> tuple[Path, dict[str, str]]:
     config = write_config(tmp_path, extra={"storage": {"max_upload_bytes": MAX_UPLOAD},
                                            "alerts": {"cap_areas": {"VN-XA=29590": "commune-a"}}, **(extra or {})})
-    tokens = {}
-    for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"]),
-                              ("viewer-a", "viewer", ["commune-a"])):
-        zone_args = [a for z in zones for a in ("--zone", z)]
-        out = cli(config, "user", "add", name, "--role", role, *zone_args, "--token")
-        tokens[name] = out.strip().splitlines()[-1]
+    # Users are made in this process with the same storage calls `broadcaster user add` makes (that
+    # command itself is run by test_users_made_by_the_cli_can_use_the_api): a process start each costs seconds.
+    from broadcaster.config import load_config
+    from broadcaster.storage import KeySealer, Storage, seed_from_config
+
+    loaded = load_config(config)
+    storage = Storage(loaded.storage.path, KeySealer.from_file(loaded.storage.secret_file))
+    try:
+        if storage.is_empty():
+            seed_from_config(storage, loaded)
+        tokens = {}
+        for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"]),
+                                  ("viewer-a", "viewer", ["commune-a"])):
+            storage.add_user(name, role, zones)
+            tokens[name] = storage.new_token(name)
+    finally:
+        storage.close()
     return config, tokens
 
 

@@ -24,10 +24,37 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from broadcaster.core import commands as c
-from broadcaster.core.engine import CoreSettings
+from broadcaster.core.commands import CoreSettings
 from broadcaster.core.link import FrameReader, encode
 
 log = logging.getLogger(__name__)
+
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux <asm-generic/socket.h>; Python does not export them
+
+
+def _grow_buffers(sock: socket.socket, size: int) -> None:
+    """Room for a frame's fan-out and for a fleet's keepalives arriving together.
+
+    The plain options are capped by net.core.[rw]mem_max; the FORCE variants
+    (root only) are not, so try them first."""
+    linux = sys.platform.startswith("linux")
+    for force, plain in ((SO_SNDBUFFORCE if linux else None, socket.SO_SNDBUF),
+                         (SO_RCVBUFFORCE if linux else None, socket.SO_RCVBUF)):
+        try:
+            if force is None:
+                raise PermissionError
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    _grow_buffers(sock, 4 * 1024 * 1024)
+    return sock
 
 
 class _LinkProtocol(Protocol):
@@ -59,7 +86,12 @@ class CoreProcess:
         self._gone = False
         self._early: list[Any] = []
 
+    @property
+    def started(self) -> bool:
+        return self.process is not None
+
     def start(self, settings: CoreSettings, sock: socket.socket) -> None:
+        """Spawn the core; commands sent before it is up are queued on the link."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         self.process = subprocess.Popen(

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from broadcaster.config import AudioConfig, Config, HttpConfig, SpeakerPolicy
+
 # --- shared descriptions ------------------------------------------------------
 
 
@@ -43,6 +45,20 @@ class Device:
     channel: str
     zone: str
     volume: int = 80
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """Everything the core needs from the configuration: the first message to its process."""
+
+    audio: AudioConfig
+    http: HttpConfig
+    speakers: SpeakerPolicy
+    fanout: str = "auto"
+
+    @classmethod
+    def of(cls, config: Config) -> CoreSettings:
+        return cls(audio=config.audio, http=config.http, speakers=config.speakers, fanout=config.server.udp_fanout)
 
 
 # --- control -> core ----------------------------------------------------------

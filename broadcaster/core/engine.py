@@ -28,10 +28,10 @@ from prometheus_client import generate_latest
 
 from broadcaster import metrics
 from broadcaster.codecs.shared import SharedPcm, attach, discard
-from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
 from broadcaster.core import commands as c
 from broadcaster.core.channel import Channel
 from broadcaster.core.clock import FrameClock
+from broadcaster.core.commands import CoreSettings
 from broadcaster.core.mixer import MixerInput, Priority
 from broadcaster.core.sources import Source, SourceError, build
 from broadcaster.core.sources.alert import AlertSource
@@ -47,16 +47,6 @@ def release(spec: Any) -> None:
     for value in vars(spec).values() if hasattr(spec, "__dict__") else ():
         if isinstance(value, SharedPcm):
             discard(value)
-
-
-@dataclass(frozen=True)
-class CoreSettings:
-    """Everything the core needs from the configuration (sent first to its process)."""
-
-    audio: AudioConfig
-    http: HttpConfig
-    speakers: SpeakerPolicy
-    fanout: str = "auto"
 
 
 @dataclass(eq=False)

@@ -15,7 +15,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from broadcaster.core import commands as c
-from broadcaster.core.engine import Core, CoreSettings
+from broadcaster.core.commands import CoreSettings
+from broadcaster.core.engine import Core
 
 
 class LocalCore:
@@ -26,6 +27,10 @@ class LocalCore:
         self.core: Core | None = None
         self._call: Any = None
         self._queries = 0
+
+    @property
+    def started(self) -> bool:
+        return self.core is not None
 
     def start(self, settings: CoreSettings, sock: Any) -> None:
         self.core = Core(settings, sock, now=self.reactor.seconds, wall=self.wall, emit=self._emit)

@@ -30,7 +30,8 @@ import sys
 import time
 
 from broadcaster.core import commands as c
-from broadcaster.core.engine import Core, CoreSettings
+from broadcaster.core.commands import CoreSettings
+from broadcaster.core.engine import Core
 from broadcaster.core.link import FrameReader, encode
 
 log = logging.getLogger("broadcaster.core")

@@ -8,6 +8,7 @@ slow on purpose (scrypt): call them from a worker thread, never the reactor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -37,7 +38,11 @@ def check_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(hash_password(password, bytes.fromhex(salt)), stored)
 
 
-DUMMY_HASH = hash_password("no such user")
+@functools.cache
+def dummy_hash() -> str:
+    """What an unknown user's password is checked against (the same cost as a real check);
+    made on first use, not at import: scrypt costs tens of milliseconds of every start."""
+    return hash_password("no such user")
 
 
 class KeySealer:

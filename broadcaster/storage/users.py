@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from broadcaster.storage.crypto import DUMMY_HASH, check_password, hash_password, hash_token
+from broadcaster.storage.crypto import check_password, dummy_hash, hash_password, hash_token
 from broadcaster.storage.db import Conflict, Database, one, rows
 from broadcaster.storage.logs import Actor, audit_txn
 
@@ -42,7 +42,7 @@ def _by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
 
 def _password_matches(user: dict[str, Any] | None, password: str) -> dict[str, Any] | None:
     """An unknown name costs the same as a wrong password: timing does not tell which names exist."""
-    stored = user.pop("password_hash") if user else DUMMY_HASH
+    stored = user.pop("password_hash") if user else dummy_hash()
     if not check_password(password, stored) or user is None or stored is None:
         return None
     return user

@@ -291,3 +291,22 @@ def test_the_committed_openapi_document_is_the_generated_one() -> None:
     assert schemas["LoudspeakerCreate"]["properties"]["volume"]["anyOf"][0] == {"maximum": 100, "minimum": 0,
                                                                                 "type": "integer"}
     assert set(schemas["Report"]["properties"]) == {"zone", "from", "to", "communes"}
+
+
+def test_users_made_by_the_cli_can_use_the_api(tmp_path: Path) -> None:
+    from tests.conftest import cli, write_config
+
+    config = write_config(tmp_path)
+    out = cli(config, "user", "add", "op-b", "--role", "operator", "--zone", "commune-b", "--token")
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("bct_")
+    again = cli(config, "user", "token", "op-b").strip().splitlines()[-1]
+    assert again.startswith("bct_") and again != token
+    server = start_server(config)
+    try:
+        api = Api(server, config, {"op-b": token, "op-b-2": again})
+        for who in ("op-b", "op-b-2"):
+            status, me = api("GET", "/api/v1/me", who=who)
+            assert status == 200 and me == {"name": "op-b", "role": "operator", "zones": ["commune-b"]}
+    finally:
+        server.stop()

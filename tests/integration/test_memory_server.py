@@ -99,7 +99,38 @@ def test_a_programme_starts_in_the_frame_that_covers_its_time(server: Server, tm
     (added,) = [m for m in sent if isinstance(m, c.AddInput) and m.channels == ("ch-a",) and m.priority == 20]
     assert added.start_at is not None
     assert added.start_at + 1.8e9 == pytest.approx(start, abs=1e-6), "told ahead, on the core's own clock"
-    status, log = server.http("GET", "/api/v1/broadcasts?kind=scheduled")
-    entry = log["items"][0]
+    status, log = server.http("GET", "/api/v1/broadcasts")
+    (entry,) = [e for e in log["items"] if e["kind"] == "scheduled"]
     assert entry["item"] == "Bản tin" and "offset" not in entry["detail"]
-    assert start - FRAME < entry["started_at"] <= start + FRAME, "logged in the frame that covers its start"
+    assert start - FRAME - 1e-3 <= entry["started_at"] <= start + FRAME, "logged in the frame that covers its start"
+
+
+def test_a_programme_plays_whole_at_its_time_and_clashes_are_named(server: Server, tmp_path: Path) -> None:
+    from tests.integration.test_alerts_memory import labels, live, runs
+
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    t = np.arange(48000 * 3) / 48000
+    flac = tmp_path / "noon.flac"
+    soundfile.write(str(flac), (0.3 * np.sin(2 * np.pi * 880 * t)).astype(np.float32), 48000, subtype="PCM_16")
+    media = server.http("POST", "/api/v1/media?zone=commune-a&title=noon", raw=flac.read_bytes(), who="op-a")[1]
+    start = server.wall() + 4.0
+    body = {"title": "Bản tin trưa", "zones": ["commune-a"], "media": [media["id"]],
+            "start": datetime.fromtimestamp(start, VN).replace(tzinfo=None).isoformat()}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    assert programme["channels"] == ["ch-a"] and abs(programme["duration_s"] - 3.0) < 0.05
+    assert len(programme["next"]) == 1
+    status, clash = server.http("POST", "/api/v1/programmes", {**body, "title": "Nhạc"}, who="op-a")
+    assert status == 409 and clash["error"]["code"] == "clash"
+    assert "Bản tin trưa" in clash["error"]["message"] and "ch-a" in clash["error"]["message"]
+    status, _ = server.http("POST", "/api/v1/programmes", {**body, "zones": ["commune-b"]}, who="op-a")
+    assert status == 403, "an operator of commune A cannot schedule on commune B"
+    live(server, 9.0, a1)
+    heard = labels(a1.audio())
+    assert runs(heard) == ["loop", "prog", "loop"], runs(heard)
+    assert abs(heard.count("prog") * 0.25 - 3.0) <= 0.25, "the whole programme, once"
+    log = [e for e in server.http("GET", "/api/v1/broadcasts")[1]["items"] if e["kind"] == "scheduled"]
+    assert len(log) == 1 and log[0]["item"] == "Bản tin trưa" and log[0]["outcome"] == "completed"
+    assert "offset=" not in log[0]["detail"]
+    assert start - FRAME - 1e-3 <= log[0]["started_at"] <= start + FRAME, "in the frame that covers its start"

@@ -13,7 +13,8 @@ from broadcaster import metrics
 from broadcaster.codecs.shared import share
 from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
 from broadcaster.core import commands as c
-from broadcaster.core.engine import Core, CoreSettings
+from broadcaster.core.commands import CoreSettings
+from broadcaster.core.engine import Core
 from broadcaster.core.outputs import EncodedFrame
 from broadcaster.core.sources.alert import AlertSpec
 from broadcaster.core.sources.pcm import PcmSpec
