@@ -106,6 +106,7 @@ def run(mode: str, channels: int, seconds: float, load: bool) -> dict[str, Any]:
         time.sleep(0.05)
     after = parse_metrics(answers[-1].value.decode())
     stop_reading.set()
+    drainer.join(5)
     ours.close()
     if child is not None:
         child.wait(10)

@@ -7,8 +7,9 @@ import os
 import select
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,34 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {f"spk-{i}": f"test-key-for-speaker-{i:04d}" for i in range(1, 5)}
+
+
+WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class RecordingSocket:
+    """Stands in for a UDP socket: records every (datagram, address) sent."""
+
+    family = None
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
+        self.sent.append((bytes(data), address))
+        return len(data)
+
+    def to(self, address: tuple[str, int]) -> list[bytes]:
+        return [d for d, a in self.sent if a == address]
 
 
 def tone_file(path: Path, frequency_hz: float = 440.0, level_dbfs: float = -12.0, seconds: float = 2.0) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,8 @@ import numpy as np
 import soundfile
 
 from broadcaster.codecs.pcm import rms_dbfs
-from tests.conftest import Api, RunningServer, run_speaker
+from tests.conftest import Api, RunningServer, run_speaker, wait_until
 from tests.e2e.test_http_stream import metric
-
-WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def online(server: RunningServer) -> int:

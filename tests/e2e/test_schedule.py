@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,10 @@ from zoneinfo import ZoneInfo
 import soundfile
 
 from broadcaster.codecs.pcm import dominant_frequency
-from tests.conftest import Api, prepare, run_speaker, start_server, tone_file
+from tests.conftest import Api, prepare, run_speaker, start_server, tone_file, wait_until
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
-WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
 
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def scheduled_log(api: Api) -> list[dict[str, Any]]:

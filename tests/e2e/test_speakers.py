@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
 from broadcaster.protocols.rtp import parse_rtp, seq_delta
 from broadcaster.protocols.speaker import MessageType, encode_message, parse_envelope
-from tests.conftest import KEYS, RunningServer, run_speaker
+from tests.conftest import KEYS, RunningServer, run_speaker, wait_until
 from tests.e2e.test_http_stream import metric
 
 WAIT_S = 15.0  # a bound on waiting for something that must happen, never an expectation of speed
 
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def metric_sum(server: RunningServer, name: str, labels: dict[str, str]) -> float:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,11 @@ import soundfile
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.codecs.pcm import dominant_frequency
-from tests.conftest import ROOT, RunningServer, run_speaker, start_server, tone_file, write_config
+from tests.conftest import ROOT, RunningServer, run_speaker, start_server, tone_file, wait_until, write_config
 from tests.e2e.test_http_stream import metric
 
 PASSWORD = "studio-pass-1"
-WAIT_S = 20.0  # a bound on waiting for an event, never an expectation of speed
 
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def live(server: RunningServer) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from broadcaster.protocols.rtp import parse_rtp
 from broadcaster.protocols.speaker import MessageType, parse_envelope
 from broadcaster.speaker.client import SubscriptionMessages
 from broadcaster.storage import KeySealer, Storage
+from tests.conftest import RecordingSocket
 
 POOLS = ("db", "reports", "auth", "tokens", "commands")
 WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
@@ -58,20 +59,6 @@ class Reactor(MemoryReactorClock):
 
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
         self.callLater(0, f, *args, **kwargs)
-
-
-class RecordingSocket:
-    family = None
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
-        self.sent.append((bytes(data), address))
-        return len(data)
-
-    def to(self, address: tuple[str, int]) -> list[bytes]:
-        return [d for d, a in self.sent if a == address]
 
 
 class FakeTTS:

@@ -9,19 +9,7 @@ from broadcaster.core.clock import FrameClock
 from broadcaster.core.commands import ChannelSpec, Event, Page
 from broadcaster.core.sources.tone import ToneSource
 from broadcaster.protocols.rtp import parse_rtp
-
-
-class RecordingSocket:
-    """Stands in for the UDP socket: records every (datagram, address) sent."""
-
-    family = None
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, int]]] = []
-
-    def sendto(self, data: bytes, address: tuple[str, int]) -> int:
-        self.sent.append((bytes(data), address))
-        return len(data)
+from tests.conftest import RecordingSocket
 
 
 def make_channel(addresses: list[tuple[str, int]]) -> tuple[Channel, RecordingSocket, list[Event]]:
