@@ -150,22 +150,23 @@ class Core:
             except Exception:
                 # One broken channel must not silence the others.
                 log.exception("channel %s: tick failed", channel.id)
-        if self._first_frames:
-            self._check_first_frames()
+            if self._first_frames:
+                self._check_first_frames(channel.id)  # as this channel's frame has left, not after all
         if tick % self.ticks_per_second == 0:
             self._every_second()
 
-    def _check_first_frames(self) -> None:
+    def _check_first_frames(self, channel_id: str) -> None:
         now = self.now()
         for item in self._first_frames:
-            for channel_id in list(item.awaiting):
-                mixer_input = item.items.get(channel_id)
-                if mixer_input is None or mixer_input.frames_played == 0:
-                    continue
-                item.awaiting.discard(channel_id)
-                if item.command.accepted_at is not None:
-                    metrics.alert_latency_seconds.observe(now - item.command.accepted_at)
-                self.emit(c.InputStarted(item.command.input_id, channel_id, now))
+            if channel_id not in item.awaiting:
+                continue
+            mixer_input = item.items.get(channel_id)
+            if mixer_input is None or mixer_input.frames_played == 0:
+                continue
+            item.awaiting.discard(channel_id)
+            if item.command.accepted_at is not None:
+                metrics.alert_latency_seconds.observe(now - item.command.accepted_at)
+            self.emit(c.InputStarted(item.command.input_id, channel_id, now))
         self._first_frames = [item for item in self._first_frames if item.awaiting]
 
     def _every_second(self) -> None:

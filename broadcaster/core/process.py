@@ -37,6 +37,7 @@ from broadcaster.core.link import FrameReader, encode
 log = logging.getLogger("broadcaster.core")
 
 READ_BUDGET = 256           # datagrams per wake-up
+READ_MINIMUM = 32           # datagrams per wake-up even when a frame is due
 LINK_READ = 1 << 20         # bytes of commands per wake-up
 PAGE_DROP_BYTES = 16 << 20  # past this much unwritten output, listener pages are dropped
 STATUS_DROP_BYTES = 64 << 20  # and past this, status snapshots too (the next one says it all again)
@@ -103,10 +104,12 @@ class CoreLoop:
         return settings
 
     def _read_datagrams(self, core: Core) -> None:
-        """At most READ_BUDGET, and none once the next frame is due."""
+        """At most READ_BUDGET; past the next frame's deadline only READ_MINIMUM, so a busy
+        loop still keeps up with keepalives (a full receive buffer drops them and the
+        loudspeakers go offline) while a flood cannot hold a frame back for long."""
         deadline = core.next_deadline
-        for _ in range(READ_BUDGET):
-            if time.monotonic() >= deadline:
+        for i in range(READ_BUDGET):
+            if i >= READ_MINIMUM and time.monotonic() >= deadline:
                 return
             try:
                 data, address = self.udp.recvfrom(2048)
