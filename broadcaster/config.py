@@ -38,6 +38,7 @@ class ServerConfig:
     http_port: int = 8000
     udp_port: int = 5004
     udp_fanout: str = "auto"  # "auto" (sendmmsg where available) or "loop" (one sendto per address)
+    core_nice: int = -5  # the audio core process's nice value: ahead of control for the CPU (root may lower it)
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
 
 
 def _server(r: _Reader, value: Any) -> ServerConfig:
-    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout"})
+    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout", "core_nice"})
     host = r.typed(d, "host", "server", str, ServerConfig.host)
     try:
         ipaddress.ip_address(host)
@@ -289,6 +290,7 @@ def _server(r: _Reader, value: Any) -> ServerConfig:
         http_port=r.int_range(d, "http_port", "server", ServerConfig.http_port, 0, 65535),
         udp_port=r.int_range(d, "udp_port", "server", ServerConfig.udp_port, 0, 65535),
         udp_fanout=r.choice(d, "udp_fanout", "server", ServerConfig.udp_fanout, ("auto", "loop")),
+        core_nice=r.int_range(d, "core_nice", "server", ServerConfig.core_nice, -20, 19),
     )
 
 

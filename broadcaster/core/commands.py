@@ -55,10 +55,12 @@ class CoreSettings:
     http: HttpConfig
     speakers: SpeakerPolicy
     fanout: str = "auto"
+    nice: int = -5
 
     @classmethod
     def of(cls, config: Config) -> CoreSettings:
-        return cls(audio=config.audio, http=config.http, speakers=config.speakers, fanout=config.server.udp_fanout)
+        return cls(audio=config.audio, http=config.http, speakers=config.speakers, fanout=config.server.udp_fanout,
+                   nice=config.server.core_nice)
 
 
 # --- control -> core ----------------------------------------------------------

@@ -66,6 +66,7 @@ class CoreLoop:
 
     def run(self) -> None:
         settings = self._settings()
+        _nice(settings.nice)
         core = self.core = Core(settings, self.udp, now=time.monotonic, wall=time.time, emit=self.emit)
         self.selector.register(self.udp, selectors.EVENT_READ, "udp")
         self.selector.register(self.link, selectors.EVENT_READ, "link")
@@ -162,17 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s core %(levelname)s %(message)s")
     link = socket.socket(fileno=link_fd)
     udp = socket.socket(fileno=udp_fd)
-    _nice()
     CoreLoop(link, udp).run()
     return 0
 
 
-def _nice() -> None:
-    """Ahead of control for the CPU when the machine is busy, where allowed."""
+def _nice(value: int) -> None:
+    """Ahead of control for the CPU when the machine is busy (server.core_nice), where allowed."""
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, -5)
+        os.setpriority(os.PRIO_PROCESS, 0, value)
     except (OSError, AttributeError):
-        pass
+        log.info("cannot set the core's nice value to %d; it runs at the default", value)
 
 
 if __name__ == "__main__":
