@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from broadcaster import metrics
 from broadcaster.codecs.pcm import Audio
 from broadcaster.config import AudioConfig, HttpConfig
 from broadcaster.core.commands import ChannelSpec, Event
@@ -56,6 +57,22 @@ class OutputContext:
     emit: Callable[[Event], None]  # events to control
     ssrc: int
     pre_skip: int                  # the encoder's lookahead, for Ogg headers
+
+
+class SendCounters:
+    """Packets, bytes and refused sends of one channel and transport, counted per send call."""
+
+    def __init__(self, channel: str, transport: str) -> None:
+        self._packets = metrics.packets_sent_total.labels(channel, transport)
+        self._bytes = metrics.bytes_sent_total.labels(channel, transport)
+        self._errors = metrics.send_errors_total.labels(channel, transport)
+
+    def count(self, sent: int, failed: int, size: int) -> None:
+        if sent:
+            self._packets.inc(sent)
+            self._bytes.inc(sent * size)
+        if failed:
+            self._errors.inc(failed)
 
 
 Builder = Callable[[OutputContext], Output | None]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from broadcaster import metrics
 from broadcaster.core.fanout import LoopFanout
-from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, register
+from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, SendCounters, register
 
 
 def multicast_socket(group: str, ttl: int) -> socket.socket:
@@ -33,18 +32,11 @@ class Multicast:
         self.group = (spec.group, spec.port)
         self.sender = LoopFanout(multicast_socket(spec.group, spec.ttl))
         self.sender.set_targets([self.group])
-        labels = (context.spec.id, "rtp")
-        self._packets = metrics.packets_sent_total.labels(*labels)
-        self._bytes = metrics.bytes_sent_total.labels(*labels)
-        self._errors = metrics.send_errors_total.labels(*labels)
+        self._sent = SendCounters(context.spec.id, "rtp")
 
     def send(self, frame: EncodedFrame) -> None:
         sent, failed = self.sender.send(frame.rtp)
-        if sent:
-            self._packets.inc(sent)
-            self._bytes.inc(sent * len(frame.rtp))
-        if failed:
-            self._errors.inc(failed)
+        self._sent.count(sent, failed, len(frame.rtp))
 
     def idle(self) -> None:
         pass

@@ -13,7 +13,7 @@ from typing import Any
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.core.commands import Page
-from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, register
+from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, SendCounters, register
 
 
 class OggHttp:
@@ -27,10 +27,8 @@ class OggHttp:
                                     comments=[f"TITLE={context.spec.name}", f"CHANNEL={context.spec.id}"])
         self.listeners = 0
         self._idle = False
-        labels = (self.channel, "http")
-        self._pages = metrics.packets_sent_total.labels(*labels)
-        self._bytes = metrics.bytes_sent_total.labels(*labels)
-        self._subscribers = metrics.subscribers.labels(*labels)
+        self._sent = SendCounters(self.channel, "http")
+        self._subscribers = metrics.subscribers.labels(self.channel, "http")
 
     @property
     def header_pages(self) -> bytes:
@@ -49,9 +47,7 @@ class OggHttp:
         page = self.writer.add_packet(frame.opus, frame.samples)
         if page is not None:
             self.emit(Page(self.channel, page))
-            if self.listeners:
-                self._pages.inc(self.listeners)
-                self._bytes.inc(self.listeners * len(page))
+            self._sent.count(self.listeners, 0, len(page))
 
     def idle(self) -> None:
         """The channel stopped encoding: control forgets its burst at once, so the

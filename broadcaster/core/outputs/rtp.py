@@ -11,7 +11,7 @@ from typing import Any
 
 from broadcaster import metrics
 from broadcaster.core.fanout import Address, LoopFanout, make_fanout
-from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, register
+from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, SendCounters, register
 
 
 class RtpUnicast:
@@ -21,11 +21,8 @@ class RtpUnicast:
         self.channel = context.spec.id
         self.fanout = LoopFanout(context.sock) if context.fanout == "loop" else make_fanout(context.sock)
         self._pending: list[Address] | None = None
-        labels = (self.channel, "rtp")
-        self._packets = metrics.packets_sent_total.labels(*labels)
-        self._bytes = metrics.bytes_sent_total.labels(*labels)
-        self._errors = metrics.send_errors_total.labels(*labels)
-        self._subscribers = metrics.subscribers.labels(*labels)
+        self._sent = SendCounters(self.channel, "rtp")
+        self._subscribers = metrics.subscribers.labels(self.channel, "rtp")
 
     def set_addresses(self, addresses: list[Address]) -> None:
         """Subscriptions changed; applied at the next send or idle."""
@@ -45,11 +42,7 @@ class RtpUnicast:
     def send(self, frame: EncodedFrame) -> None:
         self._apply()
         sent, failed = self.fanout.send(frame.rtp)
-        if sent:
-            self._packets.inc(sent)
-            self._bytes.inc(sent * len(frame.rtp))
-        if failed:
-            self._errors.inc(failed)
+        self._sent.count(sent, failed, len(frame.rtp))
 
     def idle(self) -> None:
         self._apply()
