@@ -8,26 +8,19 @@ object that carries them all: ``storage.db``, ``storage.zones``,
 methods are for the loop side (they return Deferreds and run in the pool)
 and which are sync (CLI, start-up, tests).
 
-``Storage`` also keeps the old sync API (``query``, ``page``,
-``transaction``, ``enqueue``, ``flush``, ``audit``, ``user_by_token``, ...)
-for the callers that have not moved to the repositories yet. Those run on
-the calling thread through one connection under one lock: not for the
-reactor thread.
+``Storage`` itself keeps only the sync conveniences that start-up, the CLI
+and tests need (``is_empty``, ``add_user``, ``new_token``, ``close``).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from broadcaster.storage.channels import ChannelRepository
 from broadcaster.storage.crypto import KeySealer, check_password, hash_password, hash_token
 from broadcaster.storage.db import Conflict, Database, Exists, Page, StorageError
-from broadcaster.storage.db import page as _page
 from broadcaster.storage.logs import SYSTEM, Actor, LogRepository, audit_txn
 from broadcaster.storage.loudspeakers import LoudspeakerRepository
 from broadcaster.storage.media import MediaRepository
@@ -58,7 +51,7 @@ class Storage:
         self.logs = LogRepository(self.db)
         self.reports = ReportRepository(self.db)
 
-    # --- the old sync API ------------------------------------------------------
+    # --- a few sync conveniences: start-up, the CLI, tests --------------------------
 
     @property
     def version(self) -> int:
@@ -67,37 +60,12 @@ class Storage:
     def migrate(self, target: int = SCHEMA_VERSION) -> int:
         return self.db.migrate(target)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All-or-nothing: a failed request leaves nothing half-stored."""
-        with self.db.transaction() as conn:
-            yield conn
-
-    def query(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        return self.db.query_sync(sql, args)
-
-    def page(self, sql: str, args: Iterable[Any], limit: int, offset: int) -> Page:
-        with self.db.transaction(write=False) as conn:
-            return _page(conn, sql, args, limit, offset)
-
     def is_empty(self) -> bool:
-        return not self.query("SELECT 1 FROM zones LIMIT 1")
+        return not self.db.query_sync("SELECT 1 FROM zones LIMIT 1")
 
     def close(self) -> None:
-        self.flush()
+        self.logs.flush_sync()
         self.db.close()
-
-    def enqueue(self, sql: str, args: tuple[Any, ...]) -> None:
-        """A write that must not wait: see LogRepository.enqueue."""
-        self.logs.enqueue(sql, args)
-
-    def flush(self) -> int:
-        """Write the queued statements in one transaction on the calling thread."""
-        return self.logs.flush_sync()
-
-    def audit(self, db: sqlite3.Connection, actor: str, action: str, target: str, zone: str | None,
-              remote: str | None, detail: str = "") -> None:
-        audit_txn(db, Actor(actor, remote), action, target, zone, detail)
 
     def add_user(self, name: str, role: str, zones: list[str], password: str | None = None) -> int:
         return self.users.add_sync(name, role, zones, password)
@@ -105,18 +73,11 @@ class Storage:
     def new_token(self, user: str, label: str = "") -> str:
         return self.users.new_token_sync(user, label)
 
-    def user_by_token(self, token: str) -> dict[str, Any] | None:
-        return self.users.by_token_sync(token)
-
-    def user_by_password(self, name: str, password: str) -> dict[str, Any] | None:
-        """Slow on purpose (scrypt): call from a worker thread."""
-        return self.users.by_password_sync(name, password)
-
 
 def seed_from_config(storage: Storage, config: Config) -> None:
     """First start: the configuration file's zones, channels and loudspeakers become the database."""
     now = time.time()
-    with storage.transaction() as db:
+    with storage.db.transaction() as db:
         for zone in config.zones:
             db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)",
                        (zone.id, zone.name, zone.kind, zone.parent))

@@ -49,17 +49,17 @@ EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_ti
 def assert_current_schema(storage: Storage) -> None:
     assert storage.version == SCHEMA_VERSION == len(MIGRATIONS)
     for table, columns in EXPECTED_COLUMNS.items():
-        found = {r["name"] for r in storage.query(f"PRAGMA table_info({table})")}
+        found = {r["name"] for r in storage.db.query_sync(f"PRAGMA table_info({table})")}
         assert found == columns, table
-    indexes = {r["name"] for r in storage.query("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    indexes = {r["name"] for r in storage.db.query_sync("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert EXPECTED_INDEXES <= indexes
 
 
 def test_migrates_an_empty_file_to_the_current_schema(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
     assert_current_schema(storage)
-    assert storage.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
-    assert storage.query("PRAGMA foreign_keys")[0]["foreign_keys"] == 1
+    assert storage.db.query_sync("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    assert storage.db.query_sync("PRAGMA foreign_keys")[0]["foreign_keys"] == 1
 
 
 def test_migrates_from_version_1_keeping_data(tmp_path: Path) -> None:
@@ -74,8 +74,8 @@ def test_migrates_from_version_1_keeping_data(tmp_path: Path) -> None:
     db.close()
     storage = Storage(path, SEALER)
     assert_current_schema(storage)
-    assert storage.query("SELECT name FROM zones") == [{"name": "Tỉnh"}]
-    assert storage.query("SELECT item, detail FROM broadcast_log") == [{"item": "x.ogg", "detail": ""}]
+    assert storage.db.query_sync("SELECT name FROM zones") == [{"name": "Tỉnh"}]
+    assert storage.db.query_sync("SELECT item, detail FROM broadcast_log") == [{"item": "x.ogg", "detail": ""}]
 
 
 def test_statements_split_where_sqlite_ends_them() -> None:
@@ -136,26 +136,26 @@ def test_secret_file_is_created_private_and_reused(tmp_path: Path) -> None:
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
     with pytest.raises(RuntimeError):
-        with storage.transaction() as db:
+        with storage.db.transaction() as db:
             db.execute("INSERT INTO zones (id, name, kind) VALUES ('z', 'Z', 'province')")
             raise RuntimeError("half-way")
-    assert storage.query("SELECT * FROM zones") == []
+    assert storage.db.query_sync("SELECT * FROM zones") == []
 
 
 def test_queued_writes_survive_a_failed_flush(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
-    storage.enqueue("INSERT INTO meta (key, value) VALUES ('a', 1)", ())
-    storage.enqueue("INSERT INTO no_such_table VALUES (1)", ())
+    storage.logs.enqueue("INSERT INTO meta (key, value) VALUES ('a', 1)", ())
+    storage.logs.enqueue("INSERT INTO no_such_table VALUES (1)", ())
     with pytest.raises(sqlite3.OperationalError):
-        storage.flush()
-    assert storage.query("SELECT * FROM meta") == []
+        storage.logs.flush_sync()
+    assert storage.db.query_sync("SELECT * FROM meta") == []
     storage.logs._pending.pop()  # the bad statement fixed by hand; the good one is still queued
-    assert storage.flush() == 1
-    assert storage.query("SELECT key FROM meta") == [{"key": "a"}]
+    assert storage.logs.flush_sync() == 1
+    assert storage.db.query_sync("SELECT key FROM meta") == [{"key": "a"}]
 
 
 def build_log(storage: Storage) -> ZoneTree:
-    with storage.transaction() as db:
+    with storage.db.transaction() as db:
         for zone, kind, parent in (("p", "province", None), ("a", "commune", "p"), ("a1", "hamlet", "a"),
                                    ("b", "commune", "p"), ("b1", "hamlet", "b")):
             db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)", (zone, zone.upper(), kind,
@@ -175,7 +175,7 @@ def build_log(storage: Storage) -> ZoneTree:
         for speaker, zone, start, end in sessions:
             db.execute("INSERT INTO speaker_sessions (loudspeaker, zone, channel, started_at, ended_at) "
                        "VALUES (?,?,?,?,?)", (speaker, zone, "c", start, end))
-    return ZoneTree.from_rows(storage.query("SELECT id, name, kind, parent FROM zones"))
+    return ZoneTree.from_rows(storage.db.query_sync("SELECT id, name, kind, parent FROM zones"))
 
 
 def test_report_figures_from_a_known_log(tmp_path: Path) -> None:
@@ -269,12 +269,12 @@ def test_a_failed_interaction_rolls_back_and_conflicts_say_so(pooled: tuple[Stor
 
     with pytest.raises(RuntimeError):
         reactor.wait(storage.db.run("half", half_way))
-    assert storage.query("SELECT * FROM zones") == []
+    assert storage.db.query_sync("SELECT * FROM zones") == []
     reactor.wait(storage.zones.create(Actor("admin", "127.0.0.1"), "z", "Z", "province", None))
     with pytest.raises(Conflict):
         reactor.wait(storage.zones.create(Actor("admin"), "z", "Z", "province", None))
     assert [z["id"] for z in storage.zones.all_sync()] == ["z"]
-    audit = storage.query("SELECT actor, action, target, remote FROM audit_log")
+    audit = storage.db.query_sync("SELECT actor, action, target, remote FROM audit_log")
     assert audit == [{"actor": "admin", "action": "zone.create", "target": "z", "remote": "127.0.0.1"}]
 
 
@@ -297,7 +297,8 @@ def test_loudspeaker_repository_changes_one_device(pooled: tuple[Storage, Thread
     assert reactor.wait(speakers.delete(actor, "s9")) and reactor.wait(speakers.get("s9")) is None
     assert not reactor.wait(speakers.rotate_key(actor, "s9", "n" * 20))
     assert reactor.wait(speakers.update(actor, "s9", {"volume": 1})) is None
-    actions = [r["action"] for r in storage.query("SELECT action FROM audit_log WHERE target = 's9' ORDER BY id")]
+    rows = storage.db.query_sync("SELECT action FROM audit_log WHERE target = 's9' ORDER BY id")
+    actions = [r["action"] for r in rows]
     assert actions == ["loudspeaker.register", "loudspeaker.update", "loudspeaker.rotate_key", "loudspeaker.delete"]
 
 
@@ -316,14 +317,14 @@ def brute_force_report(storage: Storage, zones: ZoneTree, zone: str, start: floa
         c = zones.commune_of(z)
         return communes.setdefault(c, {"zone": c, "name": zones.names.get(c, c), "on_air": {}, "n": 0, "online": 0.0})
 
-    for r in storage.query("SELECT zone, kind, started_at, ended_at FROM broadcast_log"):
+    for r in storage.db.query_sync("SELECT zone, kind, started_at, ended_at FROM broadcast_log"):
         if r["zone"] in subtree and r["started_at"] < end and (r["ended_at"] is None or r["ended_at"] > start):
             on_air = commune(r["zone"])["on_air"]
             on_air[r["kind"]] = on_air.get(r["kind"], 0.0) + overlap(r["started_at"], r["ended_at"]) / 3600
-    for r in storage.query("SELECT zone FROM loudspeakers"):
+    for r in storage.db.query_sync("SELECT zone FROM loudspeakers"):
         if r["zone"] in subtree:
             commune(r["zone"])["n"] += 1
-    for r in storage.query("SELECT zone, started_at, ended_at FROM speaker_sessions"):
+    for r in storage.db.query_sync("SELECT zone, started_at, ended_at FROM speaker_sessions"):
         if r["zone"] in subtree and r["started_at"] < end and (r["ended_at"] is None or r["ended_at"] > start):
             commune(r["zone"])["online"] += overlap(r["started_at"], r["ended_at"]) / 3600
     window_h = max(0.0, min(end, now) - start) / 3600
@@ -339,7 +340,7 @@ def test_report_aggregated_in_sql_equals_the_brute_force_one(tmp_path: Path) -> 
     tree = build_log(storage)
     rng = random.Random(8)
     hour = 3600.0
-    with storage.transaction() as db:
+    with storage.db.transaction() as db:
         for i in range(300):
             start = rng.uniform(-5 * hour, 15 * hour)
             end = None if rng.random() < 0.1 else start + rng.uniform(0, 4 * hour)
