@@ -39,9 +39,7 @@ class ChannelView:
         return bool(self.rtp)
 
     def spec(self) -> c.ChannelSpec:
-        m = self.config.multicast
-        return c.ChannelSpec(id=self.id, name=self.name, zone=self.config.zone,
-                             multicast=c.MulticastSpec(m.group, m.port, m.ttl) if m else None)
+        return c.ChannelSpec(id=self.id, name=self.name, zone=self.config.zone, multicast=self.config.multicast)
 
     # --- the listener stream (protocols/listener.Stream) ----------------------
 

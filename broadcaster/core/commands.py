@@ -16,16 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from broadcaster.config import AudioConfig, Config, HttpConfig, SpeakerPolicy
+from broadcaster.config import AudioConfig, Config, HttpConfig, Multicast, SpeakerPolicy
 
 # --- shared descriptions ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MulticastSpec:
-    group: str
-    port: int
-    ttl: int
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,7 @@ class ChannelSpec:
     id: str
     name: str
     zone: str
-    multicast: MulticastSpec | None = None
+    multicast: Multicast | None = None
 
 
 @dataclass(frozen=True)
