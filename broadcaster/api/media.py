@@ -45,10 +45,25 @@ async def get_media(call: Call) -> Reply:
     return 200, _view(row)
 
 
-def _process(data: bytes, **settings: Any) -> ProcessedMedia:
+def _process(body: bytes | str, **settings: Any) -> ProcessedMedia:
+    """In the worker process. ``body`` is the upload, or the path of the file it was spooled to."""
     from broadcaster.control.media import process_upload  # in the worker: slow to import
 
+    data = Path(body).read_bytes() if isinstance(body, str) else body
     return process_upload(data, **settings)
+
+
+def _body(request: Any) -> bytes | str:
+    """A spooled body by its file's name (the worker reads it), a small one as bytes."""
+    content = request.content
+    if content is None:
+        return b""
+    name = getattr(content, "name", None)
+    if isinstance(name, str):
+        content.flush()
+        return name
+    content.seek(0)
+    return bytes(content.read())
 
 
 def _refused(failure: Failure) -> Failure:
@@ -72,7 +87,7 @@ async def upload_media(call: Call) -> Reply:
     if getattr(call.request, "too_large", False):
         metrics.uploads_rejected_total.labels("too_large").inc()
         raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
-    data = call.request.content.read() if call.request.content else b""
+    data = _body(call.request)
     media_id = uuid.uuid4().hex
     path = Path(settings.media_dir) / f"{media_id}.flac"
     # Decoding and loudness analysis take seconds of CPU: in a worker process, never on the reactor.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -120,6 +121,9 @@ class NotFound(Resource):
         return error(request, "other", 404, "not_found", f"no such resource: {request.path.decode('utf-8', 'replace')}")
 
 
+SPOOL_BYTES = 100_000  # bodies from this size on are spooled to a named file (twisted's own threshold)
+
+
 class BoundedRequest(Request):
     """A request whose body is kept only up to a limit.
 
@@ -136,6 +140,10 @@ class BoundedRequest(Request):
             self.too_large = True
             length = 0
         super().gotLength(length)
+        if length is None or length >= SPOOL_BYTES:
+            # A large body (an upload) goes to a named file, so the worker that decodes it
+            # reads it from there: the reactor never holds, copies or pickles its bytes.
+            self.content = tempfile.NamedTemporaryFile(prefix="broadcaster-upload-")  # type: ignore[assignment]  # noqa: SIM115
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
         self._received += len(data)

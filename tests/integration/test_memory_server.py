@@ -134,3 +134,19 @@ def test_a_programme_plays_whole_at_its_time_and_clashes_are_named(server: Serve
     assert len(log) == 1 and log[0]["item"] == "Bản tin trưa" and log[0]["outcome"] == "completed"
     assert "offset=" not in log[0]["detail"]
     assert start - FRAME - 1e-3 <= log[0]["started_at"] <= start + FRAME, "in the frame that covers its start"
+
+
+def test_uploads_small_and_spooled_are_both_processed(server: Server, tmp_path: Path) -> None:
+    from broadcaster.web.site import SPOOL_BYTES
+
+    sizes = {}
+    for seconds in (0.6, 4.0):  # one body kept in memory, one spooled to a named file for the worker
+        t = np.arange(int(48000 * seconds)) / 48000
+        wav = tmp_path / f"{seconds}.wav"
+        soundfile.write(str(wav), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 48000, subtype="PCM_16")
+        body = wav.read_bytes()
+        status, media = server.http("POST", f"/api/v1/media?zone=commune-a&title=t{seconds}", raw=body)
+        assert status == 201, media
+        assert abs(media["duration_s"] - seconds) < 0.01
+        sizes[seconds] = len(body)
+    assert sizes[0.6] < SPOOL_BYTES <= sizes[4.0]
