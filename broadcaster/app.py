@@ -98,6 +98,7 @@ class BroadcastServer:
         self.devices.on_ack = self.alerts.acknowledged
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
+        self.core_failed = False  # the core's process ended while serving
         self._loop_log: dict[str, Entry] = {}
         self._ready: dict[str, Deferred[None]] = {}
         self._loops: list[tuple[LoopingCall, float, bool]] = []
@@ -159,8 +160,11 @@ class BroadcastServer:
         return self.core.stop().addBoth(finish)
 
     def _core_died(self) -> None:
-        if self.reactor.running and not self._stopping:
-            self.reactor.stop()
+        """Nothing can play without the core: stop, and exit with an error for the supervisor."""
+        if not self._stopping:
+            self.core_failed = True
+            if self.reactor.running:
+                self.reactor.stop()
 
     # --- what the core reports -------------------------------------------------------
 

@@ -79,6 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.ready.addCallback(ready)
     reactor.addSystemEventTrigger("before", "shutdown", server.stop)
     reactor.run()
+    if server.core_failed:
+        print("the audio core's process ended; the server stopped (see the log above)", file=sys.stderr)
+        return 3
     return 0
 
 

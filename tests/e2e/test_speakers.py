@@ -181,3 +181,24 @@ def test_decoded_level_of_silence_channel(tmp_path: Path) -> None:
         assert metric(running, "broadcaster_frames_silent_total", {"channel": "ch-a"}) >= stats["received"]
     finally:
         running.stop()
+
+
+def test_the_server_stops_with_an_error_when_its_audio_core_dies(tmp_path: Path) -> None:
+    """Nothing can play without the core: the server exits non-zero for its supervisor
+    to restart it, instead of serving a console and an API over silence."""
+    import os
+    import signal
+
+    from tests.conftest import start_server, write_config
+
+    server = start_server(write_config(tmp_path))
+    try:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+        cores = [int(pid) for pid in children
+                 if "broadcaster.core.process" in Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")]
+        assert len(cores) == 1, children
+        os.kill(cores[0], signal.SIGKILL)
+        assert server.process.wait(20) == 3
+        assert "audio core" in (server.process.stderr.read() if server.process.stderr else "")
+    finally:
+        server.stop()
