@@ -122,21 +122,38 @@ class NotFound(Resource):
 
 
 SPOOL_BYTES = 100_000  # bodies from this size on are spooled to a named file (twisted's own threshold)
+BODY_BYTES = 1024 * 1024 + 1  # any body but an upload: the largest the API reads (a CAP document), and one more
+UPLOAD_ROUTE = (b"POST", b"/api/v1/media")
 
 
 class BoundedRequest(Request):
-    """A request whose body is kept only up to a limit.
+    """A request whose body is kept only up to its route's limit.
 
     twisted.web reads the whole body before a resource sees it; past the
     limit this stops storing it (the resource answers 413), so an oversized
-    upload costs bandwidth but never memory or disk."""
+    body costs bandwidth but never memory or disk. The limit is decided when
+    the headers are in, before the first byte of the body: the media upload
+    route may send ``max_body_bytes``, every other route ``BODY_BYTES``, and a
+    request to the API without credentials none at all (the API answers 401
+    before it would read a body): nobody unauthenticated gets a body stored."""
 
     max_body_bytes = 100 * 1024 * 1024
     too_large = False
+    body_limit = BODY_BYTES
     _received = 0
 
+    def _limit(self) -> int:
+        # The request line is on the channel until the body has come (twisted sets
+        # self.method and self.path only then).
+        method = getattr(self.channel, "_command", b"") or b""
+        path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0].rstrip(b"/")
+        if path.startswith(b"/api/") and not self.requestHeaders.hasHeader(b"authorization"):
+            return 0
+        return self.max_body_bytes if (method, path) == UPLOAD_ROUTE else BODY_BYTES
+
     def gotLength(self, length: int | None) -> None:  # noqa: N802
-        if length is not None and length > self.max_body_bytes:
+        self.body_limit = self._limit()
+        if length is not None and length > self.body_limit:
             self.too_large = True
             length = 0
         super().gotLength(length)
@@ -147,7 +164,7 @@ class BoundedRequest(Request):
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
         self._received += len(data)
-        if self._received > self.max_body_bytes:
+        if self._received > self.body_limit:
             if not self.too_large and self.content is not None:
                 self.content.seek(0)
                 self.content.truncate()
