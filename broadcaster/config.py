@@ -61,6 +61,7 @@ class HttpConfig:
     burst_ms: int = 2000
     max_backlog_bytes: int = 256 * 1024
     max_listeners: int = 2000  # per server: each holds a socket and up to max_backlog_bytes
+    max_connections_per_address: int = 64  # open connections from one IP address (NAT: a commune office)
 
 
 @dataclass(frozen=True)
@@ -311,13 +312,16 @@ def _audio(r: _Reader, value: Any) -> AudioConfig:
 
 
 def _http(r: _Reader, value: Any) -> HttpConfig:
-    d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes", "max_listeners"})
+    d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes", "max_listeners",
+                                  "max_connections_per_address"})
     return HttpConfig(
         page_ms=r.int_range(d, "page_ms", "http", HttpConfig.page_ms, 20, 5000),
         burst_ms=r.int_range(d, "burst_ms", "http", HttpConfig.burst_ms, 0, 30000),
         max_backlog_bytes=r.int_range(d, "max_backlog_bytes", "http",
                                       HttpConfig.max_backlog_bytes, 16384, 64 * 1024 * 1024),
         max_listeners=r.int_range(d, "max_listeners", "http", HttpConfig.max_listeners, 0, 1_000_000),
+        max_connections_per_address=r.int_range(d, "max_connections_per_address", "http",
+                                                HttpConfig.max_connections_per_address, 1, 100_000),
     )
 
 

@@ -112,10 +112,12 @@ class IngestConnection(TwistedProtocol, TimeoutMixin):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.resetTimeout()
         if self.session is not None:
+            self.resetTimeout()  # the idle timeout: audio keeps it alive
             self._feed(data)
             return
+        # Before the session: the header deadline runs from the connection, and bytes
+        # trickled one at a time do not extend it.
         if self._deciding:
             if len(self._early) + len(data) <= MAX_EARLY_BYTES:
                 self._early += data
@@ -200,16 +202,45 @@ class IngestConnection(TwistedProtocol, TimeoutMixin):
             session.close(clean=reason.check(ConnectionDone) is not None)
 
 
-class Sniffer(TwistedProtocol):
-    """Reads the request line, then hands the connection to ingest or to twisted.web."""
+class Sniffer(TwistedProtocol, TimeoutMixin):
+    """Reads the request line, then hands the connection to ingest or to twisted.web.
 
-    def __init__(self, web: Any, ingest: IngestController) -> None:
+    A connection must send its first request's whole head within HEAD_TIMEOUT_S
+    of connecting, however slowly it trickles: a thousand silent or trickling
+    sockets must not hold the port (the web's own idle timeout, and the ingest's
+    idle timeout, take over once the head is in)."""
+
+    HEAD_TIMEOUT_S = 10.0
+
+    def __init__(self, web: Any, ingest: IngestController, call_later: Any = None) -> None:
         self.web_factory = web
         self.ingest = ingest
         self.delegate: TwistedProtocol | None = None
         self._buffer = b""
+        self._tail = b""  # the last bytes seen, to find the end of the head across reads
+        self._head_done = False
+        if call_later is not None:
+            self.callLater = call_later  # type: ignore[method-assign]
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.setTimeout(self.HEAD_TIMEOUT_S)
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _watch_head(self, data: bytes) -> None:
+        if self._head_done:
+            return
+        seen = self._tail + data
+        if b"\r\n\r\n" in seen:
+            self._head_done = True
+            self.setTimeout(None)
+        else:
+            self._tail = seen[-3:]
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self._watch_head(data)
         if self.delegate is not None:
             self.delegate.dataReceived(data)
             return
@@ -228,5 +259,9 @@ class Sniffer(TwistedProtocol):
         self.delegate.dataReceived(data)
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # noqa: N802
+        self.setTimeout(None)
+        factory = getattr(self, "factory", None)
+        if factory is not None and hasattr(factory, "closed"):
+            factory.closed(self)
         if self.delegate is not None:
             self.delegate.connectionLost(reason)

@@ -175,16 +175,37 @@ class BoundedRequest(Request):
 
 
 class HttpPortFactory(ServerFactory):
-    """The HTTP port: studio sources (PUT/SOURCE) go to ingest, the rest to twisted.web."""
+    """The HTTP port: studio sources (PUT/SOURCE) go to ingest, the rest to twisted.web.
 
-    def __init__(self, site: Site, desk: StudioDesk) -> None:
+    At most ``per_address`` connections from one address at a time: one host
+    cannot take the port (or the process's file descriptors) from everyone else.
+    A connection over the cap is closed at once, before it is read."""
+
+    def __init__(self, site: Site, desk: StudioDesk, per_address: int, call_later: Any = None) -> None:
         self.site = site
         self.desk = desk
+        self.per_address = per_address
+        self.call_later = call_later
+        self.open: dict[str, int] = {}
 
-    def buildProtocol(self, addr: Any) -> Sniffer:  # noqa: N802
-        protocol = Sniffer(self.site, self.desk)
+    def buildProtocol(self, addr: Any) -> Sniffer | None:  # noqa: N802
+        host = str(getattr(addr, "host", ""))
+        if self.open.get(host, 0) >= self.per_address:
+            metrics.connections_refused_total.labels("per_address").inc()
+            return None
+        self.open[host] = self.open.get(host, 0) + 1
+        protocol = Sniffer(self.site, self.desk, self.call_later)
         protocol.factory = self
+        protocol.peer_host = host
         return protocol
+
+    def closed(self, protocol: Sniffer) -> None:
+        host = getattr(protocol, "peer_host", "")
+        left = self.open.get(host, 0) - 1
+        if left > 0:
+            self.open[host] = left
+        else:
+            self.open.pop(host, None)
 
 
 def make_site(server: BroadcastServer) -> HttpPortFactory:
@@ -196,4 +217,5 @@ def make_site(server: BroadcastServer) -> HttpPortFactory:
     site = Site(Root(server))
     site.requestFactory = Limited
     site.displayTracebacks = False
-    return HttpPortFactory(site, StudioDesk(server))
+    return HttpPortFactory(site, StudioDesk(server), server.config.http.max_connections_per_address,
+                           call_later=server.reactor.callLater)

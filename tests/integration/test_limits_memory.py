@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from broadcaster.web.site import BODY_BYTES
 from tests.integration.memory import Server
@@ -71,3 +73,62 @@ def test_without_credentials_the_answer_is_401_and_nothing_is_processed(server: 
     assert status == 401 and reply["error"]["code"] == "unauthenticated"
     status, page = server.http("GET", "/api/v1/media")
     assert page["total"] == 0
+
+
+def connect(server: Server, host: str = "127.0.0.1") -> tuple[object, StringTransport] | None:
+    protocol = server.site.buildProtocol(IPv4Address("TCP", host, 50002))
+    if protocol is None:
+        return None
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50002))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_a_silent_connection_is_dropped_after_the_head_deadline(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    _, transport = opened
+    server.reactor.advance(9.0)
+    assert not transport.disconnecting
+    server.reactor.advance(1.5)
+    assert transport.disconnecting, "a socket that never speaks must not hold the port"
+
+
+def test_a_trickled_head_does_not_extend_the_deadline(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    protocol, transport = opened
+    connected = server.reactor.seconds()
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x":  # one byte every 0.5 s: 15 s for this much
+        protocol.dataReceived(bytes([byte]))  # type: ignore[attr-defined]
+        server.reactor.advance(0.5)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting and server.reactor.seconds() - connected <= 10.5
+
+
+def test_a_whole_head_in_time_is_served(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    protocol, transport = opened
+    protocol.dataReceived(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")  # type: ignore[attr-defined]
+    server.reactor.advance(0)
+    assert transport.value().startswith(b"HTTP/1.0 200")
+    server.reactor.advance(20.0)  # the head deadline no longer applies to it
+
+
+def test_one_address_cannot_take_the_port(server: Server) -> None:
+    from broadcaster import metrics
+
+    cap = server.config.http.max_connections_per_address
+    before = metrics.REGISTRY.get_sample_value("broadcaster_connections_refused_total",
+                                               {"reason": "per_address"}) or 0.0
+    held = [connect(server, "10.9.9.9") for _ in range(cap)]
+    assert all(c is not None for c in held)
+    assert connect(server, "10.9.9.9") is None, "one more from the same address is refused"
+    assert connect(server, "10.9.9.10") is not None, "another address still gets in"
+    after = metrics.REGISTRY.get_sample_value("broadcaster_connections_refused_total", {"reason": "per_address"})
+    assert after == before + 1
+    protocol, transport = held[0]  # type: ignore[misc]
+    protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+    assert connect(server, "10.9.9.9") is not None, "a closed connection frees its place"
