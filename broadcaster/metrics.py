@@ -150,3 +150,7 @@ cap_rejected_total = Counter(
     "broadcaster_cap_rejected_total",
     "CAP messages refused, by reason (malformed, unsafe_xml, not_cap, unsupported, missing, no_area, too_large).",
     ["reason"], registry=REGISTRY)
+connections_refused_total = Counter(
+    "broadcaster_connections_refused_total",
+    "HTTP-port connections closed before being read, by reason (per_address: over the per-address cap).",
+    ["reason"], registry=REGISTRY)
