@@ -30,6 +30,7 @@ from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
+from broadcaster.control.logins import LoginGuard
 from broadcaster.core.commands import AddInput, InputEnded, LiveAudio, LiveEnd, RemoveInput
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.live import LiveSpec
@@ -194,18 +195,27 @@ class LiveSession:
 class StudioDesk:
     def __init__(self, app: BroadcastServer) -> None:
         self.app = app
+        self.logins = LoginGuard()
 
     def open(self, request: SourceRequest) -> Deferred[LiveSession]:
         """Check the password off the reactor (scrypt takes tens of milliseconds),
-        then decide on the reactor."""
+        then decide on the reactor. An address with too many recent failures is
+        refused before any password check: a flood costs no scrypt."""
         user, password = self._credentials(request)
+        now = self.app.reactor.seconds()
+        if not self.logins.allowed(request.peer, now):
+            wait = self.logins.retry_after_s(request.peer, now)
+            raise self._refuse(429, "too_many_failures",
+                               f"too many wrong passwords from {request.peer}; try again in {wait:.0f} s")
         check = self.app.storage.users.by_password(user, password)  # the auth pool: a flood waits there
         return check.addCallback(self._decide, request)
 
     def _decide(self, row: dict[str, Any] | None, request: SourceRequest) -> LiveSession:
         if row is None:
             metrics.auth_failures_total.labels("ingest").inc()
+            self.logins.failed(request.peer, self.app.reactor.seconds())
             raise self._refuse(401, "unauthenticated", "wrong user name or password")
+        self.logins.succeeded(request.peer)
         principal = Principal.from_row(row, request.peer)
         path = unquote(request.path.split("?", 1)[0])
         match = MOUNT.match(path)

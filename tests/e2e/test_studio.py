@@ -201,3 +201,20 @@ def test_not_audio_is_refused_with_415(studio: tuple[RunningServer, Path]) -> No
     # in /channels.
     assert wait_until(lambda: live_sessions(server) == 0)
     assert live(server) is None
+
+
+def test_an_address_that_keeps_guessing_passwords_is_held_back(studio: tuple[RunningServer, Path]) -> None:
+    """After ten wrong passwords a minute, an address is answered 429 without a password
+    check (a flood costs no scrypt), and a right password then waits its turn too."""
+    server, _ = studio
+    answers = []
+    for _ in range(11):
+        sock = raw_source(server, "/ingest/ch-a", password="wrong-guess")
+        answers.append(reply(sock).split("\r\n", 1)[0])
+        sock.close()
+    assert answers[:10] == ["HTTP/1.0 401 Unauthorized"] * 10, answers
+    assert answers[10] == "HTTP/1.0 429 Too Many Requests", answers
+    sock = raw_source(server, "/ingest/ch-a")  # the right password, same address, within the minute
+    assert reply(sock).startswith("HTTP/1.0 429")
+    sock.close()
+    assert metric(server, "broadcaster_ingest_refused_total", {"reason": "too_many_failures"}) == 2
