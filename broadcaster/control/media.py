@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pyloudnorm
 import soundfile
+import soxr
 
 from broadcaster.codecs.audiofile import AudioFileError, load_audio
-from broadcaster.codecs.pcm import SAMPLE_RATE, Audio, db_to_gain, gain_to_db, resample, to_mono
+from broadcaster.codecs.pcm import SAMPLE_RATE, Audio, db_to_gain, gain_to_db, to_mono
 
 #: Upload formats, as an operator would name them. Ogg means Vorbis or Opus
 #: inside; MP3 also covers MPEG-1/2 Layer I and II, which the same decoder reads.
@@ -61,6 +62,8 @@ _LSB_24 = 2.0**-23
 #: Frames decoded per read: multichannel audio is folded to mono a block at a
 #: time, so a long stereo upload never sits in memory at full width.
 _READ_BLOCK_FRAMES = 1 << 20
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 192000  # what a programme file really uses
+MAX_CHANNELS = 8
 
 _ACCEPTED_TEXT = "WAV, FLAC, Ogg (Vorbis or Opus) or MP3"
 
@@ -211,32 +214,44 @@ def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[Audio, f
                 raise MediaError("undecodable", f"{filename} is {sound.format_info} audio, which is not accepted; "
                                                 f"upload {_ACCEPTED_TEXT}.")
             rate = int(sound.samplerate)
-            if rate <= 0:
-                raise MediaError("undecodable", f"{filename} declares a sample rate of {rate} Hz; "
-                                                f"upload {_ACCEPTED_TEXT} with a valid header.")
+            if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+                # A 1 Hz file of a few kilobytes would be resampled 48,000-fold into gigabytes.
+                raise MediaError("undecodable", f"{filename} declares a sample rate of {rate} Hz; programmes "
+                                                f"are {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz {_ACCEPTED_TEXT}.")
+            if not 1 <= sound.channels <= MAX_CHANNELS:
+                raise MediaError("undecodable", f"{filename} declares {sound.channels} channels; programmes "
+                                                f"have 1 to {MAX_CHANNELS}.")
             _check_length(filename, sound.frames / rate, max_duration_s)
+            # Resampled as a stream, block by block: the peak memory is the 48 kHz result
+            # and one block, never the whole file at its own rate and channel count as well.
+            resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
             blocks: list[Audio] = []
+            source_frames = 0
             while True:
                 block = sound.read(_READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
                 if block.shape[0] == 0:
                     break
-                blocks.append(to_mono(block))
+                source_frames += block.shape[0]
+                _check_length(filename, source_frames / rate, max_duration_s)  # headers of MP3 only estimate
+                mono = to_mono(block)
+                blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
+            if resampler is not None:
+                blocks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         # LibsndfileError is a RuntimeError subclass; plain RuntimeError covers older soundfile.
         raise MediaError("undecodable", f"{filename} could not be decoded as audio ({_reason(exc)}); "
                                         f"upload {_ACCEPTED_TEXT}.") from exc
-    if not blocks:
+    if not source_frames:
         raise MediaError("empty", f"{filename} is a {family} file with no audio samples in it; "
                                   "upload a file that contains the programme.")
-    mono = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    mono = np.concatenate(blocks).astype(np.float32, copy=False)
     del blocks
     if not np.all(np.isfinite(mono)):
         # Float WAV can carry NaN/inf; one of them would turn the whole loudness into NaN.
         raise MediaError("undecodable", f"{filename} contains invalid (NaN or infinite) samples; "
                                         f"export it again as {_ACCEPTED_TEXT}.")
-    _check_length(filename, mono.size / rate, max_duration_s)
-    # to_mono and concatenate made fresh arrays, so the gain can later be applied in place.
-    samples = np.ascontiguousarray(resample(mono, rate))
+    # concatenate made a fresh array, so the gain can later be applied in place.
+    samples = np.ascontiguousarray(mono)
     return samples, samples.size / SAMPLE_RATE
 
 

@@ -300,3 +300,42 @@ def test_filename_cannot_forge_log_lines(tmp_path: Path) -> None:
 def test_out_path_must_not_be_the_temporary_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.tmp"):
         process_upload(encode(sine(1.0, -20.0)), filename="ok.wav", out_path=tmp_path / "x.tmp", max_bytes=MAX_BYTES)
+
+
+def tiny_rate_wav(rate: int = 1, frames: int = 3600) -> bytes:
+    """A few kilobytes that declare an hour at 1 Hz: resampled 48,000-fold it would be gigabytes."""
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(rate)
+        w.writeframes(bytes(random.Random(1).randrange(256) for _ in range(frames)))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("rate", [1, 100, 7999, 400_000])
+def test_absurd_sample_rates_are_refused_from_the_header(tmp_path: Path, rate: int) -> None:
+    data = tiny_rate_wav(rate, frames=max(3600, rate * 2))
+    with pytest.raises(MediaError) as info:
+        process_upload(data, filename="bomb.wav", out_path=tmp_path / "x.flac", max_bytes=10**7)
+    assert info.value.code == "undecodable" and f"{rate} Hz" in info.value.message
+    assert not (tmp_path / "x.flac").exists()
+
+
+def test_too_many_channels_are_refused_from_the_header(tmp_path: Path) -> None:
+    data = encode(np.zeros((4800, 16), dtype=np.float32), subtype="PCM_16")
+    with pytest.raises(MediaError) as info:
+        process_upload(data, filename="many.wav", out_path=tmp_path / "x.flac", max_bytes=10**7)
+    assert info.value.code == "undecodable" and "16 channels" in info.value.message
+
+
+def test_resampled_as_a_stream_the_length_is_exact(tmp_path: Path) -> None:
+    """44.1 kHz in, 48 kHz out, block by block: exactly as many samples as the duration asks."""
+    seconds = 7.3
+    data = encode(sine(seconds, -12.0, 440.0, rate=44100), rate=44100, subtype="PCM_16")
+    result = process_upload(data, filename="cd.wav", out_path=tmp_path / "cd.flac", max_bytes=10**8)
+    stored, rate = soundfile.read(str(tmp_path / "cd.flac"))
+    assert rate == 48000 and abs(stored.size - round(seconds * 48000)) <= 2
+    assert abs(result.duration_s - seconds) < 1e-3
