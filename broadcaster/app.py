@@ -270,14 +270,17 @@ class BroadcastServer:
         return tuple(sorted(c.id for c in self.channels.values() if c.config.zone in covered))
 
     def reload_programmes(self) -> None:
+        """Every stored programme into the schedule. A row the schedule cannot take (stored
+        before a channel moved zones, or by an older version without today's checks) is
+        logged and skipped: one bad row never keeps the others, or the server, from starting."""
         import json
 
         for row in self.storage.programmes.all_sync():
-            programme = programme_from_row(row, self.channels_in(json.loads(row["zones"])))
             try:
+                programme = programme_from_row(row, self.channels_in(json.loads(row["zones"])))
                 self.schedule.add(programme)
-            except ScheduleError as exc:  # stored before a channel moved zones, say
-                log.error("programme %s not scheduled: %s", programme.id, exc)
+            except (ScheduleError, ValueError, TypeError, KeyError, OverflowError) as exc:
+                log.error("programme %s not scheduled: %s", row.get("id"), exc)
 
     def device_changed(self, device_id: str) -> Deferred[None]:
         """The API registered, edited, re-keyed or deleted one loudspeaker."""

@@ -46,6 +46,9 @@ _TRANSITION_REACH_DAYS = 8
 # Keys of finished occurrences are kept this long after their end, so a clock
 # stepped back (NTP, operator) does not play a programme a second time.
 _SEEN_RETENTION_S = 86400.0
+MAX_DURATION_S = 86400.0  # a programme is at most a day long: longer is a mistake, and would make the clash
+                          # check expand occurrences for centuries
+YEARS = (2000, 2100)  # the years a programme may start (and end) in
 
 
 class ScheduleError(ValueError):
@@ -116,10 +119,12 @@ class Programme:
             raise ScheduleError("start: must be a datetime", "start")
         if self.start.tzinfo is not None:
             raise ScheduleError("start: must be a naive local wall time (the schedule carries the zone)", "start")
+        if not YEARS[0] <= self.start.year < YEARS[1]:
+            raise ScheduleError(f"start: {self.start.year} is outside {YEARS[0]}–{YEARS[1] - 1}", "start")
         if (isinstance(self.duration_s, bool) or not isinstance(self.duration_s, int | float)
-                or not math.isfinite(self.duration_s) or self.duration_s <= 0):
-            raise ScheduleError(f"duration_s: must be a positive number of seconds, not {self.duration_s!r}",
-                                "duration_s")
+                or not math.isfinite(self.duration_s) or not 0 < self.duration_s <= MAX_DURATION_S):
+            raise ScheduleError(f"duration_s: must be a number of seconds above 0 and at most {MAX_DURATION_S:g} "
+                                f"(a day), not {self.duration_s!r}", "duration_s")
         if self.recurrence not in RECURRENCES:
             raise ScheduleError(f"recurrence: {self.recurrence!r} is not one of {', '.join(RECURRENCES)}",
                                 "recurrence")
@@ -136,6 +141,8 @@ class Programme:
             if not isinstance(self.until, date) or isinstance(self.until, datetime):
                 raise ScheduleError("until: must be a date (the last local date an occurrence may start on)",
                                     "until")
+            if self.until.year >= YEARS[1]:
+                raise ScheduleError(f"until: {self.until.year} is after {YEARS[1] - 1}", "until")
             if self.until < self.start.date():
                 raise ScheduleError(f"until: {self.until.isoformat()} is before the start "
                                     f"{self.start.date().isoformat()}", "until")

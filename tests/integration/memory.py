@@ -99,7 +99,10 @@ def document(tmp_path: Path) -> dict[str, Any]:
 
 
 class Server:
-    def __init__(self, tmp_path: Path, patch: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, tmp_path: Path, patch: Callable[[dict[str, Any]], None] | None = None,
+                 before_start: Callable[[Storage], None] | None = None) -> None:
+        """``patch`` edits the configuration document; ``before_start`` the database before the
+        server reads it (rows an older version, or a bug, may have left)."""
         doc = document(tmp_path)
         if patch:
             patch(doc)
@@ -109,6 +112,11 @@ class Server:
         self.udp = RecordingSocket()
         self.tts = FakeTTS()
         storage = Storage(":memory:", KeySealer(b"k" * 32))
+        if before_start is not None:
+            from broadcaster.storage import seed_from_config
+
+            seed_from_config(storage, self.config)
+            before_start(storage)
         self.app = BroadcastServer(self.config, self.reactor, storage, core=LocalCore(self.reactor, self.wall),
                                    tts=self.tts, udp=self.udp, wall=self.wall, workers=Inline(),
                                    pools={name: self.reactor.pool for name in POOLS})

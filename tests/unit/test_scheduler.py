@@ -484,3 +484,24 @@ def test_occurrences_of_separately_built_schedules_are_equal_values() -> None:
     moved = schedule_of(prog("p-1", "2026-12-01 06:05", recurrence="daily")).occurrences(*window)
     assert not set(moved) & set(first) and moved[0].key == ("p-1", DEC_1_0600_HCM + 300)
     assert Occurrence(first[0].programme, DEC_1_0600_HCM, DEC_1_0600_HCM + 1800) == first[0]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"minutes": 1e11 / 60}, "duration_s"),            # the poison programme of issue 9: centuries of clash checks
+    ({"minutes": 24 * 60 + 1}, "duration_s"),          # longer than a day
+    ({"start": "1969-12-31T23:00:00"}, "start"),
+    ({"start": "2100-01-01T05:00:00"}, "start"),
+    ({"recurrence": "daily", "until": date(2100, 1, 1)}, "until"),
+])
+def test_programmes_stay_inside_the_schedule_horizon(kwargs: dict[str, Any], field: str) -> None:
+    start = kwargs.pop("start", "2026-12-01T05:00:00")
+    minutes = kwargs.pop("minutes", 30)
+    with pytest.raises(ScheduleError) as info:
+        Schedule(HCM).add(prog("p", start, minutes, **kwargs))
+    assert info.value.field == field
+
+
+def test_a_day_long_programme_is_still_accepted() -> None:
+    schedule = Schedule(HCM)
+    schedule.add(prog("p", "2026-12-01T00:00:00", 24 * 60))
+    assert schedule.get("p") is not None
