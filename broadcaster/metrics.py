@@ -90,6 +90,10 @@ storage_flush_errors_total = Counter(
     "broadcaster_storage_flush_errors_total",
     "Batched log writes that failed and were kept for the next attempt.",
     registry=REGISTRY)
+storage_pending_rows = Gauge(
+    "broadcaster_storage_pending_rows",
+    "Broadcast-log, session and other queued rows waiting to be written (grows while the disk is full).",
+    registry=REGISTRY)
 cookie_challenges_total = Counter(
     "broadcaster_cookie_challenges_total",
     "Authenticated subscriptions answered with a cookie to echo (first contact or a new address).",

@@ -15,6 +15,14 @@ Two ways in, and which one a caller uses depends on the thread it is on:
   calling thread, through one connection under one lock. For the CLI,
   start-up, tests, and the old ``Storage`` object until its callers move.
 
+A failed transaction is always over when its error reaches the caller,
+whichever step failed: a statement, COMMIT, or ROLLBACK itself. SQLite
+rolls back on its own after SQLITE_FULL and I/O errors (then ROLLBACK is not
+sent: it would only fail with "no transaction is active" and hide the real
+error); otherwise ROLLBACK is sent; and if that fails too, the connection
+is closed (closing discards what was not committed) and a new one opened
+for the next transaction. The caller always gets the first error.
+
 WAL mode, ``synchronous=NORMAL``, foreign keys on, a 5 s busy timeout.
 An in-memory database (``:memory:``) cannot be opened twice, so there every
 path shares the one connection under the lock: fine for tests, not for a
@@ -187,8 +195,21 @@ class Database:
     def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """All-or-nothing on the calling thread: a failure leaves nothing half-stored."""
         with self._lock:
-            with _transaction(self.conn, write):
-                yield self.conn
+            conn = self.conn
+            with _transaction(conn, write, self._replace_sync_conn):
+                yield conn
+
+    def _replace_sync_conn(self, conn: sqlite3.Connection) -> None:
+        """The sync connection is stuck in a transaction it cannot roll back (called under the lock)."""
+        if self._memory:  # closing would drop the whole database: try once more, it is the only copy
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.error("storage: the in-memory database is stuck in a failed transaction: %s", exc)
+            return
+        log.warning("storage: reopening the database connection after a failed ROLLBACK")
+        _close_quietly(conn)
+        self.conn = self._connect()
 
     def query_sync(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
         """One statement outside any explicit transaction (autocommit), as the old Storage.query."""
@@ -229,6 +250,13 @@ class Database:
         """fn(conn, *args) in one write transaction (BEGIN IMMEDIATE) in a worker thread."""
         return self._submit("db", name, True, fn, *args, **kwargs)
 
+    def run_here(self, name: str, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
+                 **kwargs: P.kwargs) -> T:
+        """fn(conn, *args) in one write transaction, now, on the calling thread's own worker
+        connection: for work already running in a pool thread (``offload("db", ...)``) that
+        must know its transaction committed before it goes on (the log queue's flush)."""
+        return self._interaction(name, True, fn, args, kwargs)
+
     def read(self, name: str, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args,
              **kwargs: P.kwargs) -> Deferred[T]:
         """fn(conn, *args) in one read transaction (a consistent snapshot) in a worker thread."""
@@ -265,7 +293,7 @@ class Database:
                 result = fn(conn, *args, **kwargs)
         else:
             conn = self._worker_conn()
-            with _transaction(conn, write):
+            with _transaction(conn, write, self._drop_worker_conn):
                 result = fn(conn, *args, **kwargs)
         elapsed = time.monotonic() - started
         if elapsed > SLOW_INTERACTION_S:
@@ -281,6 +309,17 @@ class Database:
                 self._worker_conns.append(conn)
         return conn
 
+    def _drop_worker_conn(self, conn: sqlite3.Connection) -> None:
+        """This thread's connection is stuck in a transaction it cannot roll back: the next
+        interaction on this thread opens a new one."""
+        log.warning("storage: reopening a worker's database connection after a failed ROLLBACK")
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._conns_lock:
+            if conn in self._worker_conns:
+                self._worker_conns.remove(conn)
+        _close_quietly(conn)
+
     def close(self) -> None:
         self.stop_pools()
         with self._conns_lock:
@@ -292,15 +331,42 @@ class Database:
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection, write: bool) -> Iterator[None]:
+def _transaction(conn: sqlite3.Connection, write: bool,
+                 stuck: Callable[[sqlite3.Connection], None]) -> Iterator[None]:
+    """One transaction, committed whole or not at all. Whatever fails (a statement, COMMIT,
+    ROLLBACK) the transaction is over when the first error reaches the caller; ``stuck(conn)``
+    replaces a connection still in the transaction after ROLLBACK failed."""
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield
-    except sqlite3.IntegrityError as exc:
-        conn.execute("ROLLBACK")
-        raise Conflict(str(exc)) from exc
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
         conn.execute("COMMIT")
+    except BaseException as exc:
+        if not _end_failed(conn):
+            stuck(conn)
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise Conflict(str(exc)) from exc
+        raise
+
+
+def _end_failed(conn: sqlite3.Connection) -> bool:
+    """Roll back what a failure left open; False if the connection is still in the transaction."""
+    try:
+        if not conn.in_transaction:
+            return True  # SQLite already rolled it back (SQLITE_FULL, an I/O error, an interrupt)
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.ProgrammingError:  # the connection is closed: nothing of it is left to end
+        return True
+    except sqlite3.Error as exc:
+        log.error("storage: ROLLBACK failed: %s", exc)
+    try:
+        return not conn.in_transaction
+    except sqlite3.Error:
+        return True
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()  # what the open transaction wrote is discarded, never committed
+    except sqlite3.Error as exc:
+        log.error("storage: closing a stuck connection failed: %s", exc)

@@ -2,9 +2,35 @@
 
 The audio path produces log entries at any moment, on any thread, and must
 never wait: ``note_play``, ``play_ended``, ``session_started``,
-``session_ended``, ``heartbeat`` and ``enqueue`` only append to an in-memory
-queue under its own lock (never the database's); ``flush()`` writes the
-queue in one transaction. A failed flush keeps every entry for the next try.
+``session_ended``, ``queue_plays``, ``heartbeat`` and ``enqueue`` only
+append to an in-memory queue under its own lock (never the database's);
+``flush()`` writes the queue in one transaction.
+
+**No queued row is lost to a failed flush.** A flush copies the queue, it
+does not take it: the rows leave the queue only after their COMMIT
+succeeded, so whatever fails (a statement with SQLITE_FULL, COMMIT with a
+disk I/O error, ROLLBACK itself: storage/db.py ends the transaction anyway)
+every row is still queued, in order, for the next attempt, and the rows
+enqueued meanwhile are behind them. One flush runs at a time (a lock held
+across the transaction), so a batch is never in two transactions: it is
+committed whole or retried whole. The heartbeat is one slot, not a row per
+second, so a long outage queues only real records. The queue lives in
+memory: a crash, or a shutdown while the disk is still full, loses what is
+pending then (control/records.py logs how many). control/records.py retries
+with backoff and exports the queue's length.
+
+**Plays survive a full disk too.** A play (``Play``) gets an id for each of
+its rows, ``uid``, made here before anything is written (a nullable unique
+column, migration 5). ``plays_started`` writes the rows at once, so an alert
+on air is in the database even if the server dies a second later; if that
+write fails, the caller queues the same rows (``queue_plays``) and they are
+written with the next flush. Notes and the close name rows by uid, so they
+work whichever way the rows went in, and they are queued only once the
+first write has settled (control/records.py ``Entry``), hence always behind
+the INSERT they change. The INSERT is ``OR IGNORE``: if a write reported as
+failed did commit, its queued twin adds nothing. ``audit`` (loop side: the
+audit row of something already done, such as an alert started) queues its
+row the same way if writing it at once fails.
 
 Loop side (Deferred): ``flush``, ``plays_started``, ``audit``, ``broadcasts``,
 ``audits``. Sync (start-up, CLI, tests): ``flush_sync``,
@@ -14,16 +40,22 @@ another repository's transaction: ``audit_txn(conn, ...)``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Sequence
+import uuid
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from broadcaster.storage.db import Database, Page, one, page, zone_filter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,10 +69,12 @@ class Actor:
 SYSTEM = Actor("system")
 
 
+AUDIT_INSERT = "INSERT INTO audit_log (at, actor, action, target, zone, remote, detail) VALUES (?,?,?,?,?,?,?)"
+
+
 def audit_txn(conn: sqlite3.Connection, actor: Actor, action: str, target: str, zone: str | None,
               detail: str = "") -> None:
-    conn.execute("INSERT INTO audit_log (at, actor, action, target, zone, remote, detail) VALUES (?,?,?,?,?,?,?)",
-                 (time.time(), actor.name, action, target, zone, actor.remote, detail))
+    conn.execute(AUDIT_INSERT, (time.time(), actor.name, action, target, zone, actor.remote, detail))
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,35 @@ class LogQuery:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class Play:
+    """One thing on air: one broadcast-log row per channel, each named by a uid made here."""
+
+    rows: tuple[tuple[str, str, str], ...]  # (uid, channel id, channel zone)
+    kind: str
+    item: str
+    by: str
+    started_at: float
+    detail: str = ""
+
+    @classmethod
+    def new(cls, channels: Sequence[tuple[str, str]], kind: str, item: str, by: str, now: float,
+            detail: str = "") -> Play:
+        """``channels``: (channel id, channel zone) pairs."""
+        return cls(tuple((uuid.uuid4().hex, channel, zone) for channel, zone in channels), kind, item, by, now,
+                   detail)
+
+    @property
+    def uids(self) -> list[str]:
+        return [uid for uid, _, _ in self.rows]
+
+    def inserts(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(OPEN_PLAY, (uid, channel, zone, self.kind, self.item, self.started_at, self.by, self.detail))
+                for uid, channel, zone in self.rows]
+
+
+OPEN_PLAY = ("INSERT OR IGNORE INTO broadcast_log (uid, channel, zone, kind, item, started_at, started_by, detail) "
+             "VALUES (?,?,?,?,?,?,?,?)")
 BROADCAST_COLUMNS = "id, channel, zone, kind, item, started_at, ended_at, started_by, outcome, detail"
 AUDIT_COLUMNS = "id, at, actor, action, target, zone, remote, detail"
 
@@ -80,8 +143,10 @@ def _log_page(conn: sqlite3.Connection, table: str, columns: str, time_column: s
 class LogRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue_lock = threading.Lock()
+        self._queue_lock = threading.Lock()  # the queue's: held for a list operation, never for SQL
+        self._flush_lock = threading.Lock()  # one flush at a time, held across its transaction
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._beat: float | None = None  # the newest heartbeat not written yet
 
     # --- queued writes: never wait ---------------------------------------------
 
@@ -90,14 +155,19 @@ class LogRepository:
         with self._queue_lock:
             self._pending.append((sql, args))
 
-    def note_play(self, ids: Sequence[int], note: str) -> None:
-        for entry in ids:
-            self.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE id = ?", (note, entry))
+    def queue_plays(self, play: Play) -> None:
+        """A play's rows, written at the next flush (its immediate write failed)."""
+        with self._queue_lock:
+            self._pending.extend(play.inserts())
 
-    def play_ended(self, ids: Sequence[int], outcome: str, now: float) -> None:
-        for entry in ids:
-            self.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = ? WHERE id = ? AND ended_at IS NULL",
-                         (now, outcome, entry))
+    def note_play(self, uids: Sequence[str], note: str) -> None:
+        for uid in uids:
+            self.enqueue("UPDATE broadcast_log SET detail = TRIM(detail || ' ' || ?) WHERE uid = ?", (note, uid))
+
+    def play_ended(self, uids: Sequence[str], outcome: str, now: float) -> None:
+        for uid in uids:
+            self.enqueue("UPDATE broadcast_log SET ended_at = ?, outcome = ? WHERE uid = ? AND ended_at IS NULL",
+                         (now, outcome, uid))
 
     def session_started(self, device_id: str, zone: str, channel: str, now: float) -> None:
         self.enqueue("INSERT INTO speaker_sessions (loudspeaker, zone, channel, started_at) VALUES (?,?,?,?)",
@@ -108,54 +178,58 @@ class LogRepository:
                      (now, device_id))
 
     def heartbeat(self, now: float) -> None:
-        self.enqueue("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (now,))
+        """The server is alive at ``now``: written with the next flush (one slot, the newest wins)."""
+        with self._queue_lock:
+            self._beat = now
 
     def pending(self) -> int:
+        """Rows waiting for a flush (the heartbeat not counted)."""
         with self._queue_lock:
             return len(self._pending)
 
-    def _write_pending(self, conn: sqlite3.Connection) -> int:
-        with self._queue_lock:
-            batch, self._pending = self._pending, []
-        try:
-            for sql, args in batch:
-                conn.execute(sql, args)
-        except BaseException:
+    @staticmethod
+    def _write(conn: sqlite3.Connection, batch: Sequence[tuple[str, tuple[Any, ...]]], beat: float | None) -> None:
+        for sql, args in batch:
+            conn.execute(sql, args)
+        if beat is not None:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('heartbeat', ?)", (beat,))
+
+    def _flush(self, transact: Callable[..., object]) -> int:
+        """Write what is queued now in one transaction (``transact(fn, *args)``, COMMIT included);
+        only then take it off the queue. Raises, with every row still queued, if anything failed."""
+        with self._flush_lock:
             with self._queue_lock:
-                self._pending[:0] = batch  # kept for the next try: no log entry is lost
-            raise
-        return len(batch)
+                batch, beat = list(self._pending), self._beat
+            if not batch and beat is None:
+                return 0
+            transact(self._write, batch, beat)
+            with self._queue_lock:
+                del self._pending[:len(batch)]  # enqueue only appends: these are the batch's rows
+                if self._beat == beat:
+                    self._beat = None
+            return len(batch)
 
     def flush(self) -> Deferred[int]:
         """Write the queue in one transaction in a worker; fires with the count written."""
-        return self.db.run("logs.flush", self._write_pending)
+        return self.db.offload("db", self._flush, functools.partial(self.db.run_here, "logs.flush"))
 
     def flush_sync(self) -> int:
-        with self._queue_lock:
-            if not self._pending:
-                return 0
-        return self.db.run_sync(self._write_pending)
+        return self._flush(self.db.run_sync)
 
-    # --- plays whose ids are needed at once ---------------------------------------
+    # --- plays: written at once, queued if that fails ------------------------------------
 
     @staticmethod
-    def _plays_started(conn: sqlite3.Connection, channels: Sequence[tuple[str, str]], kind: str, item: str,
-                       by: str, detail: str, now: float) -> list[int]:
-        ids = []
-        for channel, zone in channels:
-            cursor = conn.execute("INSERT INTO broadcast_log (channel, zone, kind, item, started_at, started_by, "
-                                  "detail) VALUES (?,?,?,?,?,?,?)", (channel, zone, kind, item, now, by, detail))
-            ids.append(int(cursor.lastrowid or 0))
-        return ids
+    def _plays_started(conn: sqlite3.Connection, play: Play) -> None:
+        for sql, args in play.inserts():
+            conn.execute(sql, args)
 
-    def plays_started(self, channels: Sequence[tuple[str, str]], kind: str, item: str, by: str, now: float,
-                      detail: str = "") -> Deferred[list[int]]:
-        """One broadcast-log entry per (channel id, channel zone); fires with their ids."""
-        return self.db.run("logs.plays_started", self._plays_started, channels, kind, item, by, detail, now)
+    def plays_started(self, play: Play) -> Deferred[None]:
+        """The play's rows, one per channel, written now in a worker. If this fails, the
+        caller queues them (``queue_plays``): nothing here is lost with it."""
+        return self.db.run("logs.plays_started", self._plays_started, play)
 
-    def plays_started_sync(self, channels: Sequence[tuple[str, str]], kind: str, item: str, by: str, now: float,
-                           detail: str = "") -> list[int]:
-        return self.db.run_sync(self._plays_started, channels, kind, item, by, detail, now)
+    def plays_started_sync(self, play: Play) -> None:
+        self.db.run_sync(self._plays_started, play)
 
     def close_dangling_sync(self) -> float | None:
         """What a crash left open ends at the last heartbeat written; returns that time."""
@@ -173,7 +247,19 @@ class LogRepository:
     # --- the audit log -------------------------------------------------------------
 
     def audit(self, actor: Actor, action: str, target: str, zone: str | None, detail: str = "") -> Deferred[None]:
-        return self.db.run("logs.audit", audit_txn, actor, action, target, zone, detail)
+        """An audit row for something already done (an alert started, cancelled), written now;
+        if that fails (the disk is full) it is queued and written with the next flush."""
+        args = (time.time(), actor.name, action, target, zone, actor.remote, detail)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(AUDIT_INSERT, args)
+
+        def queue(failure: Failure) -> None:
+            log.warning("storage: an audit row (%s %s) could not be written, queued for the next flush: %s",
+                        action, target, failure.getErrorMessage())
+            self.enqueue(AUDIT_INSERT, args)
+
+        return self.db.run("logs.audit", write).addErrback(queue)
 
     def audit_sync(self, actor: Actor, action: str, target: str, zone: str | None, detail: str = "") -> None:
         self.db.run_sync(audit_txn, actor, action, target, zone, detail)

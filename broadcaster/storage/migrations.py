@@ -133,5 +133,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX loudspeakers_zone ON loudspeakers (zone);
     CREATE INDEX speaker_sessions_open ON speaker_sessions (loudspeaker) WHERE ended_at IS NULL;
     """,
+    # 5: a broadcast-log row's id made by the server before it is written (``uid``), so
+    #    a play opened while the disk is full is queued and closed by that id
+    #    (storage/logs.py). NULL for the rows written before; NULLs never collide.
+    """
+    ALTER TABLE broadcast_log ADD COLUMN uid TEXT;
+    CREATE UNIQUE INDEX broadcast_log_uid ON broadcast_log (uid);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+try:
+    import resource
+except ImportError:  # not POSIX
+    resource = None  # type: ignore[assignment]
+
 import pytest
 from cryptography.exceptions import InvalidTag
 from twisted.internet.defer import Deferred
@@ -35,7 +40,7 @@ EXPECTED_COLUMNS = {
     "media": {"id", "zone", "title", "filename", "path", "duration_s", "loudness_lufs", "original_lufs", "sha256",
               "size_bytes", "uploaded_by", "created_at"},
     "broadcast_log": {"id", "channel", "zone", "kind", "item", "started_at", "ended_at", "started_by", "outcome",
-                      "detail"},
+                      "detail", "uid"},
     "audit_log": {"id", "at", "actor", "action", "target", "zone", "remote", "detail"},
     "speaker_sessions": {"id", "loudspeaker", "zone", "channel", "started_at", "ended_at"},
     "meta": {"key", "value"},
@@ -43,7 +48,7 @@ EXPECTED_COLUMNS = {
                    "priority", "on_restart", "on_preempt", "created_by", "created_at"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
-                    "speaker_sessions_open"}
+                    "speaker_sessions_open", "broadcast_log_uid"}
 
 
 def assert_current_schema(storage: Storage) -> None:
@@ -101,7 +106,7 @@ def test_statements_split_where_sqlite_ends_them() -> None:
     with pytest.raises(ValueError, match="unfinished"):
         split_statements("CREATE TABLE t (x TEXT DEFAULT 'never closed;")
     # the shipped migrations split into the statements they are made of
-    assert [len(split_statements(m)) for m in MIGRATIONS] == [10, 4, 1, 3]
+    assert [len(split_statements(m)) for m in MIGRATIONS][:5] == [10, 4, 1, 3, 2]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -152,6 +157,190 @@ def test_queued_writes_survive_a_failed_flush(tmp_path: Path) -> None:
     storage.logs._pending.pop()  # the bad statement fixed by hand; the good one is still queued
     assert storage.logs.flush_sync() == 1
     assert storage.db.query_sync("SELECT key FROM meta") == [{"key": "a"}]
+
+
+# --- the write queue when the disk is full: real SQLite failures, nothing lost -------------------
+
+def limit_pages(conn: sqlite3.Connection, pages: int | None = None) -> None:
+    """This connection's database may not grow past ``pages`` (None: its size now). SQLite then
+    fails the way it does on a full disk: SQLITE_FULL, "database or disk is full"."""
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # no free page to fill first
+    limit = pages if pages is not None else conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={limit}")
+
+
+def queue_sessions(storage: Storage, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        storage.logs.session_started(name, "z", "c", float(i))
+
+
+def written_sessions(storage: Storage) -> list[str]:
+    return [r["loudspeaker"] for r in storage.db.query_sync("SELECT loudspeaker FROM speaker_sessions ORDER BY id")]
+
+
+def test_a_full_database_keeps_every_queued_row_in_order_until_space_returns(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "b.db", SEALER)
+    first = [f"s{i}" for i in range(300)]  # more than the pages the file has left: the flush must grow it
+    queue_sessions(storage, first)
+    storage.logs.heartbeat(1.0)
+    storage.logs.heartbeat(2.0)  # one slot: a long outage does not queue a heartbeat a second
+    assert storage.logs.pending() == 300
+    limit_pages(storage.db.conn)
+    during = [f"late{i}" for i in range(5)]
+    seen: list[str] = []
+
+    def enqueue_during_the_flush(sql: str) -> None:  # the audio path goes on while a flush runs
+        seen.append(sql)
+        if len(seen) == 2:  # BEGIN IMMEDIATE, then the batch's first INSERT
+            queue_sessions(storage, during)
+
+    storage.db.conn.set_trace_callback(enqueue_during_the_flush)
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):  # the real error, not ROLLBACK's
+        storage.logs.flush_sync()
+    storage.db.conn.set_trace_callback(None)
+    assert "ROLLBACK" not in seen  # SQLite rolled back by itself; a ROLLBACK would only have failed
+    assert not storage.db.conn.in_transaction
+    assert storage.logs.pending() == 305 and written_sessions(storage) == []
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        storage.logs.flush_sync()  # still full: still nothing lost, nothing half-written
+    assert storage.logs.pending() == 305 and written_sessions(storage) == []
+    limit_pages(storage.db.conn, 1_000_000)  # space returns
+    assert storage.logs.flush_sync() == 305
+    assert written_sessions(storage) == first + during  # every row exactly once, in the order queued
+    assert storage.logs.pending() == 0 and storage.logs.flush_sync() == 0
+    assert storage.db.query_sync("SELECT key, value FROM meta") == [{"key": "heartbeat", "value": 2.0}]
+
+
+@pytest.mark.skipif(resource is None, reason="needs RLIMIT_FSIZE (POSIX)")
+def test_an_io_error_at_commit_keeps_the_batch(tmp_path: Path) -> None:
+    """The file may not grow (RLIMIT_FSIZE: write() fails with EFBIG, as on a full disk), so
+    the statements succeed in memory and COMMIT fails writing the WAL: SQLITE_IOERR_WRITE.
+    Before, the batch was already off the queue then, and lost."""
+    storage = Storage(tmp_path / "b.db", SEALER)
+    names = [f"s{i}" for i in range(300)]
+    queue_sessions(storage, names)
+    storage.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL is empty: a commit must grow it
+    seen: list[str] = []
+    storage.db.conn.set_trace_callback(seen.append)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8192, hard))  # two WAL frames do not fit
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            storage.logs.flush_sync()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        storage.db.conn.set_trace_callback(None)
+    assert seen[-1] == "COMMIT"  # every statement went through: COMMIT failed
+    assert sum(sql.startswith("INSERT INTO speaker_sessions") for sql in seen) == 300
+    assert storage.logs.pending() == 300 and written_sessions(storage) == []
+    assert storage.logs.flush_sync() == 300
+    assert written_sessions(storage) == names
+
+
+def interrupt(conn: sqlite3.Connection, *statements: str) -> list[str]:
+    """Each of ``statements`` fails when it runs on this connection (sqlite3_interrupt: a real
+    SQLite failure, SQLITE_INTERRUPT, that leaves the transaction open); returns what ran."""
+    seen: list[str] = []
+
+    def trace(sql: str) -> None:
+        seen.append(sql)
+        if sql in statements:
+            conn.interrupt()
+
+    conn.set_trace_callback(trace)
+    return seen
+
+
+def test_a_failed_commit_and_a_failed_rollback_keep_the_batch_and_replace_the_connection(tmp_path: Path) -> None:
+    """A full disk cannot make ROLLBACK fail in WAL mode (it writes nothing), so here COMMIT and
+    then ROLLBACK are interrupted: the connection is left inside a transaction nothing can end.
+    Before, the batch was lost and every later flush failed on "cannot start a transaction
+    within a transaction"."""
+    storage = Storage(tmp_path / "b.db", SEALER)
+    names = [f"s{i}" for i in range(20)]
+    queue_sessions(storage, names)
+    stuck = storage.db.conn
+    seen = interrupt(stuck, "COMMIT", "ROLLBACK")
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        storage.logs.flush_sync()
+    assert seen[-2:] == ["COMMIT", "ROLLBACK"]
+    assert storage.db.conn is not stuck  # closed (which discards the open transaction) and reopened
+    assert storage.logs.pending() == 20 and written_sessions(storage) == []
+    assert storage.logs.flush_sync() == 20
+    assert written_sessions(storage) == names
+
+
+class InlinePool:
+    """A thread pool that runs work at once on the caller's thread (its own worker connection)."""
+
+    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
+                                 *args: Any, **kwargs: Any) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class InlineReactor:
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        f(*args, **kwargs)
+
+    def addSystemEventTrigger(self, phase: str, event_type: str, f: Callable[..., Any], *args: Any,  # noqa: N802
+                              **kwargs: Any) -> None:
+        pass
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    results: list[Any] = []
+    d.addBoth(results.append)
+    assert results, "the inline pool fires at once"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+def test_a_worker_connection_stuck_after_a_failed_rollback_is_replaced(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "b.db", SEALER)
+    storage.db.bind(InlineReactor(), pools={"db": InlinePool()})
+    names = [f"s{i}" for i in range(20)]
+    queue_sessions(storage, names)
+    worker = storage.db.run_here("conn", lambda conn: conn)  # this thread's worker connection
+    interrupt(worker, "COMMIT", "ROLLBACK")
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        result_of(storage.logs.flush())
+    assert storage.db.run_here("conn", lambda conn: conn) is not worker
+    assert storage.logs.pending() == 20
+    assert result_of(storage.logs.flush()) == 20
+    assert written_sessions(storage) == names
+    storage.db.close()
+
+
+def test_concurrent_flushes_write_every_row_once_in_order(pooled: tuple[Storage, ThreadCalls]) -> None:
+    """Flushes from the pool's three workers and from the caller's thread, while four threads
+    enqueue: one flush at a time, so no row is in two transactions."""
+    storage, reactor = pooled
+    per_thread = 150
+
+    def produce(k: int) -> None:
+        for i in range(per_thread):
+            storage.logs.session_started(f"t{k}", "z", "c", float(i))
+
+    producers = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+    for t in producers:
+        t.start()
+    flushes = [storage.logs.flush() for _ in range(12)]
+    storage.logs.flush_sync()
+    for t in producers:
+        t.join()
+    for d in flushes:
+        reactor.wait(d)
+    storage.logs.flush_sync()
+    rows = storage.db.query_sync("SELECT loudspeaker, started_at FROM speaker_sessions ORDER BY id")
+    assert len(rows) == 4 * per_thread
+    for k in range(4):
+        assert [r["started_at"] for r in rows if r["loudspeaker"] == f"t{k}"] == [float(i) for i in range(per_thread)]
 
 
 def build_log(storage: Storage) -> ZoneTree:
