@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux
 
-.PHONY: run test lint bench clean system-run system-test
+.PHONY: run test lint bench fuzz clean system-run system-test
 
 run: system-run $(STAMP)
 	$(BIN)/broadcaster serve
@@ -20,6 +20,11 @@ test: system-test $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check broadcaster codecs protocols tests benchmarks
 	$(BIN)/mypy broadcaster codecs protocols
+
+# A long randomized run of tests/unit/test_fuzz.py by hand (make test runs it bounded and derandomized).
+FUZZ_EXAMPLES ?= 20000
+fuzz: system-test $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/unit/test_fuzz.py
 
 bench: system-run $(STAMP)
 	$(BIN)/python benchmarks/fanout.py
