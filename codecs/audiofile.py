@@ -9,6 +9,8 @@ import soundfile
 
 from broadcaster.codecs.pcm import Audio, resample, to_mono
 
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 192000  # what a programme or a voice file really uses
+
 
 class AudioFileError(ValueError):
     """The file is missing, unreadable or not audio that libsndfile decodes."""
@@ -22,4 +24,10 @@ def load_audio(path: str | Path) -> Audio:
         raise AudioFileError(f"{path}: cannot decode audio: {exc}") from exc
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio samples")
-    return np.ascontiguousarray(resample(to_mono(data), int(rate)))
+    if not MIN_RATE_HZ <= int(rate) <= MAX_RATE_HZ:
+        raise AudioFileError(f"{path}: a sample rate of {rate} Hz is not audio we play "
+                             f"({MIN_RATE_HZ}–{MAX_RATE_HZ} Hz)")
+    audio = np.ascontiguousarray(resample(to_mono(data), int(rate)))
+    if audio.size == 0:
+        raise AudioFileError(f"{path}: the file holds less than one sample at 48 kHz")
+    return audio
