@@ -14,6 +14,8 @@ and tests need (``is_empty``, ``add_user``, ``new_token``, ``close``).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +34,8 @@ from broadcaster.storage.zones import ZoneRepository
 
 if TYPE_CHECKING:
     from broadcaster.config import Config
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Actor", "Conflict", "Database", "Exists", "KeySealer", "Page",
            "Storage", "StorageError", "check_password", "hash_password", "hash_token", "seed_from_config"]
@@ -64,7 +68,12 @@ class Storage:
         return not self.db.query_sync("SELECT 1 FROM zones LIMIT 1")
 
     def close(self) -> None:
-        self.logs.flush_sync()
+        """Write what is queued, then close; a full disk at this point loses the queue (it is
+        logged with its size) rather than stopping the shutdown."""
+        try:
+            self.logs.flush_sync()
+        except sqlite3.Error as exc:
+            log.error("storage: %d queued rows could not be written before closing: %s", self.logs.pending(), exc)
         self.db.close()
 
     def add_user(self, name: str, role: str, zones: list[str], password: str | None = None) -> int:
