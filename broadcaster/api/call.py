@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from broadcaster.storage import Storage
 
 MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # no request model nests more than a few levels
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 
 M = TypeVar("M", bound=BaseModel)
@@ -84,27 +85,34 @@ class Call:
 
     def body(self, model: type[M]) -> M:
         """Parse a JSON object body into the model: unknown fields, wrong types,
-        missing fields and values out of range are 400s naming the key path."""
+        missing fields and values out of range are 400s naming the key path.
+        A body that is not UTF-8 JSON text, nests deeper than MAX_JSON_DEPTH or
+        holds a lone UTF-16 surrogate is a 400 ``bad_json``, never a 500."""
+        if getattr(self.request, "too_large", False):  # the door kept none of it (web.site.BoundedRequest)
+            raise ApiError(413, "too_large", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
         raw = self.request.content.read(MAX_JSON_BYTES + 1) if self.request.content else b""
         if len(raw) > MAX_JSON_BYTES:
             raise ApiError(413, "too_large", f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError as exc:
-            raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "bad_json", "the body must be a JSON object")
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            code, message = validation_message(model, exc)
-            raise ApiError(400, code, message) from None
+        return validate(model, parse_json(raw))
 
     def authorize(self, action: Action, *zones: str) -> None:
         try:
             authorize(self.principal, action, zones, self.app.zones)
         except Forbidden as exc:
             raise ApiError(403, "forbidden", str(exc)) from None
+
+    def may(self, action: Action, *zones: str) -> bool:
+        try:
+            authorize(self.principal, action, zones, self.app.zones)
+        except Forbidden:
+            return False
+        return True
+
+    def may_see(self, *zones: str) -> bool:
+        """Whether the caller may read something in these zones. Something it may not read is
+        answered as if it did not exist (404, or "no such ..." when referred to), so one commune
+        cannot learn another's ids; 403 is for what the caller sees but may not change."""
+        return self.may(Action.READ, *zones)
 
     def visible(self) -> set[str] | None:
         """The zones the caller may read; None means all (an admin)."""
@@ -114,6 +122,63 @@ class Call:
         limit = int_query(self.query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         offset = int_query(self.query, "offset", 0, 0, 10**9)
         return limit, offset
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON: UTF-8 text (a BOM allowed), at most MAX_JSON_DEPTH deep, no lone
+    surrogates (they cannot be stored or answered as UTF-8); anything else is ApiError 400 bad_json.
+
+    Nesting is bounded twice: json.loads recurses once per level and raises RecursionError (not a
+    ValueError) from about a thousand, which is caught; what parses is then walked, without
+    recursion and stopping at the limit. The body's size (MAX_JSON_BYTES) bounds both. Almost every
+    body has fewer brackets than the limit in all, and skips the walk on one count."""
+    try:
+        text = raw.decode("utf-8-sig") if raw else "{}"
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                       f"at offset {exc.start})") from None
+    too_deep = ApiError(400, "bad_json", f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and nested_over(data, MAX_JSON_DEPTH):
+        raise too_deep
+    try:
+        if "\\u" in text:  # strict UTF-8 holds no surrogate: only an escape makes one
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, "bad_json", f"the body holds a lone UTF-16 surrogate ({exc.object[exc.start]!a}), "
+                       "which is not text") from None
+    return data
+
+
+def nested_over(data: Any, limit: int) -> bool:
+    """Whether parsed JSON nests arrays and objects more than ``limit`` deep: walked a level at a
+    time (no recursion), stopping at the limit."""
+    level = [data] if isinstance(data, (dict, list)) else []
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for value in level:
+            below.extend([c for c in (value.values() if isinstance(value, dict) else value)
+                          if isinstance(c, (dict, list))])
+        level, depth = below, depth + 1
+    return False
+
+
+def validate(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        code, message = validation_message(model, exc)
+        raise ApiError(400, code, message) from None
 
 
 def int_query(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

@@ -25,8 +25,9 @@ def _view(call: Call, row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _row(call: Call) -> dict[str, Any]:
+    """The loudspeaker named by the path; one outside the caller's sight is answered as missing."""
     row = await call.storage.loudspeakers.get(call.params["id"])
-    if row is None:
+    if row is None or not call.may_see(row["zone"]):
         raise ApiError(404, "not_found", f"no loudspeaker {call.params['id']!r}")
     return row
 
@@ -48,7 +49,6 @@ async def list_speakers(call: Call) -> Reply:
 
 async def get_speaker(call: Call) -> Reply:
     row = await _row(call)
-    call.authorize(Action.READ, row["zone"])
     return 200, Loudspeaker.model_validate(_view(call, row))
 
 

@@ -14,7 +14,7 @@ from broadcaster import metrics
 from broadcaster.api.call import ApiError, Call, Param, Reply, Route
 from broadcaster.api.models import Media, Page
 from broadcaster.control.auth import Action
-from broadcaster.storage.media import NewMedia
+from broadcaster.storage.media import MediaInUse, NewMedia
 
 if TYPE_CHECKING:
     from broadcaster.control.media import ProcessedMedia
@@ -28,7 +28,7 @@ def _view(row: dict[str, Any]) -> Media:
 
 async def _row(call: Call) -> dict[str, Any]:
     row = await call.storage.media.get(call.params["id"])
-    if row is None:
+    if row is None or not call.may_see(row["zone"]):  # another commune's item is answered as missing
         raise ApiError(404, "not_found", f"no media item {call.params['id']!r}")
     return row
 
@@ -40,9 +40,7 @@ async def list_media(call: Call) -> Reply:
 
 
 async def get_media(call: Call) -> Reply:
-    row = await _row(call)
-    call.authorize(Action.READ, row["zone"])
-    return 200, _view(row)
+    return 200, _view(await _row(call))
 
 
 def _process(body: bytes | str, **settings: Any) -> ProcessedMedia:
@@ -105,10 +103,26 @@ async def upload_media(call: Call) -> Reply:
     return 201, _view(row)
 
 
+def _in_use(call: Call, exc: MediaInUse) -> ApiError:
+    """409 naming the programmes that play the item: those the caller may see by id and title,
+    the others only counted (another commune's programmes are not the caller's to learn)."""
+    admin = call.visible() is None
+    seen = [p for p in exc.programmes if admin or (p["zones"] and call.may_see(*p["zones"]))]
+    names = [f"{p['id']} ({p['title']!r})" for p in seen]
+    hidden = len(exc.programmes) - len(seen)
+    if hidden:
+        names.append(f"{hidden} programme{'s' if hidden > 1 else ''} outside your zones")
+    return ApiError(409, "in_use", f"media item {exc.media_id!r} is played by {'; '.join(names)}: "
+                    "delete those programmes (or schedule them without it) first")
+
+
 async def delete_media(call: Call) -> Reply:
     row = await _row(call)
     call.authorize(Action.WRITE, row["zone"])
-    deleted = await call.storage.media.delete(call.actor, row["id"])
+    try:
+        deleted = await call.storage.media.delete(call.actor, row["id"])
+    except MediaInUse as exc:
+        raise _in_use(call, exc) from None
     if deleted is not None:
         Path(deleted["path"]).unlink(missing_ok=True)
     return 204, None
@@ -125,6 +139,8 @@ ROUTES = [
                  Param("title", "the item's title", required=True),
                  Param("filename", "the uploaded file's name, for messages"))),
     Route("GET", "/api/v1/media/{id}", get_media, "One media item", Media, errors=(403, 404), query=(ID,)),
-    Route("DELETE", "/api/v1/media/{id}", delete_media, "Delete a media item and its file", None, 204,
+    Route("DELETE", "/api/v1/media/{id}", delete_media,
+          "Delete a media item and its file; refused with 409 (in_use) naming the programmes while any plays it",
+          None, 204,
           errors=(403, 404, 409), query=(ID,)),
 ]

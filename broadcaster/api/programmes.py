@@ -38,9 +38,8 @@ def _view(call: Call, row: dict[str, Any], starts: dict[str, list[float]]) -> Pr
 
 async def _row(call: Call) -> dict[str, Any]:
     row = await call.storage.programmes.get(call.params["id"])
-    if row is None:
+    if row is None or not call.may_see(*row["zones"]):  # another commune's programme is answered as missing
         raise ApiError(404, "not_found", f"no programme {call.params['id']!r}")
-    call.authorize(Action.READ, *row["zones"])
     return row
 
 
@@ -77,10 +76,9 @@ async def create_programme(call: Call) -> Reply:
         raise ApiError(400, "bad_reference", "zones: must be a non-empty list of zone ids")
     call.authorize(Action.WRITE, *body.zones)
     found = await call.storage.media.get_many(body.media)
-    missing = [m for m in body.media if m not in found]
+    missing = [m for m in body.media if m not in found or not call.may_see(found[m]["zone"])]
     if missing:
         raise ApiError(400, "bad_reference", f"media: no media item {missing[0]!r}")
-    call.authorize(Action.READ, *{found[m]["zone"] for m in body.media})
     channels = call.app.channels_in(body.zones)
     if not channels:
         raise ApiError(400, "bad_reference", "zones: the zones have no channel to play on")

@@ -85,7 +85,8 @@ class Alert:
     volume: int = 100
     text: str = ""
     media_id: str | None = None
-    cap_identifier: str | None = None
+    cap_identifier: str | None = None   # "sender,identifier" of the CAP message it came from
+    cap_sent: float | None = None       # and that message's <sent>, Unix seconds: with the above, the message's key
     ended_on: set[str] = field(default_factory=set)  # channels where its input has ended
     refused_on: set[str] = field(default_factory=set)  # channels where the core could not play it
     first_frame_s: dict[str, float] = field(default_factory=dict)  # channel -> seconds from accept to first frame
@@ -95,6 +96,15 @@ class Alert:
     ended_at: float | None = None
     entry: Entry | None = None  # its broadcast-log rows, once its first frame has gone
     ended: str | None = None
+
+
+class DuplicateCap(ValueError):
+    """This CAP message (sender, identifier, sent) is already on air or recently was: ``alert``."""
+
+    def __init__(self, alert: Alert) -> None:
+        super().__init__(f"the CAP message {alert.cap_identifier} was already received: alert {alert.id} "
+                         f"({alert.ended or 'on air'})")
+        self.alert = alert
 
 
 class AlertDesk:
@@ -110,11 +120,17 @@ class AlertDesk:
               repeat: int, gap_s: float, created_by: str, volume: int, text: str = "",
               message: Audio | None = None, media_id: str | None = None, language: str = "vi",
               cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, ""),
-              media_path: str | None = None) -> Alert:
+              media_path: str | None = None, cap_sent: float | None = None) -> Alert:
+        """Start an alert at the next frame. DuplicateCap if ``cap_identifier`` and ``cap_sent``
+        name a CAP message already on air or among the recent alerts: one message plays once."""
+        if cap_identifier is not None and cap_sent is not None:
+            duplicate = self.cap_duplicate(cap_identifier, cap_sent)
+            if duplicate is not None:
+                raise DuplicateCap(duplicate)
         alert = Alert(id="a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
-                      cap_identifier=cap_identifier)
+                      cap_identifier=cap_identifier, cap_sent=cap_sent)
         self.active[alert.id] = alert
         self._audit[alert.id] = audit
         self.app.track(alert.id, self._started, self._ended)
@@ -132,6 +148,14 @@ class AlertDesk:
         else:
             self._set_message(alert, None)
         return alert
+
+    def cap_duplicate(self, cap_identifier: str, sent: float) -> Alert | None:
+        """The alert on air or recent (the last 100 ended) that the CAP message ("sender,identifier",
+        its <sent> in Unix seconds) started, if any."""
+        for alert in (*self.active.values(), *reversed(self.recent.values())):
+            if alert.cap_identifier == cap_identifier and alert.cap_sent == sent:
+                return alert
+        return None
 
     def _started(self, event: InputStarted) -> None:
         alert = self.active.get(event.input_id) or self.recent.get(event.input_id)

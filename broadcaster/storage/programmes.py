@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from broadcaster.storage.db import Database, one, rows
+from broadcaster.storage.db import Conflict, Database, one, rows
 from broadcaster.storage.logs import Actor, audit_txn
 
 
@@ -64,6 +64,12 @@ def _get(conn: sqlite3.Connection, programme_id: str) -> dict[str, Any] | None:
 
 
 def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str, Any]:
+    wanted = sorted(set(item.media))
+    stored = {r["id"] for r in rows(conn, f"SELECT id FROM media WHERE id IN ({','.join('?' * len(wanted))})",
+                                    wanted)} if wanted else set()
+    missing = [m for m in item.media if m not in stored]
+    if missing:  # deleted since the caller looked: the playlist would fail when it plays
+        raise Conflict(f"media item {missing[0]!r} no longer exists")
     values: dict[str, Any] = asdict(item)
     for name in ("zones", "media", "weekdays"):
         values[name] = json.dumps(values[name])
@@ -105,6 +111,8 @@ class ProgrammeRepository:
         return self.db.run_sync(_get, programme_id)
 
     def add(self, actor: Actor, item: NewProgramme) -> Deferred[dict[str, Any]]:
+        """Fires with the stored (decoded) row. Conflict if a media item of its playlist is not
+        stored (deleted meanwhile): checked in the insert's transaction."""
         return self.db.run("programmes.add", _add, actor, item)
 
     def delete(self, actor: Actor, programme_id: str) -> Deferred[dict[str, Any] | None]:

@@ -6,6 +6,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,15 @@ def fresh(prefix: str) -> str:
 @pytest.mark.parametrize("method, path, body, admin, op_a, viewer_a", [
     ("GET", "/api/v1/channels/ch-a", None, 200, 200, 200),
     ("GET", "/api/v1/channels/ch-b", None, 200, 403, 403),
-    ("GET", "/api/v1/loudspeakers/{speaker-b}", None, 200, 403, 403),
+    # What the caller may not see is answered as missing: its id is not the caller's to learn.
+    ("GET", "/api/v1/loudspeakers/{speaker-b}", None, 200, 404, 404),
     ("PATCH", "/api/v1/loudspeakers/{speaker-a}", {"volume": 55}, 200, 200, 403),
-    ("PATCH", "/api/v1/loudspeakers/{speaker-b}", {"volume": 55}, 200, 403, 403),
+    ("PATCH", "/api/v1/loudspeakers/{speaker-b}", {"volume": 55}, 200, 404, 404),
     ("PATCH", "/api/v1/loudspeakers/{speaker-a}", {"channel": "ch-b"}, 200, 403, 403),
     ("POST", "/api/v1/loudspeakers", {"id": "{new}", "zone": "hamlet-b", "channel": "ch-b"}, 201, 403, 403),
-    ("POST", "/api/v1/loudspeakers/{speaker-b}/rotate-key", None, 200, 403, 403),
-    ("DELETE", "/api/v1/loudspeakers/{speaker-b}", None, 204, 403, 403),
+    ("POST", "/api/v1/loudspeakers/{speaker-b}/rotate-key", None, 200, 404, 404),
+    ("DELETE", "/api/v1/loudspeakers/{speaker-b}", None, 204, 404, 404),
+    ("POST", "/api/v1/loudspeakers/{speaker-a}/rotate-key", None, 200, 200, 403),
     ("POST", "/api/v1/zones", {"id": "{new}", "name": "Mới", "kind": "commune", "parent": "province"},
      201, 403, 403),
     ("POST", "/api/v1/channels", {"id": "{new}", "name": "Mới", "zone": "commune-a"}, 201, 403, 403),
@@ -101,6 +104,8 @@ def test_every_role_against_every_route_family(shared_api: Api, method: str, pat
         assert status == expected, f"{who}: {status} {reply}"
         if status == 403:
             assert reply["error"]["code"] == "forbidden"
+        if status == 404:
+            assert reply["error"] == {"code": "not_found", "message": f"no loudspeaker {path.split('/')[4]!r}"}
 
 
 def test_lists_are_scoped_and_paged(api: Api) -> None:
@@ -133,7 +138,8 @@ def test_bad_registrations_store_nothing(shared_api: Api, body: Any, code: str) 
 
 
 def test_bad_json_is_a_clear_400(shared_api: Api) -> None:
-    for raw, code in ((b"{not json", "bad_json"), (b"[1, 2]", "bad_json"), (b"x" * 70_000, "too_large")):
+    for raw, code in ((b"{not json", "bad_json"), (b"[1, 2]", "bad_json"), (b"x" * 70_000, "too_large"),
+                      (b"[" * 30_000 + b"]" * 30_000, "bad_json"), (b'{"name": "\\udc00"}', "bad_json")):
         status, reply = shared_api("PATCH", "/api/v1/loudspeakers/spk-1", raw=raw)
         assert status in (400, 413) and reply["error"]["code"] == code
 
@@ -179,6 +185,13 @@ def test_upload_library_audit_and_refusals(api: Api, tmp_path: Path) -> None:
     audit = api("GET", "/api/v1/audit")[1]["items"]
     assert audit[0]["action"] == "media.upload" and audit[0]["actor"] == "op-a" and audit[0]["remote"] == "127.0.0.1"
     assert api("DELETE", f"/api/v1/media/{media['id']}", who="viewer-a")[0] == 403
+    status, programme = api("POST", "/api/v1/programmes", who="op-a", body={
+        "title": "Bản tin sáng", "zones": ["commune-a"], "media": [media["id"]],
+        "start": (datetime.now() + timedelta(days=2)).strftime("%Y-%m-%dT06:00")})
+    assert status == 201, programme
+    status, reply = api("DELETE", f"/api/v1/media/{media['id']}", who="op-a")
+    assert status == 409 and reply["error"]["code"] == "in_use" and programme["id"] in reply["error"]["message"]
+    assert api("DELETE", f"/api/v1/programmes/{programme['id']}", who="op-a")[0] == 204
     assert api("DELETE", f"/api/v1/media/{media['id']}", who="op-a")[0] == 204
     assert sorted(media_dir.iterdir()) == []
 
