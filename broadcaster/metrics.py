@@ -152,7 +152,8 @@ speaker_commands_total = Counter(
     ["event"], registry=REGISTRY)
 cap_rejected_total = Counter(
     "broadcaster_cap_rejected_total",
-    "CAP messages refused, by reason (malformed, unsafe_xml, not_cap, unsupported, missing, no_area, too_large).",
+    "CAP messages refused, by reason (malformed, unsafe_xml, not_cap, unsupported, missing, no_area, too_large, "
+    "expired, not_yet_effective, duplicate, forbidden, not_found, bad_reference).",
     ["reason"], registry=REGISTRY)
 connections_refused_total = Counter(
     "broadcaster_connections_refused_total",

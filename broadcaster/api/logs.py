@@ -23,7 +23,7 @@ def _query(call: Call) -> LogQuery:
 
 async def list_broadcasts(call: Call) -> Reply:
     query = _query(call)
-    await call.storage.logs.flush()  # entries the audio path queued a moment ago
+    await call.storage.logs.settle()  # entries the audio path queued a moment ago
     page = await call.storage.logs.broadcasts(query)
     return 200, Page[Broadcast].model_validate(page.as_dict())
 

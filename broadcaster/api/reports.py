@@ -27,7 +27,7 @@ async def report(call: Call) -> Reply:
     fmt = call.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ApiError(400, "bad_query", "format must be json or csv")
-    await call.storage.logs.flush()
+    await call.storage.logs.settle()
     result = await call.storage.reports.broadcast(zones, zone, start, end, now)
     if fmt == "csv":
         call.request.setHeader(b"Content-Disposition", b'attachment; filename="broadcast-report.csv"')

@@ -216,6 +216,17 @@ class LogRepository:
     def flush_sync(self) -> int:
         return self._flush(self.db.run_sync)
 
+    def settle(self) -> Deferred[None]:
+        """Before a listing or a report: write what is queued if the disk lets us. It never
+        fails: on a full disk the read goes on with what is stored (the queue stays queued)."""
+
+        def unwritten(failure: Any) -> None:
+            failure.trap(sqlite3.Error)
+            log.warning("logs: reading while %d rows wait for the disk: %s", self.pending(),
+                        failure.getErrorMessage())
+
+        return self.flush().addCallbacks(lambda _: None, unwritten)
+
     # --- plays: written at once, queued if that fails ------------------------------------
 
     @staticmethod

@@ -42,3 +42,21 @@ def test_bad_rows_are_skipped_and_the_rest_keeps_working(server: Server) -> None
     status, page = server.http("GET", "/api/v1/programmes")
     assert status == 200, page
     assert "p-good" in {p["id"] for p in page["items"]}
+
+
+def test_listings_and_reports_answer_while_the_disk_is_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+    server = Server(tmp_path)
+    conn = server.app.storage.db.conn
+    conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")  # full, for real
+    for i in range(300):
+        server.app.storage.logs.session_started(f"d{i}", "hamlet-a", "ch-a", 1.0 + i)
+    status, page = server.http("GET", "/api/v1/broadcasts")
+    assert status == 200, page
+    status, report = server.http("GET", "/api/v1/reports/broadcast?zone=province")
+    assert status == 200, report
+    assert server.app.storage.logs.pending() >= 300, "nothing dropped: the rows wait for space"
+    conn.execute("PRAGMA max_page_count=1073741823")  # space returns
+    server.app.storage.logs.flush_sync()
+    assert server.app.storage.logs.pending() == 0
+    assert len(server.app.storage.db.query_sync("SELECT 1 FROM speaker_sessions")) == 300
