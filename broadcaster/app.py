@@ -94,7 +94,8 @@ class BroadcastServer:
             except RuntimeError as exc:
                 log.warning("text alerts will play only their attention signal: %s", exc)
                 tts = None
-        self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None)
+        self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None,
+                                pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
@@ -108,9 +109,11 @@ class DuplicateCap(ValueError):
 
 
 class AlertDesk:
-    def __init__(self, app: BroadcastServer, tts: TextToSpeech | None) -> None:
+    def __init__(self, app: BroadcastServer, tts: TextToSpeech | None, pool: Any = None) -> None:
+        """``pool``: where an alert's message is made (tests give one that runs work at once)."""
         self.app = app
         self.tts = tts
+        self._pool = pool
         self.active: dict[str, Alert] = {}
         self.recent: dict[str, Alert] = {}  # ended alerts, newest last, a bounded few for the API
         self._audit: dict[str, tuple[str, str | None, str]] = {}
@@ -232,11 +235,19 @@ class AlertDesk:
 
         self._in_worker(alert, "TTS", speak)
 
+    def _messages(self) -> Any:
+        """Alert messages (speech, a stored file) are made in threads of their own: an
+        alert's speech never waits behind programmes being decoded in the default pool."""
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=2, name="broadcaster-alert-messages")
+            self._pool.start()
+            self.app.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return self._pool
+
     def _in_worker(self, alert: Alert, what: str, work: Callable[..., Audio], *args: Any) -> None:
         """Make the message off the reactor and hand it to the core as shared audio;
         the attention signal plays meanwhile."""
-        deferred = deferToThreadPool(self.app.reactor, self.app.reactor.getThreadPool(),
-                                     lambda: share(work(*args)))
+        deferred = deferToThreadPool(self.app.reactor, self._messages(), lambda: share(work(*args)))
 
         def failed(failure: Any) -> None:
             log.error("alert %s: %s failed: %s", alert.id, what, failure.getErrorMessage())

@@ -31,7 +31,7 @@ from broadcaster.speaker.client import SubscriptionMessages
 from broadcaster.storage import KeySealer, Storage
 from tests.conftest import RecordingSocket
 
-POOLS = ("db", "reports", "auth", "tokens", "commands")
+POOLS = ("db", "reports", "auth", "tokens", "commands", "alerts")
 WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
 FRAME = 0.02
 
