@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile
 import yaml
+from twisted.python.failure import Failure
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {f"spk-{i}": f"test-key-for-speaker-{i:04d}" for i in range(1, 5)}
@@ -33,6 +34,19 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool
             return False
         time.sleep(0.05)
     return True
+
+
+class SyncPool:
+    """A thread pool that runs work at once, on the caller's thread (tests' stand-in for twisted's)."""
+
+    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
+                                 *args: Any, **kwargs: Any) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except BaseException:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
 
 
 class RecordingSocket:

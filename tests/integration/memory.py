@@ -18,7 +18,6 @@ import numpy as np
 import soundfile
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
 
 from broadcaster.app import BroadcastServer
 from broadcaster.codecs.opus import OpusDecoder
@@ -29,24 +28,11 @@ from broadcaster.protocols.rtp import parse_rtp
 from broadcaster.protocols.speaker import MessageType, parse_envelope
 from broadcaster.speaker.client import SubscriptionMessages
 from broadcaster.storage import KeySealer, Storage
-from tests.conftest import RecordingSocket
+from tests.conftest import RecordingSocket, SyncPool
 
 POOLS = ("db", "reports", "auth", "tokens", "commands", "alerts")
 WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
 FRAME = 0.02
-
-
-class SyncPool:
-    """A thread pool that runs work at once, on the caller's thread."""
-
-    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
-                                 *args: Any, **kwargs: Any) -> None:
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
 
 
 class Reactor(MemoryReactorClock):

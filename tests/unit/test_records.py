@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from broadcaster.control.records import Records
 from broadcaster.metrics import REGISTRY
 from broadcaster.storage import Actor, KeySealer, Storage
+from tests.conftest import SyncPool
 
 SEALER = KeySealer(bytes(range(32)))
 WALL = 1.8e9
@@ -35,20 +35,7 @@ class ClockReactor(Clock):
         pass  # the pools are the test's own: nothing to stop at shutdown
 
 
-class InlinePool:
-    """Runs the storage work at once on the test's thread (with its own worker connection)."""
-
-    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
-                                 *args: Any, **kwargs: Any) -> None:
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
-class HeldPool(InlinePool):
+class HeldPool(SyncPool):
     """Keeps the work until ``release()``: a write still in flight."""
 
     def __init__(self) -> None:
@@ -72,7 +59,7 @@ class HeldPool(InlinePool):
 Setup = tuple[Storage, ClockReactor, Records]
 
 
-def make(tmp_path: Path, pool: InlinePool) -> Setup:
+def make(tmp_path: Path, pool: SyncPool) -> Setup:
     storage = Storage(tmp_path / "b.db", SEALER)
     clock = ClockReactor()
     storage.db.bind(clock, pools={"db": pool})
@@ -81,7 +68,7 @@ def make(tmp_path: Path, pool: InlinePool) -> Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    storage, clock, records = made = make(tmp_path, InlinePool())
+    storage, clock, records = made = make(tmp_path, SyncPool())
     yield made
     records.stop()
     storage.db.close()

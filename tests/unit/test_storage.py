@@ -25,6 +25,7 @@ from broadcaster.storage import MIGRATIONS, SCHEMA_VERSION, Actor, Conflict, Exi
 from broadcaster.storage.db import split_statements
 from broadcaster.storage.loudspeakers import StoredDevice
 from broadcaster.storage.reports import broadcast_report, report_csv
+from tests.conftest import SyncPool
 
 SEALER = KeySealer(bytes(range(32)))
 
@@ -270,19 +271,6 @@ def test_a_failed_commit_and_a_failed_rollback_keep_the_batch_and_replace_the_co
     assert written_sessions(storage) == names
 
 
-class InlinePool:
-    """A thread pool that runs work at once on the caller's thread (its own worker connection)."""
-
-    def callInThreadWithCallback(self, on_result: Callable[[bool, Any], None], f: Callable[..., Any],  # noqa: N802
-                                 *args: Any, **kwargs: Any) -> None:
-        try:
-            result = f(*args, **kwargs)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
 class InlineReactor:
     def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:  # noqa: N802
         f(*args, **kwargs)
@@ -303,7 +291,7 @@ def result_of(d: Deferred[Any]) -> Any:
 
 def test_a_worker_connection_stuck_after_a_failed_rollback_is_replaced(tmp_path: Path) -> None:
     storage = Storage(tmp_path / "b.db", SEALER)
-    storage.db.bind(InlineReactor(), pools={"db": InlinePool()})
+    storage.db.bind(InlineReactor(), pools={"db": SyncPool()})
     names = [f"s{i}" for i in range(20)]
     queue_sessions(storage, names)
     worker = storage.db.run_here("conn", lambda conn: conn)  # this thread's worker connection
