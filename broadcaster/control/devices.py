@@ -55,6 +55,7 @@ class Devices:
         self.wall = wall
         self.known: dict[str, c.Device] = {}
         self.online: dict[str, Online] = {}
+        self._on_channel: dict[str, dict[str, Online]] = {}  # the same, by channel: no scan of every device
         self.sock: socket.socket | Any = None  # control's copy of the UDP socket, for commands
         self.on_ack: Callable[[str, int], None] = lambda device, seq: None
         self._command_seq = 0
@@ -84,12 +85,12 @@ class Devices:
             old = self.known.get(device_id)
             if stored is None:
                 self.known.pop(device_id, None)
-                self.online.pop(device_id, None)
+                self._forget(device_id)
                 self.send(c.DropDevice(device_id))
             else:
                 self.known[device_id] = device = _device(stored)
                 if old is None or old.key != device.key or old.channel != device.channel:
-                    self.online.pop(device_id, None)
+                    self._forget(device_id)
                 self.send(c.PutDevice(device))
 
         return self.storage.loudspeakers.device(device_id).addCallback(apply)
@@ -98,9 +99,17 @@ class Devices:
 
     def session_changed(self, event: c.SessionChanged) -> None:
         if event.kind == "start":
-            self.online[event.device_id] = Online(event.device_id, event.channel, event.address, event.at, event.at)
+            self._forget(event.device_id)
+            online = Online(event.device_id, event.channel, event.address, event.at, event.at)
+            self.online[event.device_id] = online
+            self._on_channel.setdefault(event.channel, {})[event.device_id] = online
         else:
-            self.online.pop(event.device_id, None)
+            self._forget(event.device_id)
+
+    def _forget(self, device_id: str) -> None:
+        online = self.online.pop(device_id, None)
+        if online is not None:
+            self._on_channel.get(online.channel, {}).pop(device_id, None)
 
     def heard(self, heard: dict[str, tuple[float, dict[str, Any]]]) -> None:
         for device_id, (last_seen, status) in heard.items():
@@ -112,7 +121,7 @@ class Devices:
 
     def on_channels(self, channels: Iterable[str]) -> int:
         wanted = set(channels)
-        return sum(1 for o in self.online.values() if o.channel in wanted)
+        return sum(len(self._on_channel.get(channel, {})) for channel in wanted)
 
     # --- commands ----------------------------------------------------------------
 
@@ -123,8 +132,9 @@ class Devices:
         self._command_seq += 1
         seq = self._command_seq
         wanted, skipped = set(channels), set(skip)
-        targets = [(o.address, self.known[o.device_id]) for o in self.online.values()
-                   if o.channel in wanted and o.device_id in self.known and o.device_id not in skipped
+        targets = [(o.address, self.known[o.device_id]) for channel in wanted
+                   for o in self._on_channel.get(channel, {}).values()
+                   if o.device_id in self.known and o.device_id not in skipped
                    and (only is None or o.device_id in only)]
         now = self.wall()
         sock = self.sock
