@@ -130,7 +130,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         return 1
     print(f"user {args.name} ({args.role}{': ' + ', '.join(args.zone) if args.zone else ''}) added")
     if args.token:
-        print(storage.new_token(args.name, "cli"))
+        print(storage.new_token(args.name, "cli", config.api.token_days))
     storage.close()
     return 0
 
@@ -138,14 +138,50 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_token(args: argparse.Namespace) -> int:
     from broadcaster.storage import Conflict
 
-    _, storage = _storage(args)
+    config, storage = _storage(args)
+    days = args.days if args.days is not None else config.api.token_days
+    if not 1 <= days <= 3650:
+        print("--days must be from 1 to 3650", file=sys.stderr)
+        return 2
     try:
-        print(storage.new_token(args.name, args.label))
+        row = storage.users.new_token_sync(args.name, args.label, days)
     except Conflict as exc:
         print(str(exc).strip('"'), file=sys.stderr)
         return 1
     finally:
         storage.close()
+    print(row["token"])
+    print(f"{row['id']}: expires {_when(row['expires_at'])}", file=sys.stderr)
+    return 0
+
+
+def _when(at: float | None) -> str:
+    import datetime
+
+    if at is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cmd_user_tokens(args: argparse.Namespace) -> int:
+    _, storage = _storage(args)
+    page = storage.users.tokens_sync(args.name)
+    storage.close()
+    print(f"{'id':<17} {'user':<16} {'created':<20} {'expires':<20} {'last used':<20} label")
+    for t in page.items:
+        print(f"{t['id']:<17} {t['user']:<16} {_when(t['created_at']):<20} {_when(t['expires_at']):<20} "
+              f"{_when(t['last_used_at']) if t['last_used_at'] else '-':<20} {t['label']}")
+    return 0
+
+
+def cmd_user_revoke(args: argparse.Namespace) -> int:
+    _, storage = _storage(args)
+    revoked = storage.users.revoke_token_sync(args.id)
+    storage.close()
+    if not revoked:
+        print(f"no token {args.id!r} (see: broadcaster user tokens)", file=sys.stderr)
+        return 1
+    print(f"token {args.id} revoked")
     return 0
 
 
@@ -226,8 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     token = user_sub.add_parser("token", help="print a new API token for a user")
     token.add_argument("name")
     token.add_argument("--label", default="", help="a note stored with the token")
+    token.add_argument("--days", type=int, help="lifetime in days (default: api.token_days, 90)")
     token.set_defaults(func=cmd_user_token)
-    for p in (add, token):
+    tokens = user_sub.add_parser("tokens", help="list API tokens (ids, expiry, last use; never secrets)")
+    tokens.add_argument("name", nargs="?", help="one user's (default: everyone's)")
+    tokens.set_defaults(func=cmd_user_tokens)
+    revoke = user_sub.add_parser("revoke", help="revoke an API token by its id (tok_...)")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=cmd_user_revoke)
+    for p in (add, token, tokens, revoke):
         p.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
 
     report = sub.add_parser("report", help="hours on air and loudspeaker availability per commune")

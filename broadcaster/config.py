@@ -104,6 +104,11 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    token_days: int = 90  # a new API token's lifetime; POST /api/v1/tokens may ask for less, never more
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     timezone: str = "Asia/Ho_Chi_Minh"
 
@@ -153,6 +158,7 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -260,7 +266,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "schedule",
-                                   "alerts", "zones", "channels", "loudspeakers"})
+                                   "alerts", "api", "zones", "channels", "loudspeakers"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -269,12 +275,13 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     live = _live(r, top.get("live"), base_dir)
     schedule = _schedule(r, top.get("schedule"))
     alerts = _alerts(r, top.get("alerts"))
+    api = _api(r, top.get("api"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
-                  live=live, schedule=schedule, alerts=alerts,
+                  live=live, schedule=schedule, alerts=alerts, api=api,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers))
 
@@ -385,6 +392,11 @@ def _alerts(r: _Reader, value: Any) -> AlertConfig:
         gap_s=r.float_range(d, "gap_s", "alerts", AlertConfig.gap_s, 0.0, 600.0),
         cap_areas=tuple((str(k), v) for k, v in areas.items()),
     )
+
+
+def _api(r: _Reader, value: Any) -> ApiConfig:
+    d = r.mapping(value, "api", {"token_days"})
+    return ApiConfig(token_days=r.int_range(d, "token_days", "api", ApiConfig.token_days, 1, 3650))
 
 
 def _schedule(r: _Reader, value: Any) -> ScheduleConfig:

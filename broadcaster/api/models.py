@@ -76,6 +76,29 @@ class Me(Out):
     name: str
     role: Role
     zones: list[str]
+    token: str | None = Field(None, description="the id of the token this call came with")
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+class TokenCreate(Body):
+    label: str = Field("", max_length=200, description="a note to know the token by: the console, a script")
+    days: int | None = Field(None, ge=1, le=3650,
+                             description="lifetime in days; default and most: the server's api.token_days")
+    user: str | None = Field(None, description="whose token (admin only); default the caller")
+
+
+class Token(Out):
+    id: str = Field(description="the public id it is listed and revoked by")
+    user: str
+    label: str
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None = Field(description="to the minute; null if never used")
+
+
+class TokenCreated(Token):
+    token: str = Field(description="the secret, for 'Authorization: Bearer'; shown only this once")
 
 
 # --- zones and channels ----------------------------------------------------------------

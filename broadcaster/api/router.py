@@ -19,11 +19,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
-from broadcaster.api import alerts, channels, logs, loudspeakers, media, programmes, reports, zones
+from broadcaster.api import alerts, channels, logs, loudspeakers, media, programmes, reports, tokens, zones
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
 from broadcaster.storage import Conflict, Exists
+from broadcaster.storage.users import TOUCH_EVERY_S
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
@@ -44,7 +45,7 @@ async def openapi(call: Call) -> Reply:
 
 async def me(call: Call) -> Reply:
     p = call.principal
-    return 200, Me.model_validate({"name": p.name, "role": p.role, "zones": list(p.zones)})
+    return 200, Me.model_validate({"name": p.name, "role": p.role, "zones": list(p.zones), "token": p.token})
 
 
 ROUTES: list[Route] = [
@@ -58,6 +59,7 @@ ROUTES: list[Route] = [
     *alerts.ROUTES,
     *logs.ROUTES,
     *reports.ROUTES,
+    *tokens.ROUTES,
 ]
 
 
@@ -109,10 +111,15 @@ class AdminApi(Resource):
         header = (request.getHeader("authorization") or "").strip()
         if not header.lower().startswith("bearer "):
             raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>' (broadcaster user token)")
-        user = await self.app.storage.users.by_token(header[7:].strip())
+        now = self.app.wall()
+        user = await self.app.storage.users.by_token(header[7:].strip(), now)
         if user is None:
             metrics.auth_failures_total.labels("api").inc()
-            raise ApiError(401, "unauthenticated", "the token is not valid")
+            raise ApiError(401, "unauthenticated", "the token is not valid (unknown, revoked or expired)")
+        used = user.get("token_used_at")
+        if used is None or now - used >= TOUCH_EVERY_S:  # written beside the request, never waited for
+            self.app.storage.users.token_used(user["token_id"], now).addErrback(
+                lambda f: log.warning("token %s: last use not recorded: %s", user["token_id"], f.getErrorMessage()))
         return Principal.from_row(user, remote)
 
     @staticmethod

@@ -32,10 +32,12 @@ class Principal:
     role: str
     zones: tuple[str, ...] = ()
     remote: str | None = None
+    token: str | None = None  # the public id of the API token it came with
 
     @classmethod
     def from_row(cls, row: dict[str, Any], remote: str | None = None) -> Principal:
-        return cls(name=row["name"], role=row["role"], zones=tuple(row.get("zones", ())), remote=remote)
+        return cls(name=row["name"], role=row["role"], zones=tuple(row.get("zones", ())), remote=remote,
+                   token=row.get("token_id"))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from broadcaster.storage.media import MediaRepository
 from broadcaster.storage.migrations import MIGRATIONS, SCHEMA_VERSION
 from broadcaster.storage.programmes import ProgrammeRepository
 from broadcaster.storage.reports import ReportRepository
-from broadcaster.storage.users import UserRepository
+from broadcaster.storage.users import TOKEN_DAYS, UserRepository
 from broadcaster.storage.zones import ZoneRepository
 
 if TYPE_CHECKING:
@@ -79,8 +79,9 @@ class Storage:
     def add_user(self, name: str, role: str, zones: list[str], password: str | None = None) -> int:
         return self.users.add_sync(name, role, zones, password)
 
-    def new_token(self, user: str, label: str = "") -> str:
-        return self.users.new_token_sync(user, label)
+    def new_token(self, user: str, label: str = "", days: float = TOKEN_DAYS, now: float | None = None) -> str:
+        """A new API token's secret (tests, the CLI)."""
+        return str(self.users.new_token_sync(user, label, days, now=now)["token"])
 
 
 def seed_from_config(storage: Storage, config: Config) -> None:

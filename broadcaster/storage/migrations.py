@@ -140,5 +140,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE broadcast_log ADD COLUMN uid TEXT;
     CREATE UNIQUE INDEX broadcast_log_uid ON broadcast_log (uid);
     """,
+    # 6: tokens get a public id (to list and revoke them by), an expiry and the time last used.
+    #    Tokens made before expire 90 days after the upgrade, not at once.
+    """
+    ALTER TABLE tokens ADD COLUMN id TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at REAL;
+    ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+    UPDATE tokens SET id = 'tok_' || lower(hex(randomblob(6))),
+                      expires_at = CAST(strftime('%s', 'now') AS REAL) + 90 * 86400;
+    CREATE UNIQUE INDEX tokens_id ON tokens (id);
+    CREATE INDEX tokens_user ON tokens (user_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,9 +2,14 @@
 
 Loop side (Deferred): ``by_token``, ``by_password`` (the scrypt check runs in
 the "auth" pool, apart from SQL, so a flood of wrong passwords delays only
-logins), ``add``, ``new_token``. Sync (CLI, tests, and studio's worker
-thread until it moves): ``by_token_sync``, ``by_password_sync``,
-``add_sync``, ``new_token_sync``.
+logins), ``add``, ``new_token``, ``tokens``, ``revoke_token``,
+``token_used``. Sync (CLI, tests): the same with ``_sync``.
+
+A token is a secret shown once (``bct_...``, stored only as its SHA-256) and a
+public id (``tok_...``) it is listed and revoked by. It expires (``expires_at``);
+an expired or revoked token is refused like one never made. ``last_used_at``
+is written at most once a minute per token (``TOUCH_EVERY_S``), off the
+request: a busy console does not make a write per call.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from broadcaster.storage.crypto import check_password, dummy_hash, hash_password, hash_token
-from broadcaster.storage.db import Conflict, Database, one, rows
+from broadcaster.storage.db import Conflict, Database, Page, one, page, rows
 from broadcaster.storage.logs import Actor, audit_txn
 
 CLI = Actor("cli")
+TOKEN_DAYS = 90.0       # the default lifetime (config: api.token_days)
+TOUCH_EVERY_S = 60.0    # last_used_at's resolution
 
 
 def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any]:
@@ -29,9 +36,11 @@ def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any
     return user
 
 
-def _by_token(conn: sqlite3.Connection, token: str) -> dict[str, Any] | None:
-    user = one(conn, "SELECT u.id, u.name, u.role FROM tokens t JOIN users u ON u.id = t.user_id "
-                     "WHERE t.token_hash = ?", (hash_token(token),))
+def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any] | None:
+    user = one(conn, "SELECT u.id, u.name, u.role, t.id AS token_id, t.last_used_at AS token_used_at "
+                     "FROM tokens t JOIN users u ON u.id = t.user_id "
+                     "WHERE t.token_hash = ? AND (t.expires_at IS NULL OR t.expires_at > ?)",
+               (hash_token(token), now))
     return _with_zones(conn, user) if user else None
 
 
@@ -59,27 +68,64 @@ def _add(conn: sqlite3.Connection, actor: Actor, name: str, role: str, zones: li
     return user_id
 
 
-def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str) -> str:
+def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str, days: float,
+               now: float) -> dict[str, Any]:
     row = one(conn, "SELECT id FROM users WHERE name = ?", (user,))
     if row is None:
         raise Conflict(f"no user named {user!r}")
     token = "bct_" + secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO tokens (token_hash, user_id, label, created_at) VALUES (?,?,?,?)",
-                 (hash_token(token), row["id"], label, time.time()))
-    audit_txn(conn, actor, "token.create", user, None, label)
-    return token
+    token_id = "tok_" + secrets.token_hex(6)
+    conn.execute("INSERT INTO tokens (token_hash, id, user_id, label, created_at, expires_at) VALUES (?,?,?,?,?,?)",
+                 (hash_token(token), token_id, row["id"], label, now, now + days * 86400))
+    audit_txn(conn, actor, "token.create", user, None, f"{token_id} {label}".strip())
+    return {**_token_row(conn, token_id), "token": token}
+
+
+_TOKEN_COLUMNS = ("SELECT t.id, u.name AS user, t.label, t.created_at, t.expires_at, t.last_used_at "
+                  "FROM tokens t JOIN users u ON u.id = t.user_id")
+
+
+def _token_row(conn: sqlite3.Connection, token_id: str) -> dict[str, Any]:
+    row = one(conn, f"{_TOKEN_COLUMNS} WHERE t.id = ?", (token_id,))
+    assert row is not None
+    return row
+
+
+def _tokens(conn: sqlite3.Connection, user: str | None, limit: int, offset: int) -> Page:
+    if user is None:
+        return page(conn, f"{_TOKEN_COLUMNS} ORDER BY t.created_at DESC, t.id", (), limit, offset)
+    return page(conn, f"{_TOKEN_COLUMNS} WHERE u.name = ? ORDER BY t.created_at DESC, t.id", (user,), limit, offset)
+
+
+def _revoke(conn: sqlite3.Connection, actor: Actor, token_id: str, owner: str | None) -> bool:
+    """Whether a token was revoked: one of ``owner``'s (any user's when None)."""
+    row = one(conn, f"{_TOKEN_COLUMNS} WHERE t.id = ?", (token_id,))
+    if row is None or (owner is not None and row["user"] != owner):
+        return False
+    conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+    audit_txn(conn, actor, "token.revoke", row["user"], None, f"{token_id} {row['label']}".strip())
+    return True
+
+
+def _touch(conn: sqlite3.Connection, token_id: str, now: float) -> None:
+    conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+                 (now, token_id, now - TOUCH_EVERY_S))
 
 
 class UserRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def by_token(self, token: str) -> Deferred[dict[str, Any] | None]:
-        """{id, name, role, zones} of the token's user, or None."""
-        return self.db.lookup("users.by_token", _by_token, token)
+    def by_token(self, token: str, now: float | None = None) -> Deferred[dict[str, Any] | None]:
+        """{id, name, role, zones, token_id, token_used_at} of the token's user, or None
+        (unknown, revoked or expired)."""
+        return self.db.lookup("users.by_token", _by_token, token, time.time() if now is None else now)
 
-    def by_token_sync(self, token: str) -> dict[str, Any] | None:
-        return self.db.run_sync(_by_token, token)
+    def by_token_sync(self, token: str, now: float | None = None) -> dict[str, Any] | None:
+        return self.db.run_sync(_by_token, token, time.time() if now is None else now)
+
+    def token_used(self, token_id: str, now: float) -> Deferred[None]:
+        return self.db.run("users.token_used", _touch, token_id, now)
 
     def by_password(self, name: str, password: str) -> Deferred[dict[str, Any] | None]:
         d = self.db.read("users.by_name", _by_name, name)
@@ -98,8 +144,25 @@ class UserRepository:
                  actor: Actor = CLI) -> int:
         return self.db.run_sync(_add, actor, name, role, zones, password)
 
-    def new_token(self, user: str, label: str = "", actor: Actor = CLI) -> Deferred[str]:
-        return self.db.run("users.new_token", _new_token, actor, user, label)
+    def new_token(self, user: str, label: str = "", days: float = TOKEN_DAYS, actor: Actor = CLI,
+                  now: float | None = None) -> Deferred[dict[str, Any]]:
+        """The new token's row, with its secret (``token``): the only time it is seen."""
+        return self.db.run("users.new_token", _new_token, actor, user, label, days,
+                           time.time() if now is None else now)
 
-    def new_token_sync(self, user: str, label: str = "", actor: Actor = CLI) -> str:
-        return self.db.run_sync(_new_token, actor, user, label)
+    def new_token_sync(self, user: str, label: str = "", days: float = TOKEN_DAYS, actor: Actor = CLI,
+                       now: float | None = None) -> dict[str, Any]:
+        return self.db.run_sync(_new_token, actor, user, label, days, time.time() if now is None else now)
+
+    def tokens(self, user: str | None, limit: int, offset: int) -> Deferred[Page]:
+        """Newest first; ``user`` None lists everyone's. Secrets are never stored, so never listed."""
+        return self.db.read("users.tokens", _tokens, user, limit, offset)
+
+    def tokens_sync(self, user: str | None, limit: int = 500, offset: int = 0) -> Page:
+        return self.db.run_sync(_tokens, user, limit, offset)
+
+    def revoke_token(self, token_id: str, owner: str | None, actor: Actor = CLI) -> Deferred[bool]:
+        return self.db.run("users.revoke_token", _revoke, actor, token_id, owner)
+
+    def revoke_token_sync(self, token_id: str, owner: str | None = None, actor: Actor = CLI) -> bool:
+        return self.db.run_sync(_revoke, actor, token_id, owner)

@@ -100,7 +100,8 @@ def test_cancel_stops_an_alert_and_who_may_alert(api: Api) -> None:
     status, alert = api("POST", "/api/v1/alerts", body={"title": "Thử", "zones": ["province"], "text": "Thử",
                                                         "repeat": 20, "priority": "uu-tien", "policy": "duck"})
     assert status == 201 and sorted(alert["channels"]) == ["ch-a", "ch-b"] and alert["priority"] == "announcement"
-    assert api("POST", f"/api/v1/alerts/{alert['id']}/cancel", who="viewer-a")[0] == 403
+    assert api("POST", f"/api/v1/alerts/{alert['id']}/cancel", who="viewer-a")[0] == 404, "beyond its zones"
+    assert api("GET", f"/api/v1/alerts/{alert['id']}", who="viewer-a")[0] == 404
     status, cancelled = api("POST", f"/api/v1/alerts/{alert['id']}/cancel")
     assert status == 200 and cancelled["status"] == "cancelled"
     assert api("GET", "/api/v1/alerts")[1]["total"] == 0

@@ -318,8 +318,22 @@ def test_users_made_by_the_cli_can_use_the_api(tmp_path: Path) -> None:
     server = start_server(config)
     try:
         api = Api(server, config, {"op-b": token, "op-b-2": again})
+        ids = {}
         for who in ("op-b", "op-b-2"):
             status, me = api("GET", "/api/v1/me", who=who)
-            assert status == 200 and me == {"name": "op-b", "role": "operator", "zones": ["commune-b"]}
+            assert status == 200 and {k: me[k] for k in ("name", "role", "zones")} == {
+                "name": "op-b", "role": "operator", "zones": ["commune-b"]}
+            ids[who] = me["token"]
+    finally:
+        server.stop()
+    listed = cli(config, "user", "tokens", "op-b")
+    assert ids["op-b"] in listed and ids["op-b-2"] in listed
+    assert cli(config, "user", "revoke", ids["op-b"]).strip() == f"token {ids['op-b']} revoked"
+    assert ids["op-b"] not in cli(config, "user", "tokens")
+    server = start_server(config)
+    try:
+        api = Api(server, config, {"op-b": token, "op-b-2": again})
+        assert api("GET", "/api/v1/me", who="op-b")[0] == 401, "a revoked token is refused"
+        assert api("GET", "/api/v1/me", who="op-b-2")[0] == 200, "the user's other token still works"
     finally:
         server.stop()

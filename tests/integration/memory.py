@@ -116,7 +116,7 @@ class Server:
         tokens = {}
         for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"])):
             storage.add_user(name, role, zones)
-            tokens[name] = storage.new_token(name)
+            tokens[name] = storage.new_token(name, now=self.wall())
         return tokens
 
     def wall(self) -> float:

@@ -6,6 +6,7 @@ import queue
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from twisted.python.failure import Failure
 
 from broadcaster.control.auth import ZoneTree
 from broadcaster.storage import MIGRATIONS, SCHEMA_VERSION, Actor, Conflict, Exists, KeySealer, Storage, StorageError
+from broadcaster.storage.crypto import hash_token
 from broadcaster.storage.db import split_statements
 from broadcaster.storage.loudspeakers import StoredDevice
 from broadcaster.storage.reports import broadcast_report, report_csv
@@ -37,7 +39,7 @@ EXPECTED_COLUMNS = {
     "loudspeakers": {"id", "name", "zone", "channel", "key_sealed", "volume", "created_at"},
     "users": {"id", "name", "role", "password_hash", "created_at"},
     "user_zones": {"user_id", "zone"},
-    "tokens": {"token_hash", "user_id", "label", "created_at"},
+    "tokens": {"token_hash", "user_id", "label", "created_at", "id", "expires_at", "last_used_at"},
     "media": {"id", "zone", "title", "filename", "path", "duration_s", "loudness_lufs", "original_lufs", "sha256",
               "size_bytes", "uploaded_by", "created_at"},
     "broadcast_log": {"id", "channel", "zone", "kind", "item", "started_at", "ended_at", "started_by", "outcome",
@@ -49,7 +51,7 @@ EXPECTED_COLUMNS = {
                    "priority", "on_restart", "on_preempt", "created_by", "created_at"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
-                    "speaker_sessions_open", "broadcast_log_uid"}
+                    "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user"}
 
 
 def assert_current_schema(storage: Storage) -> None:
@@ -84,6 +86,44 @@ def test_migrates_from_version_1_keeping_data(tmp_path: Path) -> None:
     assert storage.db.query_sync("SELECT item, detail FROM broadcast_log") == [{"item": "x.ogg", "detail": ""}]
 
 
+def test_tokens_made_before_expiry_existed_get_an_id_and_ninety_days(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:5]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version=5")
+    db.execute("INSERT INTO users (name, role, created_at) VALUES ('op', 'operator', 1.0)")
+    for n in range(2):
+        db.execute("INSERT INTO tokens (token_hash, user_id, label, created_at) VALUES (?, 1, '', 1.0)",
+                   (hash_token(f"bct_old{n}"),))
+    db.commit()
+    db.close()
+    storage = Storage(path, SEALER)
+    before = time.time()
+    tokens = storage.users.tokens_sync("op").items
+    assert len({t["id"] for t in tokens}) == 2 and all(t["id"].startswith("tok_") for t in tokens)
+    assert all(before + 89 * 86400 < t["expires_at"] < before + 91 * 86400 for t in tokens), tokens
+    assert storage.users.by_token_sync("bct_old0")["name"] == "op", "an old token keeps working after the upgrade"
+
+
+def test_a_token_expires_and_a_revoked_one_is_refused(tmp_path: Path) -> None:
+    storage = Storage(tmp_path / "t.db", SEALER)
+    storage.add_user("op", "operator", [])
+    now = 1.8e9
+    made = storage.users.new_token_sync("op", "console", days=1, now=now)
+    assert made["token"].startswith("bct_") and made["expires_at"] == now + 86400
+    assert storage.users.by_token_sync(made["token"], now + 86399)["token_id"] == made["id"]
+    assert storage.users.by_token_sync(made["token"], now + 86400) is None, "expired at its expires_at"
+    assert storage.users.revoke_token_sync(made["id"], owner="someone-else") is False, "only its owner's"
+    assert storage.users.revoke_token_sync(made["id"], owner="op") is True
+    assert storage.users.by_token_sync(made["token"], now) is None
+    assert storage.users.revoke_token_sync(made["id"]) is False, "already gone"
+    actions = [r["action"] for r in storage.db.query_sync("SELECT action FROM audit_log ORDER BY id")]
+    assert actions[-2:] == ["token.create", "token.revoke"]
+    assert made["token"] not in str(storage.db.query_sync("SELECT * FROM tokens")) + str(
+        storage.db.query_sync("SELECT * FROM audit_log")), "the secret is stored nowhere"
+
+
 def test_statements_split_where_sqlite_ends_them() -> None:
     script = """
     CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL DEFAULT 'a; b');  -- a comment; with a semicolon
@@ -107,7 +147,7 @@ def test_statements_split_where_sqlite_ends_them() -> None:
     with pytest.raises(ValueError, match="unfinished"):
         split_statements("CREATE TABLE t (x TEXT DEFAULT 'never closed;")
     # the shipped migrations split into the statements they are made of
-    assert [len(split_statements(m)) for m in MIGRATIONS][:5] == [10, 4, 1, 3, 2]
+    assert [len(split_statements(m)) for m in MIGRATIONS][:6] == [10, 4, 1, 3, 2, 6]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
