@@ -125,6 +125,7 @@ class BroadcastServer:
         self._set_zones(self.storage.zones.all_sync())
         self._add_channels(self.storage.channels.all_sync())
         self.devices.load_all()
+        self.alerts.recover()  # what a crash left on air: before any programme may start
         self.reload_programmes()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)

@@ -101,6 +101,7 @@ class AlertConfig:
     repeat: int = 2                     # times the message plays
     gap_s: float = 2.0                  # silence between repeats
     cap_areas: tuple[tuple[str, str], ...] = ()  # CAP geocode ("VN-TINH=86" or "86") -> zone id
+    resume_within_s: float = 600.0      # after a crash, an alert begun less than this ago plays again
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,8 @@ def _live(r: _Reader, value: Any, base_dir: Path) -> LiveConfig:
 
 
 def _alerts(r: _Reader, value: Any) -> AlertConfig:
-    d = r.mapping(value, "alerts", {"operators_may_alert", "volume", "repeat", "gap_s", "cap_areas"})
+    d = r.mapping(value, "alerts", {"operators_may_alert", "volume", "repeat", "gap_s", "cap_areas",
+                                    "resume_within_s"})
     areas = d.get("cap_areas") or {}
     if not isinstance(areas, dict) or not all(isinstance(k, (str, int)) and isinstance(v, str)
                                               for k, v in areas.items()):
@@ -391,6 +393,7 @@ def _alerts(r: _Reader, value: Any) -> AlertConfig:
         repeat=r.int_range(d, "repeat", "alerts", AlertConfig.repeat, 1, 20),
         gap_s=r.float_range(d, "gap_s", "alerts", AlertConfig.gap_s, 0.0, 600.0),
         cap_areas=tuple((str(k), v) for k, v in areas.items()),
+        resume_within_s=r.float_range(d, "resume_within_s", "alerts", AlertConfig.resume_within_s, 0.0, 86400.0),
     )
 
 

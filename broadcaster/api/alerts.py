@@ -43,7 +43,8 @@ def _check_alert(call: Call, zones: list[str]) -> list[str]:
 
 async def _start_alert(call: Call, *, title: str, zones: list[str], text: str, media_id: str | None, language: str,
                        priority: str | int, policy: str, repeat: int, gap_s: float, volume: int,
-                       cap_identifier: str | None = None, cap_sent: float | None = None) -> Alert:
+                       cap_identifier: str | None = None, cap_sent: float | None = None,
+                       expires_at: float | None = None) -> Alert:
     from broadcaster.core.mixer import PRIORITY_NAMES, Priority
 
     channels = _check_alert(call, zones)
@@ -61,7 +62,7 @@ async def _start_alert(call: Call, *, title: str, zones: list[str], text: str, m
     alert = await facade(call.app.alerts.start, title=title, zones=zones, channels=channels, priority=level,
                          policy=policy, repeat=repeat, gap_s=gap_s, created_by=call.principal.name, volume=volume,
                          text=text, media_path=media_path, media_id=media_id, language=language,
-                         cap_identifier=cap_identifier, cap_sent=cap_sent,
+                         cap_identifier=cap_identifier, cap_sent=cap_sent, expires_at=expires_at,
                          audit=(call.principal.name, call.remote,
                                 f"{level.name.lower()} {title} zones={','.join(zones)}"))
     return Alert.model_validate(call.app.alerts.describe(alert))
@@ -142,7 +143,8 @@ async def _cap_alert(call: Call) -> Reply:
             call, title=info.headline or info.event, zones=zones, text=spoken_text(message, info), media_id=None,
             language="vi" if info.language.lower().startswith("vi") else "en", priority=priority,
             policy="preempt", repeat=settings.repeat if priority == "emergency" else 1, gap_s=settings.gap_s,
-            volume=settings.volume, cap_identifier=cap_identifier, cap_sent=sent)
+            volume=settings.volume, cap_identifier=cap_identifier, cap_sent=sent,
+            expires_at=info.expires.timestamp() if info.expires else None)
     except DuplicateCap as exc:  # the same message came in meanwhile
         raise _duplicate(call, exc.alert) from None
 

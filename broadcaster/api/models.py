@@ -275,7 +275,8 @@ class Alert(Out):
     repeat: int
     volume: int
     created_by: str
-    status: Literal["on_air", "completed", "cancelled"]
+    status: Literal["on_air", "completed", "cancelled", "failed", "stopped", "interrupted"] = Field(
+        description="interrupted: on air when the server stopped unexpectedly, and not played again")
     cap_identifier: str | None
     first_frame_ms: dict[str, float] = Field(
         description="per channel: from acceptance to the first frame leaving the server")

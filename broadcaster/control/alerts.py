@@ -8,6 +8,14 @@ ready, so nothing waits for the database or for TTS. The alert's source
 holds the channel (silence while the message is still being synthesised)
 until its last repeat or a cancel. Records and loudspeaker commands wait
 until the core reports the first frame sent.
+
+An alert on air is also a row in storage (storage/alerts.py) until it ends.
+After a crash, ``recover`` finds those rows: an alert that began less than
+``alerts.resume_within_s`` ago (and whose CAP message has not expired) plays
+again from its attention signal, under the same id; any other is not played,
+and its loudspeakers are told to go back to normal as each comes back online
+(for RESTORE_AFTER_RESTART_S), so none stays at alert volume with its
+amplifier on.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY_S = 30.0
+RESTORE_AFTER_RESTART_S = 300.0  # loudspeakers come back over seconds to minutes after a restart
 
 
 class TextToSpeech(Protocol):
@@ -97,6 +106,7 @@ class Alert:
     ended_at: float | None = None
     entry: Entry | None = None  # its broadcast-log rows, once its first frame has gone
     ended: str | None = None
+    restore_until: float | None = None  # audio-clock time the restore command stops being repeated
 
 
 class DuplicateCap(ValueError):
@@ -118,24 +128,33 @@ class AlertDesk:
         self.recent: dict[str, Alert] = {}  # ended alerts, newest last, a bounded few for the API
         self._audit: dict[str, tuple[str, str | None, str]] = {}
         self._command_alert: dict[int, tuple[Alert, bool]] = {}  # command seq -> (alert, on)
+        self._saved: dict[str, Any] = {}  # alert id -> the Deferred of its on-air row being written
 
     def start(self, *, title: str, zones: list[str], channels: list[str], priority: Priority, policy: str,
               repeat: int, gap_s: float, created_by: str, volume: int, text: str = "",
               message: Audio | None = None, media_id: str | None = None, language: str = "vi",
               cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, ""),
-              media_path: str | None = None, cap_sent: float | None = None) -> Alert:
+              media_path: str | None = None, cap_sent: float | None = None, expires_at: float | None = None,
+              alert_id: str | None = None, started_at: float | None = None) -> Alert:
         """Start an alert at the next frame. DuplicateCap if ``cap_identifier`` and ``cap_sent``
-        name a CAP message already on air or among the recent alerts: one message plays once."""
+        name a CAP message already on air or among the recent alerts: one message plays once.
+        ``alert_id`` and ``started_at`` (wall clock) are those of an alert resumed after a crash."""
         if cap_identifier is not None and cap_sent is not None:
             duplicate = self.cap_duplicate(cap_identifier, cap_sent)
             if duplicate is not None:
                 raise DuplicateCap(duplicate)
-        alert = Alert(id="a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
+        alert = Alert(id=alert_id or "a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
                       cap_identifier=cap_identifier, cap_sent=cap_sent)
         self.active[alert.id] = alert
         self._audit[alert.id] = audit
+        spec = {"title": title, "zones": zones, "channels": channels, "priority": int(priority), "policy": policy,
+                "repeat": repeat, "gap_s": gap_s, "created_by": created_by, "volume": volume, "text": text,
+                "media_id": media_id, "media_path": media_path, "language": language,
+                "cap_identifier": cap_identifier, "cap_sent": cap_sent}
+        self._saved[alert.id] = self.app.storage.alerts.on_air(
+            alert.id, self.app.wall() if started_at is None else started_at, expires_at, spec)
         self.app.track(alert.id, self._started, self._ended)
         # An announcement under an emergency waits (pauses) and is heard after it.
         self.app.core.send(AddInput(alert.id, tuple(channels), AlertSpec(repeat=repeat, gap_s=gap_s, name=title),
@@ -217,7 +236,7 @@ class AlertDesk:
         now = self.app.reactor.seconds()
         for alert in list(self.recent.values()):
             pending = alert.commanded - alert.restored
-            if pending and alert.ended_at and now - alert.ended_at < RESTORE_RETRY_S:
+            if pending and alert.restore_until is not None and now < alert.restore_until:
                 self.command(alert, on=False, channels=[c for c in alert.channels if c not in on_air], only=pending)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
@@ -301,6 +320,51 @@ class AlertDesk:
                                           detail=f"alert={alert.id} priority={int(alert.priority)} not played")
             self.app.records.close(entry, alert.ended or "failed")
 
+    def recover(self) -> None:
+        """At start, before anything plays: the alerts a crash left on air are played again
+        (recent enough, not expired) or their loudspeakers are restored. Each is audited."""
+        now, clock = self.app.wall(), self.app.reactor.seconds()
+        within = self.app.config.alerts.resume_within_s
+        for row in self.app.storage.alerts.on_air_sync():
+            try:
+                self._recover(row, now, clock, within)
+            except Exception:  # one alert that cannot be recovered never keeps the others
+                log.exception("alert %s left on air by a crash: recovering it failed", row["id"])
+                self.app.storage.alerts.off_air_sync(row["id"])
+
+    def _recover(self, row: dict[str, Any], now: float, clock: float, within: float) -> None:
+        spec, alert_id = row["spec"], row["id"]
+        channels = [c for c in spec["channels"] if c in self.app.channels]
+        age = now - row["started_at"]
+        expired = row["expires_at"] is not None and now >= row["expires_at"]
+        why = ("its CAP message has expired" if expired else f"it began {age:.0f} s ago (alerts.resume_within_s "
+               f"is {within:.0f})" if age > within else "its channels are gone" if not channels else None)
+        if why is None:
+            log.warning("alert %s (%s) was on air when the server stopped: playing it again", alert_id,
+                        spec["title"])
+            self.start(title=spec["title"], zones=spec["zones"], channels=channels,
+                       priority=Priority(spec["priority"]), policy=spec["policy"], repeat=spec["repeat"],
+                       gap_s=spec["gap_s"], created_by=spec["created_by"], volume=spec["volume"],
+                       text=spec["text"], media_id=spec["media_id"], media_path=spec["media_path"],
+                       language=spec["language"], cap_identifier=spec["cap_identifier"],
+                       cap_sent=spec["cap_sent"], expires_at=row["expires_at"], alert_id=alert_id,
+                       started_at=row["started_at"],
+                       audit=("system", None, f"resumed after a restart; first started by {spec['created_by']} "
+                                              f"{age:.0f} s before"))
+            return
+        log.warning("alert %s (%s) was on air when the server stopped; not played again (%s): its loudspeakers "
+                    "are told to go back to normal", alert_id, spec["title"], why)
+        alert = Alert(id=alert_id, title=spec["title"], zones=spec["zones"], channels=channels,
+                      priority=Priority(spec["priority"]), policy=spec["policy"], repeat=spec["repeat"],
+                      created_by=spec["created_by"], accepted_at=clock, volume=spec["volume"], text=spec["text"],
+                      media_id=spec["media_id"], cap_identifier=spec["cap_identifier"], cap_sent=spec["cap_sent"],
+                      ended="interrupted", ended_at=clock, restore_until=clock + RESTORE_AFTER_RESTART_S)
+        alert.commanded = {d.id for d in self.app.devices.known.values() if d.channel in channels}
+        self.recent[alert.id] = alert
+        self.app.storage.logs.audit(Actor("system"), "alert.restore", alert_id, spec["zones"][0] if spec["zones"]
+                                    else None, f"not played again after a restart: {why}")
+        self.app.storage.alerts.off_air_sync(alert_id)
+
     def stop(self) -> None:
         """The server is stopping: what is on air ends as stopped, loudspeakers are told to restore."""
         for alert in list(self.active.values()):
@@ -311,7 +375,11 @@ class AlertDesk:
             return
         alert.ended = outcome
         alert.ended_at = self.app.reactor.seconds()
+        alert.restore_until = alert.ended_at + RESTORE_RETRY_S
         self.active.pop(alert.id, None)
+        saved = self._saved.pop(alert.id, None)
+        if saved is not None:  # its DELETE is queued once its INSERT has been written or queued
+            saved.addBoth(lambda _: self.app.storage.alerts.off_air(alert.id))
         self.recent[alert.id] = alert
         while len(self.recent) > 100:
             self.recent.pop(next(iter(self.recent)))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broadcaster.storage.alerts import AlertRepository
 from broadcaster.storage.channels import ChannelRepository
 from broadcaster.storage.crypto import KeySealer, check_password, hash_password, hash_token
 from broadcaster.storage.db import Conflict, Database, Exists, Page, StorageError
@@ -53,6 +54,7 @@ class Storage:
         self.media = MediaRepository(self.db)
         self.programmes = ProgrammeRepository(self.db)
         self.logs = LogRepository(self.db)
+        self.alerts = AlertRepository(self.db, self.logs)
         self.reports = ReportRepository(self.db)
 
     # --- a few sync conveniences: start-up, the CLI, tests --------------------------

@@ -151,5 +151,14 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX tokens_id ON tokens (id);
     CREATE INDEX tokens_user ON tokens (user_id);
     """,
+    # 7: alerts on air, so a crash does not leave loudspeakers alerted (storage/alerts.py).
+    """
+    CREATE TABLE alerts_on_air (
+        id TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        expires_at REAL,
+        spec TEXT NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -86,9 +86,13 @@ def document(tmp_path: Path) -> dict[str, Any]:
 
 class Server:
     def __init__(self, tmp_path: Path, patch: Callable[[dict[str, Any]], None] | None = None,
-                 before_start: Callable[[Storage], None] | None = None) -> None:
+                 before_start: Callable[[Storage], None] | None = None, storage_path: Path | None = None,
+                 wall_offset: float = WALL_OFFSET) -> None:
         """``patch`` edits the configuration document; ``before_start`` the database before the
-        server reads it (rows an older version, or a bug, may have left)."""
+        server reads it (rows an older version, or a bug, may have left). ``storage_path``: a
+        database file instead of memory, for a second server to start on what the first left
+        (``wall_offset`` later: its reactor starts at the same time as the first's)."""
+        self.wall_offset = wall_offset
         doc = document(tmp_path)
         if patch:
             patch(doc)
@@ -97,8 +101,9 @@ class Server:
         self.reactor.advance(1000.0)
         self.udp = RecordingSocket()
         self.tts = FakeTTS()
-        storage = Storage(":memory:", KeySealer(b"k" * 32))
-        if before_start is not None:
+        storage = Storage(storage_path or ":memory:", KeySealer(b"k" * 32))
+        fresh = storage.is_empty()
+        if before_start is not None and fresh:
             from broadcaster.storage import seed_from_config
 
             seed_from_config(storage, self.config)
@@ -115,12 +120,13 @@ class Server:
     def _tokens(self, storage: Storage) -> dict[str, str]:
         tokens = {}
         for name, role, zones in (("admin", "admin", []), ("op-a", "operator", ["commune-a"])):
-            storage.add_user(name, role, zones)
+            if not storage.db.query_sync("SELECT 1 FROM users WHERE name = ?", (name,)):  # a second start
+                storage.add_user(name, role, zones)
             tokens[name] = storage.new_token(name, now=self.wall())
         return tokens
 
     def wall(self) -> float:
-        return self.reactor.seconds() + WALL_OFFSET
+        return self.reactor.seconds() + self.wall_offset
 
     def advance(self, seconds: float) -> None:
         """Move time frame by frame, so every tick runs and every call due runs."""

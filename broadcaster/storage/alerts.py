@@ -1,0 +1,73 @@
+"""Alerts on air, kept so that a crash does not leave a province's loudspeakers
+half-alerted: one row from the moment an alert is accepted until it ends.
+
+At start, control (control/alerts.py ``recover``) reads what a crash left and
+either plays each alert again or tells its loudspeakers to go back to normal.
+The row is written at once, off the loop (``on_air``); if that fails (the
+disk is full) it is queued with the broadcast log's rows and written with the
+next flush, in order, so the DELETE that ends it (``off_air``, always queued,
+and queued only after the INSERT has settled) can never come first. A row
+whose spec cannot be read is logged and dropped: one bad row never keeps the
+others from being recovered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from broadcaster.storage.db import Database, rows
+from broadcaster.storage.logs import LogRepository
+
+log = logging.getLogger(__name__)
+
+INSERT = "INSERT OR REPLACE INTO alerts_on_air (id, started_at, expires_at, spec) VALUES (?,?,?,?)"
+DELETE = "DELETE FROM alerts_on_air WHERE id = ?"
+
+
+class AlertRepository:
+    def __init__(self, db: Database, logs: LogRepository) -> None:
+        self.db = db
+        self.logs = logs
+
+    def on_air(self, alert_id: str, started_at: float, expires_at: float | None,
+               spec: dict[str, Any]) -> Deferred[None]:
+        """Written now; queued for the next flush if that fails. Fires once it is either."""
+        args = (alert_id, started_at, expires_at, json.dumps(spec, ensure_ascii=False))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(INSERT, args)
+
+        def queue(failure: Failure) -> None:
+            log.warning("storage: alert %s on air could not be written, queued for the next flush: %s",
+                        alert_id, failure.getErrorMessage())
+            self.logs.enqueue(INSERT, args)
+
+        return self.db.run("alerts.on_air", write).addErrback(queue)
+
+    def off_air(self, alert_id: str) -> None:
+        self.logs.enqueue(DELETE, (alert_id,))
+
+    def on_air_sync(self) -> list[dict[str, Any]]:
+        """What was on air when the server last stopped (nothing, after a clean stop)."""
+        found = []
+        for row in self.db.run_sync(lambda conn: rows(conn, "SELECT id, started_at, expires_at, spec "
+                                                            "FROM alerts_on_air ORDER BY started_at")):
+            try:
+                spec = json.loads(row["spec"])
+                if not isinstance(spec, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                log.error("alert %s left on air: its stored spec is unreadable (%s); dropped", row["id"], exc)
+                self.off_air_sync(row["id"])
+                continue
+            found.append({**row, "spec": spec})
+        return found
+
+    def off_air_sync(self, alert_id: str) -> None:
+        self.db.run_sync(lambda conn: conn.execute(DELETE, (alert_id,)))
