@@ -83,6 +83,7 @@ class StorageConfig:
     max_upload_bytes: int = 100 * 1024 * 1024
     max_upload_duration_s: float = 3600.0  # decoding holds the whole programme in memory
     loudness_target_lufs: float = -16.0
+    min_free_bytes: int = 64 * 1024 * 1024  # kept for the database: uploads and recordings stop short of it
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,7 @@ def _speaker_policy(r: _Reader, value: Any) -> SpeakerPolicy:
 
 def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
     d = r.mapping(value, "storage", {"path", "secret_file", "media_dir", "max_upload_bytes",
-                                     "max_upload_duration_s", "loudness_target_lufs"})
+                                     "max_upload_duration_s", "loudness_target_lufs", "min_free_bytes"})
 
     def path(name: str, default: Path) -> Path:
         return (base_dir / r.typed(d, name, "storage", str, str(default))).resolve()
@@ -361,6 +362,7 @@ def _storage(r: _Reader, value: Any, base_dir: Path) -> StorageConfig:
                                             StorageConfig.max_upload_duration_s, 1.0, 4 * 3600.0),
         loudness_target_lufs=r.float_range(d, "loudness_target_lufs", "storage",
                                            StorageConfig.loudness_target_lufs, -40.0, -5.0),
+        min_free_bytes=r.int_range(d, "min_free_bytes", "storage", StorageConfig.min_free_bytes, 0, 2**40),
     )
 
 

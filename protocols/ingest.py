@@ -31,7 +31,7 @@ MAX_EARLY_BYTES = 256 * 1024  # audio buffered while credentials are checked (16
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                409: "Conflict", 415: "Unsupported Media Type", 429: "Too Many Requests",
                431: "Request Header Fields Too Large",
-               500: "Internal Server Error", 503: "Service Unavailable"}
+               500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from broadcaster import metrics
 from broadcaster.api.call import ApiError, Call, Param, Reply, Route
 from broadcaster.api.models import Media, Page
 from broadcaster.control.auth import Action
+from broadcaster.control.space import DiskFull, free_bytes, is_full, require
+from broadcaster.control.workers import Busy
 from broadcaster.storage.media import MediaInUse, NewMedia
 
 if TYPE_CHECKING:
@@ -64,12 +66,29 @@ def _body(request: Any) -> bytes | str:
     return bytes(content.read())
 
 
-def _refused(failure: Failure) -> Failure:
+def _refused(failure: Failure, media_dir: Path) -> Failure:
+    if failure.check(Busy):
+        metrics.uploads_rejected_total.labels("busy").inc()
+        raise ApiError(503, "busy", f"uploads are being processed: {failure.value}",
+                       retry_after_s=failure.value.retry_after_s)
     if failure.check(MEDIA_ERROR):
         exc: Any = failure.value
         metrics.uploads_rejected_total.labels(exc.code).inc()
         raise ApiError(413 if exc.code == "too_large" else 422, exc.code, exc.message)
+    if is_full(failure.value):  # writing the normalised file ran out of space
+        metrics.uploads_rejected_total.labels("disk_full").inc()
+        raise DiskFull(media_dir, free_bytes(media_dir), "upload refused")
     return failure
+
+
+def _room(settings: Any, size: int) -> None:
+    """Room for the stored file (about the upload's size; FLAC of a long low-bitrate MP3 is larger,
+    and a shortfall then is caught when the file is written) with the database's reserve left."""
+    try:
+        require(Path(settings.media_dir), size, settings.min_free_bytes, "upload refused")
+    except DiskFull:
+        metrics.uploads_rejected_total.labels("disk_full").inc()
+        raise
 
 
 async def upload_media(call: Call) -> Reply:
@@ -86,12 +105,17 @@ async def upload_media(call: Call) -> Reply:
         metrics.uploads_rejected_total.labels("too_large").inc()
         raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
     data = _body(call.request)
+    _room(settings, Path(data).stat().st_size if isinstance(data, str) else len(data))
     media_id = uuid.uuid4().hex
     path = Path(settings.media_dir) / f"{media_id}.flac"
     # Decoding and loudness analysis take seconds of CPU: in a worker process, never on the reactor.
     work = call.app.workers.run(_process, data, filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
                              target_lufs=settings.loudness_target_lufs, max_duration_s=settings.max_upload_duration_s)
-    result: ProcessedMedia = await work.addErrback(_refused)
+    try:
+        result: ProcessedMedia = await work.addErrback(_refused, Path(settings.media_dir))
+    except DiskFull:
+        path.unlink(missing_ok=True)  # what was written of it before the disk filled
+        raise
     item = NewMedia(id=media_id, zone=zone, title=title, filename=filename, path=str(path),
                     duration_s=result.duration_s, loudness_lufs=result.loudness_lufs,
                     original_lufs=result.original_lufs, sha256=result.sha256, size_bytes=result.size_bytes)
@@ -134,7 +158,7 @@ ROUTES = [
     Route("POST", "/api/v1/media", upload_media,
           "Upload a WAV, FLAC, Ogg (Vorbis/Opus) or MP3 file as the raw request body; it is decoded, normalised "
           "to the loudness target and stored", Media, 201, body_media="application/octet-stream",
-          errors=(400, 403, 413, 422),
+          errors=(400, 403, 413, 422, 503, 507),
           query=(Param("zone", "the zone the item belongs to", required=True),
                  Param("title", "the item's title", required=True),
                  Param("filename", "the uploaded file's name, for messages"))),

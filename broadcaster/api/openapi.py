@@ -25,7 +25,8 @@ REF = "#/components/schemas/{model}"
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "Bad request: the message names the key path",
                401: "No valid bearer token", 403: "Outside the caller's role or zones", 404: "Not found",
                405: "Method not allowed", 409: "Conflicts with stored data", 413: "Body too large",
-               422: "The upload cannot become a library item"}
+               422: "The upload cannot become a library item", 503: "Busy: try again after Retry-After seconds",
+               507: "The disk is full: nothing was changed (audio goes on)"}
 DESCRIPTION = (
     "Zones, channels, loudspeakers, media, programmes, alerts, broadcast and audit logs, reports. Every request but "
     "this document needs 'Authorization: Bearer <token>' (broadcaster user token NAME). Errors are "
@@ -72,6 +73,8 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         errors.add(401)
     if route.body is not None:
         errors |= {400, 413}
+    if route.method != "GET" and not route.public:
+        errors.add(507)
     if route.paged or route.query and any(p.where == "query" for p in route.query):
         errors.add(400)
     for status in sorted(errors):

@@ -23,6 +23,7 @@ from broadcaster.api import alerts, channels, logs, loudspeakers, media, program
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
+from broadcaster.control.space import DiskFull, is_full
 from broadcaster.storage import Conflict, Exists
 from broadcaster.storage.users import TOUCH_EVERY_S
 
@@ -139,11 +140,19 @@ class AdminApi(Resource):
             exc: ApiError = failure.value
             if exc.status == 401:
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="broadcaster"')
+            if exc.retry_after_s is not None:
+                request.setHeader(b"Retry-After", str(exc.retry_after_s).encode("ascii"))
             return _error(exc.status, exc.code, exc.message)
         if failure.check(Exists):
             return _error(409, "exists", str(failure.value))
         if failure.check(Conflict):
             return _error(409, "conflict", f"the change conflicts with stored data: {failure.value}")
+        if is_full(failure.value):  # audio goes on; this change waits for space
+            log.warning("API %s %s refused, the disk is full: %s", request.method.decode("ascii", "replace"),
+                        request.path.decode("utf-8", "replace"), failure.value)
+            message = str(failure.value) if failure.check(DiskFull) else (
+                "the database's disk is full: nothing was changed; free space, then try again")
+            return _error(507, "insufficient_storage", message)
         log.error("API request failed: %s", failure.getTraceback())
         return _error(500, "internal", "the server failed; the error is in its log")
 

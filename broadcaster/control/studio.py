@@ -31,6 +31,7 @@ from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
 from broadcaster.control.logins import LoginGuard
+from broadcaster.control.space import DiskFull, is_full, require
 from broadcaster.core.commands import AddInput, InputEnded, LiveAudio, LiveEnd, RemoveInput
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.live import LiveSpec
@@ -152,6 +153,8 @@ class LiveSession:
                 except OSError as exc:  # a full disk stops the recording, never the broadcast
                     log.error("live session %s: recording stopped: %s", self.id, exc)
                     self.recording = None
+                    self.desk.app.records.note(self.entry, f"recording stopped at {self.desk.app.wall():.0f}: "
+                                                           f"{exc.strerror or exc}")
 
     def _ended(self, event: InputEnded) -> None:
         if event.how == "refused":  # the channel went away under the session
@@ -243,9 +246,27 @@ class StudioDesk:
         if busy:
             raise self._refuse(409, "already_live", f"channel {busy[0].channels[0].id!r} is already live: "
                                f"{busy[0].name!r} by {busy[0].principal.name} (session {busy[0].id})")
+        self._room()
         for stale in set(current):
             stale.kick()  # a dead studio connection must not lock the channel
-        return LiveSession(self, principal, request, channels)
+        try:
+            return LiveSession(self, principal, request, channels)
+        except OSError as exc:
+            if is_full(exc):  # the recording could not be made: nothing went on air
+                raise self._refuse(507, "disk_full", str(DiskFull(self.app.config.live.recordings_dir, None,
+                                                                   "live session refused"))) from None
+            raise
+
+    def _room(self) -> None:
+        """A live session is recorded (the record of what went on air): with the recordings' disk
+        short of ``storage.min_free_bytes``, a new one is refused (507) rather than left unrecorded.
+        A session already on air when the disk fills goes on; its recording stops, and its
+        broadcast-log entry says so."""
+        try:
+            require(self.app.config.live.recordings_dir, 0, self.app.config.storage.min_free_bytes,
+                    "live session refused")
+        except DiskFull as exc:
+            raise self._refuse(507, "disk_full", str(exc)) from None
 
     def _credentials(self, request: SourceRequest) -> tuple[str, str]:
         header = request.headers.get("authorization", "")

@@ -6,6 +6,10 @@ In a process of its own it only costs a core. The pool is made on first use
 (spawned, not forked: control has threads), and results come back to the
 reactor thread as Deferreds without a thread waiting on them.
 
+At most ``workers`` jobs run and ``waiting`` more wait; beyond that ``run``
+refuses at once with Busy (the API answers 503 with Retry-After), so a flood
+of uploads queues neither memory nor minutes of work behind the ones running.
+
 Tests run the same work at once on their own thread (``Inline``).
 """
 
@@ -21,18 +25,40 @@ from twisted.internet.defer import Deferred, fail, succeed
 T = TypeVar("T")
 
 
+class Busy(Exception):
+    """Every worker is busy and the queue is full: try again in ``retry_after_s``."""
+
+    def __init__(self, running: int, waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"{running} running and {waiting} waiting already; try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
 class ProcessWorkers:
-    def __init__(self, reactor: Any, workers: int = 1) -> None:
+    RETRY_AFTER_S = 10
+
+    def __init__(self, reactor: Any, workers: int = 1, waiting: int = 4) -> None:
         self.reactor = reactor
         self.workers = workers
+        self.waiting = waiting
+        self.in_flight = 0
         self._pool: ProcessPoolExecutor | None = None
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """fn(*args, **kwargs) in a worker process; fn, its arguments and its result must pickle."""
+        """fn(*args, **kwargs) in a worker process; fn, its arguments and its result must pickle.
+        A failed Deferred (Busy) at once when ``workers`` run and ``waiting`` wait already."""
+        if self.in_flight >= self.workers + self.waiting:
+            return fail(Busy(self.workers, self.waiting, self.RETRY_AFTER_S))
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         deferred: Deferred[T] = Deferred()
+        self.in_flight += 1
         future = self._pool.submit(fn, *args, **kwargs)
+
+        def settled(result: Any) -> Any:
+            self.in_flight -= 1
+            return result
+
+        deferred.addBoth(settled)
 
         def done(finished: Future[T]) -> None:
             error = finished.exception()

@@ -13,8 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 
 from broadcaster import metrics
+from broadcaster.control.workers import ProcessWorkers
 from broadcaster.storage import Actor, Conflict
 from broadcaster.storage.programmes import NewProgramme
 from broadcaster.web.site import BODY_BYTES
@@ -239,3 +242,24 @@ def test_every_refused_cap_message_is_counted_with_its_reason(server: Server) ->
     status, reply = server.http("POST", "/api/v1/alerts/cap", raw=storm(server), who="op-a")
     assert status == 403, reply
     assert rejected("forbidden") == before + 1
+
+
+# --- uploads when the workers are busy --------------------------------------------------------------------
+
+
+def test_an_upload_beyond_the_workers_queue_is_503_with_retry_after(server: Server) -> None:
+    server.app.workers = ProcessWorkers(server.reactor, workers=0, waiting=0)  # no room at all: refused at once
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(48000, np.float32), 48000, format="WAV")
+    data = buffer.getvalue()
+    request = (f"POST /api/v1/media?zone=commune-a&title=x HTTP/1.0\r\nHost: memory\r\nContent-Length: {len(data)}\r\n"
+               f"Authorization: Bearer {server.tokens['admin']}\r\n\r\n").encode() + data
+    protocol = server.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(request)
+    server.advance(0.1)
+    head, _, body = transport.value().partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"503" and b"Retry-After: 10" in head, head
+    assert json.loads(body)["error"]["code"] == "busy"
+    assert server.http("GET", "/api/v1/media")[1]["total"] == 0
