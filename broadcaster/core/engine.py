@@ -40,6 +40,7 @@ from broadcaster.core.subscriptions import Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
 REBUILD_TICKS = 5
+UNVERIFIED_WHEN_BEHIND = 64  # datagrams from unsubscribed addresses examined per batch while the socket is behind
 
 
 def release(spec: Any) -> None:
@@ -97,6 +98,29 @@ class Core:
             self.emit(c.Answer(command.query_id, self._answer(command)))
         else:
             self._queue.append(command)
+
+    def datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], behind: bool) -> None:
+        """A batch read from the socket. While the loop keeps up (``behind`` False) all of it, in
+        order. Behind (the socket held more than a batch: a flood), datagrams from the addresses
+        of live subscriptions go first, so keepalives and acknowledgements get through, then at
+        most UNVERIFIED_WHEN_BEHIND of the rest; the others are dropped unexamined (counted as
+        "shed"), so reading can outpace a flood of datagrams that each cost an HMAC to refuse.
+        A loudspeaker not yet subscribed retries within its keepalive interval."""
+        if not behind:
+            for data, address in batch:
+                self.datagram(data, address)
+            return
+        verified = self.subscriptions.verified
+        others = []
+        for data, address in batch:
+            if address in verified:
+                self.datagram(data, address)
+            else:
+                others.append((data, address))
+        for data, address in others[:UNVERIFIED_WHEN_BEHIND]:
+            self.datagram(data, address)
+        if len(others) > UNVERIFIED_WHEN_BEHIND:
+            self.subscriptions.rejected("shed", len(others) - UNVERIFIED_WHEN_BEHIND)
 
     def datagram(self, data: bytes, address: tuple[str, int]) -> None:
         reply = self.subscriptions.handle(data, address, self.wall())

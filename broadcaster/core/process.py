@@ -107,18 +107,25 @@ class CoreLoop:
     def _read_datagrams(self, core: Core) -> None:
         """At most READ_BUDGET; past the next frame's deadline only READ_MINIMUM, so a busy
         loop still keeps up with keepalives (a full receive buffer drops them and the
-        loudspeakers go offline) while a flood cannot hold a frame back for long."""
+        loudspeakers go offline) while a flood cannot hold a frame back for long. Read first,
+        then handled as a batch: a full batch means the socket is behind, and then subscribed
+        loudspeakers go first (Core.datagrams)."""
         deadline = core.next_deadline
+        batch: list[tuple[bytes, tuple[str, int]]] = []
+        recv = self.udp.recvfrom
+        full = True
         for i in range(READ_BUDGET):
-            if i >= READ_MINIMUM and time.monotonic() >= deadline:
-                return
+            if i >= READ_MINIMUM and i % 16 == 0 and time.monotonic() >= deadline:
+                break
             try:
-                data, address = self.udp.recvfrom(2048)
+                batch.append(recv(2048))
             except (BlockingIOError, InterruptedError):
-                return
+                full = False
+                break
             except OSError:
-                return  # e.g. ICMP port unreachable reported on the socket
-            core.datagram(data, address)
+                full = False
+                break  # e.g. ICMP port unreachable reported on the socket
+        core.datagrams(batch, behind=full)
 
     def _read_commands(self, core: Core) -> bool:
         try:

@@ -62,6 +62,8 @@ class SubscriptionTable:
         self.on_session = on_session  # ("start" | "end", subscription, now): for the availability record
         self.on_command_ack: Callable[[str, int], None] = lambda device, seq: None
         self.subscriptions: dict[str, Subscription] = {}
+        self.verified: dict[Address, str] = {}  # the address of each subscription -> its device
+        self._rejected: dict[str, Any] = {}  # reason -> its counter, looked up once: a flood pays per datagram
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
         self._cookie_secret = secrets.token_bytes(32)
@@ -139,8 +141,14 @@ class SubscriptionTable:
         return any(hmac.compare_digest(cookie, self._cookie(device_id, address, p)) for p in (period, period - 1))
 
     def _reject(self, reason: str) -> bytes | None:
-        metrics.datagrams_rejected_total.labels(reason).inc()
+        self.rejected(reason)
         return None
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = metrics.datagrams_rejected_total.labels(reason)
+        counter.inc(count)
 
     def _reply(self, device: Device, kind: MessageType, request: Request,
                now: float, body: dict[str, Any]) -> bytes:
@@ -163,6 +171,7 @@ class SubscriptionTable:
             last_seen=now, status=request.status)
         self.on_session("start", subscription, now)
         self._by_channel.setdefault(request.channel, {})[device.id] = address
+        self.verified[address] = device.id
         metrics.subscriptions_total.labels(request.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))
         self.on_change(request.channel)
@@ -173,6 +182,8 @@ class SubscriptionTable:
             return
         self.on_session("end", subscription, now)
         self._by_channel.get(subscription.channel, {}).pop(device_id, None)
+        if self.verified.get(subscription.address) == device_id:
+            del self.verified[subscription.address]
         if expired:
             metrics.subscriptions_expired_total.labels(subscription.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))

@@ -14,11 +14,12 @@ from broadcaster.codecs.shared import share
 from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
-from broadcaster.core.engine import Core
+from broadcaster.core.engine import UNVERIFIED_WHEN_BEHIND, Core
 from broadcaster.core.outputs import EncodedFrame
 from broadcaster.core.sources.alert import AlertSpec
 from broadcaster.core.sources.pcm import PcmSpec
 from broadcaster.core.sources.tone import ToneSpec
+from broadcaster.protocols.speaker import MessageType, encode_message, parse_envelope
 
 START = 500.0
 FRAME = 0.02
@@ -242,3 +243,40 @@ def test_queries_are_answered_at_once() -> None:
     (answer,) = h.of(c.Answer)
     assert answer.query_id == 7 and b"broadcaster_ticks_missed_total" in answer.value
     assert b"broadcaster_http_requests_total" not in answer.value, "control's metrics are not the core's"
+
+
+def test_behind_a_flood_subscribed_loudspeakers_go_first_and_the_rest_is_shed() -> None:
+    """A batch read while the socket was behind: the keepalive from a subscribed address is
+    answered although it came last, behind 300 forged datagrams; only UNVERIFIED_WHEN_BEHIND of
+    those are examined (each costs an HMAC), the others counted as shed."""
+    h = Harness()
+    key, speaker = b"key-of-the-real-loudspeaker", ("127.0.0.1", 40001)
+    h.core.submit(c.SetDevices((c.Device(id="spk-1", key=key, channel="ch-a", zone="z", volume=80),)))
+    h.run_until(1)
+    seq = iter(range(1, 1000))
+
+    def subscribe(cookie: str | None = None, sign: bytes = key) -> bytes:
+        body: dict[str, Any] = {"channel": "ch-a", "ts": int(1.8e9 * 1000), "seq": next(seq)}
+        if cookie:
+            body["cookie"] = cookie
+        return encode_message(MessageType.SUBSCRIBE, "spk-1", body, sign)
+
+    h.core.datagram(subscribe(), speaker)
+    cookie = parse_envelope(h.sent[-1][0]).json()["cookie"]
+    h.core.datagram(subscribe(cookie), speaker)
+    assert parse_envelope(h.sent[-1][0]).json()["verified"] is True
+    forged = [(subscribe(sign=b"not-the-key-at-all-000"), ("127.0.0.1", 50000 + i)) for i in range(300)]
+
+    def count(reason: str) -> float:
+        return metrics.CORE_REGISTRY.get_sample_value("broadcaster_datagrams_rejected_total", {"reason": reason}) or 0
+
+    shed, bad = count("shed"), count("bad_mac")
+    h.sent.clear()
+    h.core.datagrams([*forged, (subscribe(cookie), speaker)], behind=True)
+    assert [address for _, address in h.sent] == [speaker], "the keepalive is answered"
+    assert count("bad_mac") - bad == UNVERIFIED_WHEN_BEHIND
+    assert count("shed") - shed == 300 - UNVERIFIED_WHEN_BEHIND
+
+    bad = count("bad_mac")
+    h.core.datagrams(forged[:100], behind=False)  # keeping up: everything is examined, in order
+    assert count("bad_mac") - bad == 100 and count("shed") - shed == 300 - UNVERIFIED_WHEN_BEHIND
