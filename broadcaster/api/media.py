@@ -104,6 +104,9 @@ async def upload_media(call: Call) -> Reply:
     if getattr(call.request, "too_large", False):
         metrics.uploads_rejected_total.labels("too_large").inc()
         raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
+    if getattr(call.request, "spool_failed", None) is not None:  # the body did not fit on the disk
+        metrics.uploads_rejected_total.labels("disk_full").inc()
+        raise DiskFull(settings.media_dir, free_bytes(Path(settings.media_dir)), "upload refused")
     data = _body(call.request)
     _room(settings, Path(data).stat().st_size if isinstance(data, str) else len(data))
     media_id = uuid.uuid4().hex

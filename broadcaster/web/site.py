@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -20,6 +22,8 @@ from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
+
+log = logging.getLogger(__name__)
 
 
 def respond(request: Request, route: str, code: int, body: bytes | str | Any,
@@ -138,7 +142,9 @@ class BoundedRequest(Request):
     before it would read a body): nobody unauthenticated gets a body stored."""
 
     max_body_bytes = 100 * 1024 * 1024
+    spool_dir: str | None = None  # storage.media_dir/.incoming: swept at start, so a crash leaves nothing
     too_large = False
+    spool_failed: OSError | None = None  # the spool file could not be written (a full disk): the API says 507
     body_limit = BODY_BYTES
     _received = 0
 
@@ -160,7 +166,7 @@ class BoundedRequest(Request):
         if length is None or length >= SPOOL_BYTES:
             # A large body (an upload) goes to a named file, so the worker that decodes it
             # reads it from there: the reactor never holds, copies or pickles its bytes.
-            self.content = tempfile.NamedTemporaryFile(prefix="broadcaster-upload-")  # type: ignore[assignment]  # noqa: SIM115
+            self.content = tempfile.NamedTemporaryFile(prefix="upload-", dir=self.spool_dir)  # type: ignore[assignment]  # noqa: SIM115
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
         self._received += len(data)
@@ -170,8 +176,13 @@ class BoundedRequest(Request):
                 self.content.truncate()
             self.too_large = True
             return
-        if not self.too_large:
-            super().handleContentChunk(data)
+        if not self.too_large and self.spool_failed is None:
+            try:
+                super().handleContentChunk(data)
+            except OSError as exc:  # the disk is full: keep reading, store nothing more
+                self.spool_failed = exc
+                if self.content is not None:
+                    self.content.truncate(0)
 
 
 class HttpPortFactory(ServerFactory):
@@ -210,12 +221,28 @@ class HttpPortFactory(ServerFactory):
 
 def make_site(server: BroadcastServer) -> HttpPortFactory:
     limit = server.config.storage.max_upload_bytes
+    spool = incoming(server.config.storage.media_dir)
 
     class Limited(BoundedRequest):
         max_body_bytes = limit
+        spool_dir = str(spool)
 
     site = Site(Root(server))
     site.requestFactory = Limited
     site.displayTracebacks = False
     return HttpPortFactory(site, StudioDesk(server), server.config.http.max_connections_per_address,
                            call_later=server.reactor.callLater)
+
+
+def incoming(media_dir: Path) -> Path:
+    """Where upload bodies are spooled while they arrive: beside the media they become (the
+    same disk, so its free-space check covers them), emptied here at start, since no upload
+    survives a restart and a crash (kill -9) never removes its own."""
+    spool = Path(media_dir) / ".incoming"
+    spool.mkdir(parents=True, exist_ok=True)
+    for left in spool.iterdir():
+        try:
+            left.unlink()
+        except OSError as exc:
+            log.warning("cannot remove %s left by an upload before the last stop: %s", left, exc)
+    return spool

@@ -193,7 +193,7 @@ def test_upload_library_audit_and_refusals(api: Api, tmp_path: Path) -> None:
     assert status == 409 and reply["error"]["code"] == "in_use" and programme["id"] in reply["error"]["message"]
     assert api("DELETE", f"/api/v1/programmes/{programme['id']}", who="op-a")[0] == 204
     assert api("DELETE", f"/api/v1/media/{media['id']}", who="op-a")[0] == 204
-    assert sorted(media_dir.iterdir()) == []
+    assert sorted(p.name for p in media_dir.iterdir()) == [".incoming"] and not any((media_dir / ".incoming").iterdir())
 
 
 def test_csv_report_and_broadcast_log(api: Api) -> None:

@@ -87,7 +87,8 @@ def test_a_full_disk_refuses_new_work_keeps_audio_and_loses_no_record(tmp_path: 
         status, refused = api("POST", "/api/v1/media?zone=commune-a&title=full", raw=wav())
         assert status == 507 and refused["error"]["code"] == "insufficient_storage", refused
         assert "full" in refused["error"]["message"] and str(disk) in refused["error"]["message"]
-        assert sorted(p.name for p in (disk / "media").iterdir()) == [f"{first['id']}.flac"], "nothing half-made"
+        assert sorted(p.name for p in (disk / "media").iterdir()) == [".incoming", f"{first['id']}.flac"]
+        assert list((disk / "media" / ".incoming").iterdir()) == []
         assert metric(server, "broadcaster_uploads_rejected_total", {"reason": "disk_full"}) == 1
 
         assert live(server) is not None, "the studio on air stays on air"
