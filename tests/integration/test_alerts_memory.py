@@ -3,6 +3,7 @@ what an untargeted one never hears, commands and restores, and the records."""
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,44 @@ def test_a_loudspeaker_that_subscribes_during_an_alert_is_commanded_too(server: 
     live(server, 1.0, a2)
     assert a2.commands()[-1]["alert"] is None, "restored after the cancel"
     assert server.app.core.core is not None and alert["id"] not in server.app.core.core.inputs
+
+
+class StuckPool:
+    """A pool whose threads are all busy for good: work given to it waits and never runs."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        self.waiting += 1
+
+
+def test_an_alert_is_heard_while_decoding_and_password_pools_are_saturated(server: Server) -> None:
+    """Programmes being decoded (the reactor's default pool) and a flood of password checks
+    (the auth pool) take every thread they have; the alert's speech is made in its own pool
+    and heard. Were it made in either, it would wait behind them, here for ever."""
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    decoding, logins = StuckPool(), StuckPool()
+    server.reactor.pool = decoding
+    server.app.storage.db._pools["auth"] = logins
+    media = server.http("POST", "/api/v1/media?zone=commune-a&title=prog", raw=wav_bytes())[1]
+    start = datetime.fromtimestamp(server.wall() + 1.0, VN).replace(tzinfo=None).isoformat()
+    assert server.http("POST", "/api/v1/programmes", {"title": "Chương trình", "zones": ["commune-a"],
+                                                      "media": [media["id"]], "start": start})[0] == 201
+    server.app.storage.users.by_password("op-a", "a wrong password")
+    live(server, 1.5, a1)
+    assert decoding.waiting >= 1 and logins.waiting == 1, "both pools are held"
+    status, alert = server.http("POST", "/api/v1/alerts", {"title": "Khẩn", "zones": ["commune-a"], "repeat": 1,
+                                                             "text": "Thông báo khẩn."})
+    assert status == 201
+    live(server, 8.0, a1)
+    assert server.tts.spoken == [("Thông báo khẩn.", "vi")]
+    assert runs(labels(a1.audio()))[1:3] == ["tone", "speech"], runs(labels(a1.audio()))
+
+
+def wav_bytes() -> bytes:
+    buffer = io.BytesIO()
+    t = np.arange(48000 * 3) / 48000
+    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * 880 * t)).astype(np.float32), 48000, format="WAV")
+    return buffer.getvalue()
