@@ -86,6 +86,10 @@ auth_failures_total = Counter(
     "broadcaster_auth_failures_total",
     "Requests with a token or password that did not authenticate, by interface.",
     ["interface"], registry=REGISTRY)
+auth_limited_total = Counter(
+    "broadcaster_auth_limited_total",
+    "Requests refused (429) unchecked because their address failed too often lately, by interface.",
+    ["interface"], registry=REGISTRY)
 storage_flush_errors_total = Counter(
     "broadcaster_storage_flush_errors_total",
     "Batched log writes that failed and were kept for the next attempt.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from broadcaster.api import alerts, channels, logs, loudspeakers, media, program
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
+from broadcaster.control.logins import LoginGuard
 from broadcaster.control.space import DiskFull, is_full
 from broadcaster.storage import Conflict, Exists
 from broadcaster.storage.users import TOUCH_EVERY_S
@@ -74,6 +76,9 @@ class AdminApi(Resource):
     def __init__(self, app: BroadcastServer) -> None:
         super().__init__()
         self.app = app
+        # Invalid tokens per address: 30 a minute (a commune office behind NAT runs a few scripts),
+        # then 429 with no lookup until the minute has passed.
+        self.logins = LoginGuard(max_failures=30, window_s=60.0)
         app.storage.db.bind(app.reactor)
 
     def render(self, request: Request) -> int:
@@ -112,11 +117,20 @@ class AdminApi(Resource):
         header = (request.getHeader("authorization") or "").strip()
         if not header.lower().startswith("bearer "):
             raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>' (broadcaster user token)")
+        clock = self.app.reactor.seconds()
+        address = remote or ""
+        if not self.logins.allowed(address, clock):  # refused before any lookup: a flood costs nothing
+            metrics.auth_limited_total.labels("api").inc()
+            wait = self.logins.retry_after_s(address, clock)
+            raise ApiError(429, "too_many_failures", f"too many invalid tokens from {address}; try again in "
+                           f"{wait:.0f} s", retry_after_s=max(1, math.ceil(wait)))
         now = self.app.wall()
         user = await self.app.storage.users.by_token(header[7:].strip(), now)
         if user is None:
             metrics.auth_failures_total.labels("api").inc()
+            self.logins.failed(address, clock)
             raise ApiError(401, "unauthenticated", "the token is not valid (unknown, revoked or expired)")
+        self.logins.succeeded(address)
         used = user.get("token_used_at")
         if used is None or now - used >= TOUCH_EVERY_S:  # written beside the request, never waited for
             self.app.storage.users.token_used(user["token_id"], now).addErrback(

@@ -98,3 +98,19 @@ def test_last_use_is_kept_to_the_minute_without_a_write_per_call(server: Server)
     server.advance(45)
     server.http("GET", "/api/v1/me", who="t")
     assert last_used() == pytest.approx(server.wall(), abs=1)
+
+
+def test_an_address_guessing_tokens_is_refused_unchecked_for_a_minute(server: Server) -> None:
+    server.tokens["guess"] = "bct_not-a-token"
+    lookups = []
+    real = server.app.storage.users.by_token
+    server.app.storage.users.by_token = lambda *a: (lookups.append(a), real(*a))[1]  # type: ignore[method-assign]
+    for _ in range(30):
+        assert server.http("GET", "/api/v1/me", who="guess")[0] == 401
+    assert len(lookups) == 30
+    status, reply = server.http("GET", "/api/v1/me", who="guess")
+    assert status == 429 and reply["error"]["code"] == "too_many_failures", reply
+    assert server.http("GET", "/api/v1/me", who="op-a")[0] == 429, "the address waits, whatever it sends"
+    assert len(lookups) == 30, "refused before any lookup"
+    server.advance(61)
+    assert server.http("GET", "/api/v1/me", who="op-a")[0] == 200
