@@ -7,11 +7,14 @@ without further work: 48 kHz mono, at a common loudness, stored as 24-bit FLAC
 (lossless, so normalising never stacks a second lossy generation on top of an
 MP3 or Opus upload, and 24 bits keep the quiet tail of a gain change).
 
-Loudness follows ITU-R BS.1770-4 / EBU R128 integrated loudness (measured by
-pyloudnorm), because listeners judge "too loud / too quiet" by loudness, not by
-peak: normalising every item to one target means a village does not hear the
-weather report at half the level of the jingle before it. Gain is a single
-static factor, never compression, so the programme keeps its dynamics.
+Loudness follows ITU-R BS.1770-4 / EBU R128 integrated loudness (measured as a
+stream, codecs/loudness.py, with pyloudnorm's filters), because listeners
+judge "too loud / too quiet" by loudness, not by peak: normalising every
+item to one target means a village does not hear the weather report at half
+the level of the jingle before it. Gain is a single static factor, never
+compression, so the programme keeps its dynamics. Everything here works a
+block at a time on the decoded blocks, the only full-length copy held: an
+hour-long upload peaks at about one hour of 48 kHz float32 (690 MB).
 
 This module is pure: bytes in, a file and its metadata out. It knows nothing
 of HTTP or the database, so the web handler decides how to report a
@@ -28,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm
 import soundfile
 import soxr
 
-from broadcaster.codecs.audiofile import AudioFileError, load_audio
+from broadcaster.codecs.audiofile import AudioFileError
+from broadcaster.codecs.loudness import LoudnessMeter
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio, db_to_gain, gain_to_db, to_mono
 
 #: Upload formats, as an operator would name them. Ogg means Vorbis or Opus
@@ -161,34 +164,33 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
         raise MediaError("empty", f"{filename} is empty (0 bytes); upload an audio file in {_ACCEPTED_TEXT}.")
     digest = hashlib.sha256(data).hexdigest()
 
-    samples, duration_s = _decode(data, filename, max_duration_s)
+    blocks, duration_s = _decode(data, filename, max_duration_s)
     if duration_s < MIN_DURATION_S:
         raise MediaError("too_short", f"{filename} is only {duration_s:.2f} s long; programmes must be at least "
                                       f"{MIN_DURATION_S} s so their loudness can be measured.")
-
-    meter = pyloudnorm.Meter(SAMPLE_RATE)
-    original_lufs = _loudness(meter, samples)
+    # Measured block by block: the decoded blocks are the only full-length copy of the programme.
+    meter = LoudnessMeter(SAMPLE_RATE)
+    peak = 0.0
+    for block in blocks:
+        meter.feed(block)
+        peak = max(peak, float(np.max(np.abs(block)))) if block.size else peak
+    original_lufs = meter.integrated()
     if not math.isfinite(original_lufs):
         raise MediaError("silent", f"{filename} is silent: no part of it is louder than -70 LUFS, so there is "
                                    "nothing to broadcast. (A stereo file whose channels are in opposite phase "
                                    "also ends up silent once folded to mono.)")
-    peak = float(np.max(np.abs(samples)))
 
     # The largest gain whose peak still fits. A few 24-bit steps of margin absorb
     # float32 rounding of the product and the rounding to 24 bits in the writer,
     # so the stored peak really is at or below the ceiling (the cost is ~4e-6 dB).
     ceiling = db_to_gain(max_peak_dbfs) - 4 * _LSB_24
     gain = min(db_to_gain(target_lufs - original_lufs), ceiling / peak)
-    samples *= np.float32(gain)
 
     try:
-        _write_flac(tmp_path, samples)
-        del samples  # the stored copy is read back below; don't hold both for long uploads
-        stored = _read_back(tmp_path)
-        stored_duration_s = stored.size / SAMPLE_RATE
-        loudness_lufs = _loudness(meter, stored)
-        peak_dbfs = gain_to_db(float(np.max(np.abs(stored))))
-        del stored
+        _write_flac(tmp_path, blocks, np.float32(gain))  # empties ``blocks`` as it goes
+        stored_samples, loudness_lufs, stored_peak = _read_back(tmp_path)
+        stored_duration_s = stored_samples / SAMPLE_RATE
+        peak_dbfs = gain_to_db(stored_peak)
         os.replace(tmp_path, out_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -198,14 +200,15 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
                           loudness_lufs=loudness_lufs, peak_dbfs=peak_dbfs, sha256=digest, size_bytes=size)
 
 
-def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[Audio, float]:
-    """Decode in memory to 48 kHz mono float32; refuse unknown formats and over-long programmes.
+def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[list[Audio], float]:
+    """Decode in memory to 48 kHz mono float32 blocks; refuse unknown formats and over-long programmes.
 
     Decoding from a BytesIO (libsndfile's virtual I/O) means the upload never
     touches the disk before it is known to be audio. The length is checked
     from the header before the samples are decoded, so a three-hour limit is
     not enforced by first allocating three hours of audio; it is checked again
-    after decoding because MP3 lengths in the header are estimates.
+    while decoding because MP3 lengths in the header are estimates. The
+    blocks are never joined: joining would hold the programme twice.
     """
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as sound:
@@ -234,7 +237,7 @@ def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[Audio, f
                 source_frames += block.shape[0]
                 _check_length(filename, source_frames / rate, max_duration_s)  # headers of MP3 only estimate
                 mono = to_mono(block)
-                blocks.append(mono if resampler is None else resampler.resample_chunk(mono))
+                blocks.append(_finite(mono if resampler is None else resampler.resample_chunk(mono), filename))
             if resampler is not None:
                 blocks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
@@ -244,15 +247,18 @@ def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[Audio, f
     if not source_frames:
         raise MediaError("empty", f"{filename} is a {family} file with no audio samples in it; "
                                   "upload a file that contains the programme.")
-    mono = np.concatenate(blocks).astype(np.float32, copy=False)
-    del blocks
-    if not np.all(np.isfinite(mono)):
+    # Each block is its own writable array, so the gain can be applied in place.
+    blocks = [np.array(b, dtype=np.float32, copy=not b.flags.writeable or not b.flags.c_contiguous)
+              for b in blocks if b.size]
+    return blocks, sum(b.size for b in blocks) / SAMPLE_RATE
+
+
+def _finite(block: Audio, filename: str) -> Audio:
+    if not np.all(np.isfinite(block)):
         # Float WAV can carry NaN/inf; one of them would turn the whole loudness into NaN.
         raise MediaError("undecodable", f"{filename} contains invalid (NaN or infinite) samples; "
                                         f"export it again as {_ACCEPTED_TEXT}.")
-    # concatenate made a fresh array, so the gain can later be applied in place.
-    samples = np.ascontiguousarray(mono)
-    return samples, samples.size / SAMPLE_RATE
+    return block
 
 
 def _check_length(filename: str, duration_s: float, max_duration_s: float) -> None:
@@ -261,12 +267,7 @@ def _check_length(filename: str, duration_s: float, max_duration_s: float) -> No
                                      f"{_human_duration(max_duration_s)}. Split it into shorter parts.")
 
 
-def _loudness(meter: pyloudnorm.Meter, samples: Audio) -> float:
-    """Integrated loudness in LUFS; -inf when every 400 ms block is under the -70 LUFS gate."""
-    return float(meter.integrated_loudness(samples))
-
-
-def _write_flac(path: Path, samples: Audio) -> None:
+def _write_flac(path: Path, blocks: list[Audio], gain: np.float32) -> None:
     """Write and flush to disk before the rename: otherwise a power cut (common on
     commune power) can leave the new name pointing at an empty file.
 
@@ -277,22 +278,35 @@ def _write_flac(path: Path, samples: Audio) -> None:
     with open(path, "wb") as handle:
         with soundfile.SoundFile(handle, mode="w", samplerate=SAMPLE_RATE, channels=1,
                                  format=STORED_FORMAT, subtype=STORED_SUBTYPE) as sound:
-            sound.write(samples)
+            blocks.reverse()
+            while blocks:  # each block leaves memory once written
+                block = blocks.pop()
+                block *= gain
+                sound.write(block)
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def _read_back(path: Path) -> Audio:
-    """Decode what was written, so the metadata describes the file and not our intentions.
+def _read_back(path: Path) -> tuple[int, float, float]:
+    """Decode what was written (samples, loudness, peak), so the metadata describes the file and
+    not our intentions; a block at a time, like everything here.
 
     Reading it back also proves the stored file decodes before it replaces
     anything; if it does not, that is a server fault (OSError), not the upload's.
     """
     try:
-        info = soundfile.info(str(path))
-        if info.samplerate != SAMPLE_RATE or info.channels != 1:
-            raise OSError(f"{path}: stored {info.samplerate} Hz x {info.channels}, expected {SAMPLE_RATE} Hz mono")
-        return load_audio(path)
+        with soundfile.SoundFile(str(path)) as sound:
+            if sound.samplerate != SAMPLE_RATE or sound.channels != 1:
+                raise OSError(f"{path}: stored {sound.samplerate} Hz x {sound.channels}, "
+                              f"expected {SAMPLE_RATE} Hz mono")
+            meter, peak = LoudnessMeter(SAMPLE_RATE), 0.0
+            while True:
+                block = sound.read(_READ_BLOCK_FRAMES, dtype="float32")
+                if block.size == 0:
+                    break
+                meter.feed(block)
+                peak = max(peak, float(np.max(np.abs(block))))
+        return meter.samples, meter.integrated(), peak
     except (AudioFileError, soundfile.LibsndfileError) as exc:
         raise OSError(f"{path}: the stored file does not read back: {exc}") from exc
 
