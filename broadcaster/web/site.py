@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ServerFactory
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
 
 log = logging.getLogger(__name__)
+CONNECTION_DONE = Failure(ConnectionDone())
 
 
 def respond(request: Request, route: str, code: int, body: bytes | str | Any,
@@ -185,6 +189,57 @@ class BoundedRequest(Request):
                     self.content.truncate(0)
 
 
+class BoundedChannel(HTTPChannel):
+    """twisted.web's connection, with a deadline on every request that data cannot extend.
+
+    twisted.web's own timeout is an idle timeout: any byte resets it, so a client
+    trickling a header line, or a body, a byte a minute holds the socket for good.
+    Here each request, from its first byte, has HEAD_TIMEOUT_S for its head and then
+    BODY_MIN_S plus one second per BODY_MIN_RATE bytes of its declared length for its
+    body (a chunked body: BODY_CHUNKED_S); past that the connection is aborted. The
+    first request's head is also bounded by the Sniffer, before it reaches here."""
+
+    HEAD_TIMEOUT_S = 10.0
+    BODY_MIN_S = 30.0
+    BODY_MIN_RATE = 16 * 1024  # bytes/s: an upload over a poor 3G link still makes it
+    BODY_CHUNKED_S = 600.0
+    _deadline: Any = None
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._deadline is None and not self._handlingRequest and data.strip(b"\r\n"):
+            self._arm(self.HEAD_TIMEOUT_S)  # the first byte of a request
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802
+        super().allHeadersReceived()
+        length = self.length
+        self._arm(self.BODY_CHUNKED_S if length is None else self.BODY_MIN_S + max(0, length) / self.BODY_MIN_RATE)
+
+    def allContentReceived(self) -> None:  # noqa: N802
+        self._disarm()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # noqa: N802
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.callLater(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        metrics.connections_refused_total.labels("request_deadline").inc()
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
 class HttpPortFactory(ServerFactory):
     """The HTTP port: studio sources (PUT/SOURCE) go to ingest, the rest to twisted.web.
 
@@ -227,7 +282,10 @@ def make_site(server: BroadcastServer) -> HttpPortFactory:
         max_body_bytes = limit
         spool_dir = str(spool)
 
-    site = Site(Root(server))
+    # The API reads raw bodies: twisted must not parse a form-encoded or multipart body into
+    # request.args on its own (a 100 MiB multipart upload would be held in memory twice).
+    site = Site(Root(server), parsePOSTFormSubmission=False, reactor=server.reactor)
+    site.protocol = lambda: _GenericHTTPChannelProtocol(BoundedChannel())  # type: ignore[method-assign]
     site.requestFactory = Limited
     site.displayTracebacks = False
     return HttpPortFactory(site, StudioDesk(server), server.config.http.max_connections_per_address,

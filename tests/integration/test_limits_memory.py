@@ -132,3 +132,39 @@ def test_one_address_cannot_take_the_port(server: Server) -> None:
     protocol, transport = held[0]  # type: ignore[misc]
     protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
     assert connect(server, "10.9.9.9") is not None, "a closed connection frees its place"
+
+
+def test_a_second_request_on_a_kept_alive_connection_has_its_own_head_deadline(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    protocol, transport = opened
+    protocol.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # type: ignore[attr-defined]
+    server.reactor.advance(0)
+    assert transport.value().startswith(b"HTTP/1.1 200") and not transport.disconnecting
+    server.reactor.advance(30.0)  # idle between requests: twisted.web's own idle timeout (60 s) applies
+    assert not transport.disconnecting
+    started = server.reactor.seconds()
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:  # a byte every 2 s
+        protocol.dataReceived(bytes([byte]))  # type: ignore[attr-defined]
+        server.reactor.advance(2.0)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting, "a trickle resets twisted's idle timeout, not this deadline"
+    assert server.reactor.seconds() - started <= 12.0
+
+
+def test_a_trickled_body_is_cut_off_at_its_deadline(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    protocol, transport = opened
+    token = server.tokens["admin"]
+    protocol.dataReceived((f"POST /api/v1/zones HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"  # type: ignore[attr-defined]
+                           "Content-Length: 1000\r\n\r\n{").encode())
+    started = server.reactor.seconds()
+    for _ in range(100):  # a byte every 1 s: 1,000 s for the body
+        protocol.dataReceived(b" ")  # type: ignore[attr-defined]
+        server.reactor.advance(1.0)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting
+    assert server.reactor.seconds() - started <= 31.0 + 1000 / 16384
