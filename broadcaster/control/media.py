@@ -23,6 +23,7 @@ of HTTP or the database, so the web handler decides how to report a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import math
@@ -37,6 +38,7 @@ import soxr
 from broadcaster.codecs.audiofile import AudioFileError
 from broadcaster.codecs.loudness import LoudnessMeter
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio, db_to_gain, gain_to_db, to_mono
+from broadcaster.control.space import free_bytes
 
 #: Upload formats, as an operator would name them. Ogg means Vorbis or Opus
 #: inside; MP3 also covers MPEG-1/2 Layer I and II, which the same decoder reads.
@@ -69,6 +71,7 @@ MIN_RATE_HZ, MAX_RATE_HZ = 8000, 192000  # what a programme file really uses
 MAX_CHANNELS = 8
 
 _ACCEPTED_TEXT = "WAV, FLAC, Ogg (Vorbis or Opus) or MP3"
+FULL_BELOW_BYTES = 1024 * 1024  # a write that failed with less than this free ran out of space
 
 
 class MediaError(ValueError):
@@ -275,16 +278,25 @@ def _write_flac(path: Path, blocks: list[Audio], gain: np.float32) -> None:
     missing folder or a permission problem surfaces as a plain OSError naming
     the path (libsndfile reports those with an empty message).
     """
-    with open(path, "wb") as handle:
-        with soundfile.SoundFile(handle, mode="w", samplerate=SAMPLE_RATE, channels=1,
-                                 format=STORED_FORMAT, subtype=STORED_SUBTYPE) as sound:
-            blocks.reverse()
-            while blocks:  # each block leaves memory once written
-                block = blocks.pop()
-                block *= gain
-                sound.write(block)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "wb") as handle:
+            with soundfile.SoundFile(handle, mode="w", samplerate=SAMPLE_RATE, channels=1,
+                                     format=STORED_FORMAT, subtype=STORED_SUBTYPE) as sound:
+                blocks.reverse()
+                while blocks:  # each block leaves memory once written
+                    block = blocks.pop()
+                    block *= gain
+                    sound.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        raise
+    except Exception as exc:
+        # soundfile's write callback swallows the OSError of a full disk and fails with
+        # something else (an AssertionError): say what it was, so the API answers 507.
+        if free_bytes(path.parent) < FULL_BELOW_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left writing {path.name}", str(path)) from exc
+        raise
 
 
 def _read_back(path: Path) -> tuple[int, float, float]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
@@ -171,13 +174,68 @@ class BoundedRequest(Request):
             # A large body (an upload) goes to a named file, so the worker that decodes it
             # reads it from there: the reactor never holds, copies or pickles its bytes.
             self.content = tempfile.NamedTemporaryFile(prefix="upload-", dir=self.spool_dir)  # type: ignore[assignment]  # noqa: SIM115
+        if self.body_limit > BODY_BYTES and not self.too_large and self.vet is not None:
+            self._vet(self.vet)
+
+    # --- an upload's token is checked before its body is stored ------------------------------
+
+    vet: Callable[[str], Deferred[bool]] | None = None  # is this bearer token valid? (make_site)
+    _vetting = False
+    _held: list[bytes] | None = None
+    _received_args: tuple[bytes, bytes, bytes] | None = None
+
+    def _vet(self, vet: Callable[[str], Deferred[bool]]) -> None:
+        """Any Authorization header lifts an upload's limit to max_body_bytes: before a byte of
+        its body goes to disk the token is looked up, with the connection paused meanwhile
+        (what it had sent already is held, at most one read). An invalid token's body is then
+        read and dropped, under the short deadline of a refused body; the API answers 401."""
+        header = (self.requestHeaders.getRawHeaders(b"authorization") or [b""])[0]
+        token = header[7:].strip().decode("latin-1") if header[:7].lower() == b"bearer " else ""
+        self._vetting, self._held = True, []
+        producer = getattr(self.channel, "_networkProducer", None)
+        if producer is not None:
+            producer.pauseProducing()
+        checked = vet(token) if token else succeed(False)
+        checked.addErrback(lambda failure: False).addCallback(self._vetted, producer)
+
+    def _vetted(self, valid: bool, producer: Any) -> None:
+        self._vetting = False
+        held, self._held = self._held or [], None
+        if not valid:
+            self.body_limit = 0
+            self._drop_body()
+            arm = getattr(self.channel, "arm_refused_body", None)
+            if arm is not None:
+                arm()
+        for chunk in held:
+            self._store(chunk)
+        if producer is not None and self.channel is not None:
+            producer.resumeProducing()
+        if self._received_args is not None:
+            args, self._received_args = self._received_args, None
+            super().requestReceived(*args)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if self._vetting:  # the whole body came before the token was checked: answer after
+            self._received_args = (command, path, version)
+            return
+        super().requestReceived(command, path, version)
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+        if self._vetting and self._held is not None:
+            if sum(map(len, self._held)) + len(data) <= BODY_BYTES:  # paused: at most what was buffered
+                self._held.append(data)
+            else:
+                self._received += len(data)
+                self.too_large = True
+            return
+        self._store(data)
+
+    def _store(self, data: bytes) -> None:
         self._received += len(data)
         if self._received > self.body_limit:
-            if not self.too_large and self.content is not None:
-                self.content.seek(0)
-                self.content.truncate()
+            if not self.too_large:
+                self._drop_body()
             self.too_large = True
             return
         if not self.too_large and self.spool_failed is None:
@@ -185,8 +243,18 @@ class BoundedRequest(Request):
                 super().handleContentChunk(data)
             except OSError as exc:  # the disk is full: keep reading, store nothing more
                 self.spool_failed = exc
-                if self.content is not None:
-                    self.content.truncate(0)
+                self._drop_body()
+
+    def _drop_body(self) -> None:
+        """What was stored of the body goes; a spool file is closed (so removed) even if its
+        buffered bytes cannot be written, and an empty buffer takes its place."""
+        content = self.content
+        self.content = io.BytesIO()  # type: ignore[assignment]
+        if content is not None:
+            try:
+                content.close()
+            except OSError:
+                pass
 
 
 class BoundedChannel(HTTPChannel):
@@ -212,8 +280,20 @@ class BoundedChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:  # noqa: N802
         super().allHeadersReceived()
-        length = self.length
-        self._arm(self.BODY_CHUNKED_S if length is None else self.BODY_MIN_S + max(0, length) / self.BODY_MIN_RATE)
+        request = self.requests[-1] if self.requests else None
+        if request is not None and getattr(request, "too_large", False):
+            self.arm_refused_body()  # it will be refused: no reason to wait long for it
+            return
+        length, limit = self.length, getattr(request, "body_limit", BODY_BYTES)
+        if length is None:
+            self._arm(self.BODY_CHUNKED_S)
+        else:
+            self._arm(self.BODY_MIN_S + min(max(0, length), limit) / self.BODY_MIN_RATE)
+
+    def arm_refused_body(self) -> None:
+        """A body that will not be stored (over its limit, or an invalid token's upload) gets
+        BODY_MIN_S to arrive, whatever length it declares."""
+        self._arm(self.BODY_MIN_S)
 
     def allContentReceived(self) -> None:  # noqa: N802
         self._disarm()
@@ -278,9 +358,14 @@ def make_site(server: BroadcastServer) -> HttpPortFactory:
     limit = server.config.storage.max_upload_bytes
     spool = incoming(server.config.storage.media_dir)
 
+    def valid_token(token: str) -> Deferred[bool]:
+        found = server.storage.users.by_token(token, server.wall())
+        return found.addCallback(lambda user: user is not None and not user.get("expired"))
+
     class Limited(BoundedRequest):
         max_body_bytes = limit
         spool_dir = str(spool)
+        vet = staticmethod(valid_token)
 
     # The API reads raw bodies: twisted must not parse a form-encoded or multipart body into
     # request.args on its own (a 100 MiB multipart upload would be held in memory twice).

@@ -9,6 +9,7 @@ says why."""
 from __future__ import annotations
 
 import io
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -39,18 +40,26 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    """Write until the file system refuses another byte."""
-    filler = disk / "filler"
+def fill(disk: Path, leave: int = 0, name: str = "filler") -> Path:
+    """Write until the file system refuses another byte, or only ``leave`` bytes are left."""
+    filler = disk / name
     with filler.open("wb", buffering=0) as f:
         for size in (MiB, 4096, 1):
             chunk = b"\0" * size
-            while True:
+            while shutil.disk_usage(disk).free - size >= leave:
                 try:
                     f.write(chunk)
                 except OSError:
                     break
     return filler
+
+
+def long_mp3(tmp_path: Path) -> bytes:
+    """90 s at 8 kb/s: 90 KB to upload (kept in memory, not spooled), about 10 MB as stored FLAC."""
+    out = tmp_path / "long.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=500:sample_rate=8000:duration=90", "-ac", "1", "-b:a", "8k", str(out)], check=True)
+    return out.read_bytes()
 
 
 def wav(seconds: float = 2.0) -> bytes:
@@ -73,7 +82,6 @@ def test_a_full_disk_refuses_new_work_keeps_audio_and_loses_no_record(tmp_path: 
     tokens = {"admin": storage.new_token("admin")}
     storage.close()
     server = start_server(config)
-    filler: Path | None = None
     try:
         api = Api(server, config, tokens)
         status, first = api("POST", "/api/v1/media?zone=commune-a&title=before", raw=wav())
@@ -82,6 +90,9 @@ def test_a_full_disk_refuses_new_work_keeps_audio_and_loses_no_record(tmp_path: 
         studio = tone_file(tmp_path / "studio.wav", 880.0, -12.0, 8.0)
         console = ffmpeg_source(server, studio, ["-c:a", "libopus"], "ogg")
         assert wait_until(lambda: live(server) is not None), "the studio goes on air while there is room"
+        nearly = fill(disk, leave=3 * MiB, name="nearly")  # room for the upload, not for its FLAC
+        status, refused = api("POST", "/api/v1/media?zone=commune-a&title=long", raw=long_mp3(tmp_path))
+        assert status == 507 and refused["error"]["code"] == "insufficient_storage", refused
         filler = fill(disk)
 
         status, refused = api("POST", "/api/v1/media?zone=commune-a&title=full", raw=wav())
@@ -89,7 +100,7 @@ def test_a_full_disk_refuses_new_work_keeps_audio_and_loses_no_record(tmp_path: 
         assert "full" in refused["error"]["message"] and str(disk) in refused["error"]["message"]
         assert sorted(p.name for p in (disk / "media").iterdir()) == [".incoming", f"{first['id']}.flac"]
         assert list((disk / "media" / ".incoming").iterdir()) == []
-        assert metric(server, "broadcaster_uploads_rejected_total", {"reason": "disk_full"}) == 1
+        assert metric(server, "broadcaster_uploads_rejected_total", {"reason": "disk_full"}) == 2
 
         assert live(server) is not None, "the studio on air stays on air"
         status, alert = api("POST", "/api/v1/alerts", body={"title": "Cảnh báo khi đĩa đầy", "zones": ["commune-a"],
@@ -104,13 +115,13 @@ def test_a_full_disk_refuses_new_work_keeps_audio_and_loses_no_record(tmp_path: 
 
         assert wait_until(lambda: api("GET", f"/api/v1/alerts/{alert['id']}")[1]["status"] == "completed", 30)
         filler.unlink()
-        filler = None
+        nearly.unlink()
         status, after = api("POST", "/api/v1/media?zone=commune-a&title=after", raw=wav())
         assert status == 201, after
         assert wait_until(lambda: metric(server, "broadcaster_storage_pending_rows") == 0, 40), "the queue drains"
     finally:
-        if filler is not None:
-            filler.unlink()
+        for left in (disk / "filler", disk / "nearly"):
+            left.unlink(missing_ok=True)
         log = server.stop()
 
     db = sqlite3.connect(disk / "broadcaster.db")

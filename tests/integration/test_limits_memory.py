@@ -30,6 +30,7 @@ def send_head_and_some_body(server: Server, head: str, body_bytes: int) -> tuple
     transport = StringTransport()
     channel.makeConnection(transport)
     channel.dataReceived(head.encode() + b"\r\n\r\n")
+    server.reactor.advance(0)  # an upload's token is looked up (the connection paused) before its body
     channel.dataReceived(b"x" * body_bytes)
     return channel._channel.requests[-1], transport  # the HTTP/1.1 channel behind the protocol switcher
 
@@ -168,3 +169,39 @@ def test_a_trickled_body_is_cut_off_at_its_deadline(server: Server) -> None:
             break
     assert transport.disconnecting
     assert server.reactor.seconds() - started <= 31.0 + 1000 / 16384
+
+
+def test_an_upload_with_an_invalid_token_stores_nothing_and_is_held_while_checked(server: Server) -> None:
+    site = server.site.site
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50003))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(b"POST /api/v1/media?zone=commune-a&title=x HTTP/1.1\r\nHost: m\r\n"
+                         b"Authorization: Bearer bct_forged\r\nContent-Length: 3000000\r\n\r\n" + b"x" * 50_000)
+    assert transport.producerState == "paused", "no more is read until the token is checked"
+    server.reactor.advance(0)
+    assert transport.producerState == "producing"
+    request = channel._channel.requests[-1]
+    channel.dataReceived(b"x" * 1_000_000)
+    assert request.too_large and stored(request) == 0, "an invalid token's upload is not stored"
+    spool = server.config.storage.media_dir / ".incoming"
+    assert list(spool.iterdir()) == [], "nor spooled"
+    started = server.reactor.seconds()
+    while not transport.disconnecting and server.reactor.seconds() - started < 100:
+        server.reactor.advance(1.0)
+    assert server.reactor.seconds() - started <= 31, "its 3 MB get the short deadline of a refused body"
+
+
+def test_a_refused_body_gets_the_short_deadline_whatever_it_declares(server: Server) -> None:
+    opened = connect(server)
+    assert opened is not None
+    protocol, transport = opened
+    protocol.dataReceived(b"POST /api/v1/zones HTTP/1.1\r\nHost: x\r\n"  # type: ignore[attr-defined]
+                          b"Content-Length: 999999999999999999\r\n\r\n")
+    started = server.reactor.seconds()
+    for _ in range(60):
+        protocol.dataReceived(b"x")  # type: ignore[attr-defined]
+        server.reactor.advance(1.0)
+        if transport.disconnecting:
+            break
+    assert transport.disconnecting and server.reactor.seconds() - started <= 31
