@@ -5,8 +5,11 @@ At start, control (control/alerts.py ``recover``) reads what a crash left and
 either plays each alert again or tells its loudspeakers to go back to normal.
 The row is written at once, off the loop (``on_air``); if that fails (the
 disk is full) it is queued with the broadcast log's rows and written with the
-next flush, in order, so the DELETE that ends it (``off_air``, always queued,
-and queued only after the INSERT has settled) can never come first. A row
+next flush. The DELETE that ends it (``off_air``) is written at once too, and
+only after the INSERT has settled (control/alerts.py chains it), so it never
+comes first; if it fails it is queued behind the INSERT's twin. Written at
+once, because a cancelled alert whose DELETE still waited in the queue when
+the server died would play again at the next start. A row
 whose spec cannot be read is logged and dropped: one bad row never keeps the
 others from being recovered.
 """
@@ -50,8 +53,17 @@ class AlertRepository:
 
         return self.db.run("alerts.on_air", write).addErrback(queue)
 
-    def off_air(self, alert_id: str) -> None:
-        self.logs.enqueue(DELETE, (alert_id,))
+    def off_air(self, alert_id: str) -> Deferred[None]:
+        """Deleted now; queued for the next flush if that fails."""
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(DELETE, (alert_id,))
+
+        def queue(failure: Failure) -> None:
+            log.warning("storage: alert %s off air could not be written, queued for the next flush: %s",
+                        alert_id, failure.getErrorMessage())
+            self.logs.enqueue(DELETE, (alert_id,))
+
+        return self.db.run("alerts.off_air", write).addErrback(queue)
 
     def on_air_sync(self) -> list[dict[str, Any]]:
         """What was on air when the server last stopped (nothing, after a clean stop)."""

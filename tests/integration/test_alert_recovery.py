@@ -115,3 +115,17 @@ def test_an_alert_ended_by_a_clean_stop_is_not_played_again(tmp_path: Path) -> N
     first.app.storage.close()
     second = Server(tmp_path, storage_path=db, wall_offset=WALL_OFFSET + 5)
     assert second.app.alerts.active == {} and second.app.alerts.recent == {}
+
+
+def test_a_cancelled_alert_stays_cancelled_through_a_crash_right_after(tmp_path: Path) -> None:
+    """The cancel's DELETE is written at once, not left in the queue a crash would lose."""
+    db = tmp_path / "broadcaster.db"
+    first = Server(tmp_path, storage_path=db)
+    status, alert = first.http("POST", "/api/v1/alerts", {"title": "Báo động nhầm", "zones": ["commune-a"],
+                                                           "text": "x", "repeat": 20})
+    assert status == 201
+    first.advance(1)
+    assert first.http("POST", f"/api/v1/alerts/{alert['id']}/cancel")[0] == 200
+    assert first.app.storage.logs.pending() > 0, "records are still queued: the crash comes before the flush"
+    second = Server(tmp_path, storage_path=db, wall_offset=WALL_OFFSET + 5)
+    assert second.app.alerts.active == {}, "a false alarm, cancelled, is not played again"
