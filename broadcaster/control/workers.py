@@ -22,6 +22,7 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -52,12 +53,18 @@ class ProcessWorkers:
         A failed Deferred (Busy) at once when ``workers`` run and ``waiting`` wait already."""
         if self.in_flight >= self.workers + self.waiting:
             return fail(Busy(self.workers, self.waiting, self.RETRY_AFTER_S))
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=die_with_parent, initargs=(os.getpid(),))
+        try:
+            future = self._executor().submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # a worker was killed (the OOM killer): a new pool, once
+            self._pool = None
+            try:
+                future = self._executor().submit(fn, *args, **kwargs)
+            except (BrokenProcessPool, RuntimeError, OSError) as exc:
+                return fail(exc)
+        except (RuntimeError, OSError) as exc:
+            return fail(exc)
         deferred: Deferred[T] = Deferred()
         self.in_flight += 1
-        future = self._pool.submit(fn, *args, **kwargs)
 
         def settled(result: Any) -> Any:
             self.in_flight -= 1
@@ -74,6 +81,12 @@ class ProcessWorkers:
 
         future.add_done_callback(done)
         return deferred
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
+        return self._pool
 
     def stop(self) -> None:
         if self._pool is not None:
