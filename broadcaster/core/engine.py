@@ -41,6 +41,7 @@ from broadcaster.core.subscriptions import Subscription, SubscriptionTable
 log = logging.getLogger(__name__)
 REBUILD_TICKS = 5
 UNVERIFIED_WHEN_BEHIND = 64  # datagrams from unsubscribed addresses examined per batch while the socket is behind
+READ_MINIMUM = 32  # datagrams handled per batch even when a frame is due (keepalives must not starve)
 
 
 def release(spec: Any) -> None:
@@ -101,26 +102,32 @@ class Core:
 
     def datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], behind: bool) -> None:
         """A batch read from the socket. While the loop keeps up (``behind`` False) all of it, in
-        order. Behind (the socket held more than a batch: a flood), datagrams from the addresses
-        of live subscriptions go first, so keepalives and acknowledgements get through, then at
-        most UNVERIFIED_WHEN_BEHIND of the rest; the others are dropped unexamined (counted as
-        "shed"), so reading can outpace a flood of datagrams that each cost an HMAC to refuse.
+        order. Behind (the socket held more than a batch: a flood), datagrams from the address of
+        a live subscription naming that subscription's device go first, so keepalives and
+        acknowledgements get through, then at most UNVERIFIED_WHEN_BEHIND of the rest; the
+        others are dropped unexamined (counted as "shed"), so reading can outpace a flood of
+        datagrams that each cost an HMAC to refuse. Either way, once the next frame is due
+        (and READ_MINIMUM were handled) the rest of the batch is shed: the frame goes first.
         A loudspeaker not yet subscribed retries within its keepalive interval."""
-        if not behind:
-            for data, address in batch:
-                self.datagram(data, address)
-            return
-        verified = self.subscriptions.verified
-        others = []
-        for data, address in batch:
-            if address in verified:
-                self.datagram(data, address)
-            else:
-                others.append((data, address))
-        for data, address in others[:UNVERIFIED_WHEN_BEHIND]:
+        deadline = self.clock.next_deadline
+        if behind:
+            verified = self.subscriptions.verified
+            first, others = [], []
+            for item in batch:
+                data, address = item
+                device = verified.get(address)
+                if device is not None and len(data) > 8 and data[8:8 + data[5]] == device:
+                    first.append(item)
+                else:
+                    others.append(item)
+            if len(others) > UNVERIFIED_WHEN_BEHIND:
+                self.subscriptions.rejected("shed", len(others) - UNVERIFIED_WHEN_BEHIND)
+            batch = first + others[:UNVERIFIED_WHEN_BEHIND]
+        for i, (data, address) in enumerate(batch):
+            if i >= READ_MINIMUM and i % 16 == 0 and self.now() >= deadline:
+                self.subscriptions.rejected("shed", len(batch) - i)
+                return
             self.datagram(data, address)
-        if len(others) > UNVERIFIED_WHEN_BEHIND:
-            self.subscriptions.rejected("shed", len(others) - UNVERIFIED_WHEN_BEHIND)
 
     def datagram(self, data: bytes, address: tuple[str, int]) -> None:
         reply = self.subscriptions.handle(data, address, self.wall())

@@ -62,7 +62,7 @@ class SubscriptionTable:
         self.on_session = on_session  # ("start" | "end", subscription, now): for the availability record
         self.on_command_ack: Callable[[str, int], None] = lambda device, seq: None
         self.subscriptions: dict[str, Subscription] = {}
-        self.verified: dict[Address, str] = {}  # the address of each subscription -> its device
+        self.verified: dict[Address, bytes] = {}  # the address of each subscription -> its device id, as sent
         self._rejected: dict[str, Any] = {}  # reason -> its counter, looked up once: a flood pays per datagram
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
@@ -171,7 +171,7 @@ class SubscriptionTable:
             last_seen=now, status=request.status)
         self.on_session("start", subscription, now)
         self._by_channel.setdefault(request.channel, {})[device.id] = address
-        self.verified[address] = device.id
+        self.verified[address] = device.id.encode("ascii")
         metrics.subscriptions_total.labels(request.channel).inc()
         metrics.loudspeakers_online.set(len(self.subscriptions))
         self.on_change(request.channel)
@@ -182,7 +182,7 @@ class SubscriptionTable:
             return
         self.on_session("end", subscription, now)
         self._by_channel.get(subscription.channel, {}).pop(device_id, None)
-        if self.verified.get(subscription.address) == device_id:
+        if self.verified.get(subscription.address) == device_id.encode("ascii"):
             del self.verified[subscription.address]
         if expired:
             metrics.subscriptions_expired_total.labels(subscription.channel).inc()

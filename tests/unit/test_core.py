@@ -14,7 +14,7 @@ from broadcaster.codecs.shared import share
 from broadcaster.config import AudioConfig, HttpConfig, SpeakerPolicy
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
-from broadcaster.core.engine import UNVERIFIED_WHEN_BEHIND, Core
+from broadcaster.core.engine import READ_MINIMUM, UNVERIFIED_WHEN_BEHIND, Core
 from broadcaster.core.outputs import EncodedFrame
 from broadcaster.core.sources.alert import AlertSpec
 from broadcaster.core.sources.pcm import PcmSpec
@@ -265,7 +265,9 @@ def test_behind_a_flood_subscribed_loudspeakers_go_first_and_the_rest_is_shed() 
     cookie = parse_envelope(h.sent[-1][0]).json()["cookie"]
     h.core.datagram(subscribe(cookie), speaker)
     assert parse_envelope(h.sent[-1][0]).json()["verified"] is True
-    forged = [(subscribe(sign=b"not-the-key-at-all-000"), ("127.0.0.1", 50000 + i)) for i in range(300)]
+    forged = [(subscribe(sign=b"not-the-key-at-all-000"), ("127.0.0.1", 50000 + i)) for i in range(299)]
+    # From the loudspeaker's own address but naming another device: no priority for that.
+    forged.append((encode_message(MessageType.SUBSCRIBE, "spk-9", {"channel": "ch-a"}, b"x" * 16), speaker))
 
     def count(reason: str) -> float:
         return metrics.CORE_REGISTRY.get_sample_value("broadcaster_datagrams_rejected_total", {"reason": reason}) or 0
@@ -280,3 +282,21 @@ def test_behind_a_flood_subscribed_loudspeakers_go_first_and_the_rest_is_shed() 
     bad = count("bad_mac")
     h.core.datagrams(forged[:100], behind=False)  # keeping up: everything is examined, in order
     assert count("bad_mac") - bad == 100 and count("shed") - shed == 300 - UNVERIFIED_WHEN_BEHIND
+
+
+def test_once_a_frame_is_due_the_rest_of_a_batch_waits_for_no_one() -> None:
+    h = Harness()
+    key = b"key-of-the-real-loudspeaker"
+    h.core.submit(c.SetDevices((c.Device(id="spk-1", key=key, channel="ch-a", zone="z", volume=80),)))
+    h.run_until(1)
+    forged = [(encode_message(MessageType.SUBSCRIBE, "spk-1", {"channel": "ch-a", "ts": int(1.8e9 * 1000), "seq": i},
+                              b"not-the-key-at-all-000"), ("127.0.0.1", 50000 + i)) for i in range(100)]
+
+    def count(reason: str) -> float:
+        return metrics.CORE_REGISTRY.get_sample_value("broadcaster_datagrams_rejected_total", {"reason": reason}) or 0
+
+    shed, bad = count("shed"), count("bad_mac")
+    h.clock.t = h.core.next_deadline + 0.001  # the next frame is due
+    h.core.datagrams(forged, behind=False)
+    assert count("bad_mac") - bad == READ_MINIMUM, "the minimum is handled, then the frame goes first"
+    assert count("shed") - shed == 100 - READ_MINIMUM
