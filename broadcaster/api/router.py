@@ -79,6 +79,7 @@ class AdminApi(Resource):
         # Invalid tokens per address: 30 a minute (a commune office behind NAT runs a few scripts),
         # then 429 with no lookup until the minute has passed.
         self.logins = LoginGuard(max_failures=30, window_s=60.0)
+        self._touched: dict[str, float] = {}  # token id -> when its last use was last written
         app.storage.db.bind(app.reactor)
 
     def render(self, request: Request) -> int:
@@ -126,16 +127,30 @@ class AdminApi(Resource):
                            f"{wait:.0f} s", retry_after_s=max(1, math.ceil(wait)))
         now = self.app.wall()
         user = await self.app.storage.users.by_token(header[7:].strip(), now)
-        if user is None:
+        if user is None or user.get("expired"):
             metrics.auth_failures_total.labels("api").inc()
-            self.logins.failed(address, clock)
-            raise ApiError(401, "unauthenticated", "the token is not valid (unknown, revoked or expired)")
+            if user is None:  # a guess; an expired token is a script someone forgot, not an attack
+                self.logins.failed(address, clock)
+                raise ApiError(401, "unauthenticated", "the token is not valid (unknown or revoked)")
+            raise ApiError(401, "unauthenticated", "the token has expired; make a new one (POST /api/v1/tokens "
+                           "with another, or broadcaster user token)")
         self.logins.succeeded(address)
-        used = user.get("token_used_at")
-        if used is None or now - used >= TOUCH_EVERY_S:  # written beside the request, never waited for
-            self.app.storage.users.token_used(user["token_id"], now).addErrback(
-                lambda f: log.warning("token %s: last use not recorded: %s", user["token_id"], f.getErrorMessage()))
+        self._touch(user, now, clock)
         return Principal.from_row(user, remote)
+
+    def _touch(self, user: dict[str, Any], now: float, clock: float) -> None:
+        """last_used_at, written beside the request and never waited for: at most once a minute
+        per token, counted here too, so a full disk (the write failing) is tried once a minute,
+        not on every request."""
+        token_id = user["token_id"]
+        used = max(user.get("token_used_at") or 0.0, self._touched.get(token_id, 0.0))
+        if now - used < TOUCH_EVERY_S:
+            return
+        if len(self._touched) > 10_000:
+            self._touched.clear()
+        self._touched[token_id] = now
+        self.app.storage.users.token_used(token_id, now).addErrback(
+            lambda f: log.warning("token %s: last use not recorded: %s", token_id, f.getErrorMessage()))
 
     @staticmethod
     def _shape(result: Reply) -> tuple[int, Any, str | None]:

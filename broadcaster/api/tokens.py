@@ -1,6 +1,8 @@
 """/api/v1/tokens: a user's API tokens. Everyone may list, make and revoke their
 own; an admin anyone's. Another user's token is answered as missing (404), the
-same as one that never was, so ids tell nothing."""
+same as one that never was, so ids tell nothing. A token made by an operator or
+viewer expires no later than the token that made it, and a user holds at most
+storage.users.MAX_TOKENS."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ def _admin(call: Call) -> bool:
 async def list_tokens(call: Call) -> Reply:
     limit, offset = call.paging()
     user: str | None = call.query.get("user") or call.principal.name
-    if user != call.principal.name and not _admin(call):
+    if (user == "all" or user != call.principal.name) and not _admin(call):
         raise ApiError(403, "forbidden", "only an admin lists another user's tokens")
     page = await call.storage.users.tokens(None if user == "all" else user, limit, offset)
     return 200, Page[Token].model_validate(page.as_dict())
@@ -31,7 +33,14 @@ async def create_token(call: Call) -> Reply:
     most = call.app.config.api.token_days
     if body.days is not None and body.days > most:
         raise ApiError(400, "bad_value", f"days: at most {most} (api.token_days)")
-    row = await call.storage.users.new_token(user, body.label, body.days or most, call.actor, call.app.wall())
+    now = call.app.wall()
+    days: float = body.days or most
+    own = call.principal.token_expires_at
+    if not _admin(call) and own is not None:
+        # A token cannot outlive the one that made it: a leaked token, revoked or expired,
+        # leaves no fresh one behind that lasts longer.
+        days = min(days, max(0.0, own - now) / 86400)
+    row = await call.storage.users.new_token(user, body.label, days, call.actor, now)
     return 201, TokenCreated.model_validate(row)
 
 

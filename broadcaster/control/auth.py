@@ -33,11 +33,12 @@ class Principal:
     zones: tuple[str, ...] = ()
     remote: str | None = None
     token: str | None = None  # the public id of the API token it came with
+    token_expires_at: float | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any], remote: str | None = None) -> Principal:
         return cls(name=row["name"], role=row["role"], zones=tuple(row.get("zones", ())), remote=remote,
-                   token=row.get("token_id"))
+                   token=row.get("token_id"), token_expires_at=row.get("token_expires_at"))
 
 
 @dataclass

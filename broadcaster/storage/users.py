@@ -28,6 +28,7 @@ from broadcaster.storage.logs import Actor, audit_txn
 CLI = Actor("cli")
 TOKEN_DAYS = 90.0       # the default lifetime (config: api.token_days)
 TOUCH_EVERY_S = 60.0    # last_used_at's resolution
+MAX_TOKENS = 50         # per user: a login cannot grow the tokens table (and the audit log) without end
 
 
 def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any]:
@@ -37,11 +38,14 @@ def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any
 
 
 def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any] | None:
-    user = one(conn, "SELECT u.id, u.name, u.role, t.id AS token_id, t.last_used_at AS token_used_at "
-                     "FROM tokens t JOIN users u ON u.id = t.user_id "
-                     "WHERE t.token_hash = ? AND (t.expires_at IS NULL OR t.expires_at > ?)",
-               (hash_token(token), now))
-    return _with_zones(conn, user) if user else None
+    user = one(conn, "SELECT u.id, u.name, u.role, t.id AS token_id, t.last_used_at AS token_used_at, "
+                     "t.expires_at AS token_expires_at FROM tokens t JOIN users u ON u.id = t.user_id "
+                     "WHERE t.token_hash = ?", (hash_token(token),))
+    if user is None:
+        return None
+    if user["token_expires_at"] is not None and user["token_expires_at"] <= now:
+        return {"expired": True, "token_id": user["token_id"]}  # nobody's: not a login
+    return _with_zones(conn, user)
 
 
 def _by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
@@ -73,6 +77,10 @@ def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str, da
     row = one(conn, "SELECT id FROM users WHERE name = ?", (user,))
     if row is None:
         raise Conflict(f"no user named {user!r}")
+    held = conn.execute("SELECT COUNT(*) FROM tokens WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                        (row["id"], now)).fetchone()[0]
+    if held >= MAX_TOKENS:
+        raise Conflict(f"{user} has {held} tokens, the most a user may hold; revoke one first")
     token = "bct_" + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(6)
     conn.execute("INSERT INTO tokens (token_hash, id, user_id, label, created_at, expires_at) VALUES (?,?,?,?,?,?)",
@@ -117,8 +125,8 @@ class UserRepository:
         self.db = db
 
     def by_token(self, token: str, now: float | None = None) -> Deferred[dict[str, Any] | None]:
-        """{id, name, role, zones, token_id, token_used_at} of the token's user, or None
-        (unknown, revoked or expired)."""
+        """{id, name, role, zones, token_id, token_used_at, token_expires_at} of the token's user;
+        {"expired": True, "token_id"} for one that expired; None for one unknown or revoked."""
         return self.db.lookup("users.by_token", _by_token, token, time.time() if now is None else now)
 
     def by_token_sync(self, token: str, now: float | None = None) -> dict[str, Any] | None:

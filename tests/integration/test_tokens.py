@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from broadcaster.storage.users import MAX_TOKENS
 from tests.integration.memory import Server
 
 DAY = 86400.0
@@ -42,7 +43,7 @@ def test_a_token_made_by_the_api_works_until_it_expires(server: Server) -> None:
     old = server.app.storage.new_token("op-a", days=1, now=server.wall() - 1.5 * DAY)
     server.tokens["old"] = old
     status, reply = server.http("GET", "/api/v1/me", who="old")
-    assert status == 401 and "expired" in reply["error"]["message"]
+    assert status == 401 and "has expired" in reply["error"]["message"]
 
 
 def test_the_lifetime_defaults_to_the_setting_and_never_exceeds_it(server: Server) -> None:
@@ -114,3 +115,30 @@ def test_an_address_guessing_tokens_is_refused_unchecked_for_a_minute(server: Se
     assert len(lookups) == 30, "refused before any lookup"
     server.advance(61)
     assert server.http("GET", "/api/v1/me", who="op-a")[0] == 200
+
+
+def test_expired_tokens_do_not_lock_an_office_out(server: Server) -> None:
+    """A forgotten script retrying with its expired token is not a guesser: its address is not limited."""
+    server.tokens["old"] = server.app.storage.new_token("op-a", days=1, now=server.wall() - 2 * DAY)
+    for _ in range(40):
+        assert server.http("GET", "/api/v1/me", who="old")[0] == 401
+    assert server.http("GET", "/api/v1/me", who="op-b")[0] == 200
+
+
+def test_a_token_cannot_outlive_the_one_that_made_it_and_a_user_holds_a_bounded_number(server: Server) -> None:
+    server.tokens["short"] = server.app.storage.new_token("op-a", days=2, now=server.wall())
+    made = make(server, "short", days=30)
+    assert made["expires_at"] == pytest.approx(server.wall() + 2 * DAY, abs=5), "no longer than its maker"
+    assert make(server, "admin", days=30)["expires_at"] == pytest.approx(server.wall() + 30 * DAY, abs=5)
+    held = server.http("GET", "/api/v1/tokens", who="op-b")[1]["total"]
+    for _ in range(MAX_TOKENS - held):
+        make(server, "op-b")
+    status, reply = server.http("POST", "/api/v1/tokens", {}, who="op-b")
+    assert status == 409 and "revoke one first" in reply["error"]["message"], reply
+
+
+def test_only_an_admin_lists_everyone(server: Server) -> None:
+    server.app.storage.add_user("all", "operator", ["commune-a"])
+    server.tokens["all"] = server.app.storage.new_token("all", now=server.wall())
+    status, _ = server.http("GET", "/api/v1/tokens?user=all", who="all")
+    assert status == 403, "a user named 'all' does not see everyone's tokens"

@@ -113,7 +113,7 @@ def test_a_token_expires_and_a_revoked_one_is_refused(tmp_path: Path) -> None:
     made = storage.users.new_token_sync("op", "console", days=1, now=now)
     assert made["token"].startswith("bct_") and made["expires_at"] == now + 86400
     assert storage.users.by_token_sync(made["token"], now + 86399)["token_id"] == made["id"]
-    assert storage.users.by_token_sync(made["token"], now + 86400) is None, "expired at its expires_at"
+    assert storage.users.by_token_sync(made["token"], now + 86400) == {"expired": True, "token_id": made["id"]}
     assert storage.users.revoke_token_sync(made["id"], owner="someone-else") is False, "only its owner's"
     assert storage.users.revoke_token_sync(made["id"], owner="op") is True
     assert storage.users.by_token_sync(made["token"], now) is None
