@@ -194,7 +194,10 @@ class Speaker:
     def audio(self) -> np.ndarray:
         """What this loudspeaker heard: its RTP decoded in sequence order (no loss on this path)."""
         decoder = OpusDecoder()
-        packets = sorted(self.rtp(), key=lambda p: p.sequence)
+        arrived = self.rtp()
+        first = arrived[0].sequence if arrived else 0
+        # Sequence numbers start at random and wrap at 65536: ordered from the first one heard.
+        packets = sorted(arrived, key=lambda p: (p.sequence - first) & 0xFFFF)
         return np.concatenate([decoder.decode(p.payload) for p in packets]) if packets else np.zeros(0, np.float32)
 
     def commands(self) -> list[dict[str, Any]]:
