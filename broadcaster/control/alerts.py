@@ -379,7 +379,7 @@ class AlertDesk:
         self.active.pop(alert.id, None)
         saved = self._saved.pop(alert.id, None)
         if saved is not None:  # its DELETE is queued once its INSERT has been written or queued
-            saved.addBoth(lambda _: self.app.storage.alerts.off_air(alert.id))
+            saved.addBoth(lambda written: self.app.storage.alerts.off_air(alert.id, written is True))
         self.recent[alert.id] = alert
         while len(self.recent) > 100:
             self.recent.pop(next(iter(self.recent)))

@@ -5,9 +5,10 @@ At start, control (control/alerts.py ``recover``) reads what a crash left and
 either plays each alert again or tells its loudspeakers to go back to normal.
 The row is written at once, off the loop (``on_air``); if that fails (the
 disk is full) it is queued with the broadcast log's rows and written with the
-next flush. The DELETE that ends it (``off_air``) is written at once too, and
-only after the INSERT has settled (control/alerts.py chains it), so it never
-comes first; if it fails it is queued behind the INSERT's twin. Written at
+next flush. The DELETE that ends it (``off_air``) waits until the INSERT has
+settled (control/alerts.py chains it): if the INSERT was written, the DELETE
+is written at once (queued if that fails); if the INSERT was queued, the
+DELETE is queued behind it, never written ahead of it. Written at
 once, because a cancelled alert whose DELETE still waited in the queue when
 the server died would play again at the next start. A row
 whose spec cannot be read is logged and dropped: one bad row never keeps the
@@ -39,22 +40,30 @@ class AlertRepository:
         self.logs = logs
 
     def on_air(self, alert_id: str, started_at: float, expires_at: float | None,
-               spec: dict[str, Any]) -> Deferred[None]:
-        """Written now; queued for the next flush if that fails. Fires once it is either."""
+               spec: dict[str, Any]) -> Deferred[bool]:
+        """Written now; queued for the next flush if that fails. Fires once it is either: True
+        if written, False if queued."""
         args = (alert_id, started_at, expires_at, json.dumps(spec, ensure_ascii=False))
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> bool:
             conn.execute(INSERT, args)
+            return True
 
-        def queue(failure: Failure) -> None:
+        def queue(failure: Failure) -> bool:
             log.warning("storage: alert %s on air could not be written, queued for the next flush: %s",
                         alert_id, failure.getErrorMessage())
             self.logs.enqueue(INSERT, args)
+            return False
 
         return self.db.run("alerts.on_air", write).addErrback(queue)
 
-    def off_air(self, alert_id: str) -> Deferred[None]:
-        """Deleted now; queued for the next flush if that fails."""
+    def off_air(self, alert_id: str, inserted: bool = True) -> Deferred[None] | None:
+        """Deleted now (queued for the next flush if that fails); queued at once if its INSERT
+        was (``inserted`` False), so it comes after it."""
+        if not inserted:
+            self.logs.enqueue(DELETE, (alert_id,))
+            return None
+
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(DELETE, (alert_id,))
 
