@@ -87,7 +87,7 @@ class BroadcastServer:
         self.devices = Devices(self.storage, self.core.send, reactor, self.wall,
                                pool=pools["commands"] if pools else None)
         self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
-        self.programmes = ProgrammeRunner(self, self.schedule)
+        self.programmes = ProgrammeRunner(self, self.schedule, pool=pools.get("programmes") if pools else None)
         if tts == "espeak":
             try:
                 tts = EspeakTTS()

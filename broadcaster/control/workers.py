@@ -95,6 +95,21 @@ class ProcessWorkers:
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC: Any = None
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the system (glibc's malloc_trim), after work that
+    allocated a whole programme in a thread: otherwise that thread's arena keeps it."""
+    global _LIBC
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None)
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def die_with_parent(parent: int) -> None:

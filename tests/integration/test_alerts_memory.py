@@ -145,14 +145,16 @@ class StuckPool:
 
 
 def test_an_alert_is_heard_while_decoding_and_password_pools_are_saturated(server: Server) -> None:
-    """Programmes being decoded (the reactor's default pool) and a flood of password checks
-    (the auth pool) take every thread they have; the alert's speech is made in its own pool
-    and heard. Were it made in either, it would wait behind them, here for ever."""
+    """Programmes being decoded (their pool), a flood of password checks (the auth pool) and
+    whatever else runs in the reactor's default pool take every thread they have; the alert's
+    speech is made in its own pool and heard. Were it made in any of them, it would wait
+    behind them, here for ever."""
     a1 = server.speaker("spk-a1", "ch-a", 40001)
     a1.subscribe()
-    decoding, logins = StuckPool(), StuckPool()
-    server.reactor.pool = decoding
+    decoding, logins, default = StuckPool(), StuckPool(), StuckPool()
+    server.app.programmes._pool = decoding
     server.app.storage.db._pools["auth"] = logins
+    server.reactor.pool = default
     media = server.http("POST", "/api/v1/media?zone=commune-a&title=prog", raw=wav_bytes())[1]
     start = datetime.fromtimestamp(server.wall() + 1.0, VN).replace(tzinfo=None).isoformat()
     assert server.http("POST", "/api/v1/programmes", {"title": "Chương trình", "zones": ["commune-a"],
