@@ -217,14 +217,7 @@ def receiver_main(conn: Any, devices: list[tuple[int, str, bytes, str, bool]], s
             if receiver.done:
                 conn.send(("windows", [summarise(receiver, w) for w in receiver.done]))
                 receiver.done.clear()
-        stop_at = receiver.pending[-1][1] if receiver.pending else time.time()
-        receiver.pending = [p for p in receiver.pending if p[0]]
-        receiver.stop_at = stop_at
-        until = time.monotonic() + 5.0
-        while not all(receiver.past_stop) and time.monotonic() < until:
-            receiver._receive(0.05)
-        receiver._switch_if_due(stop_at)
-        receiver._close(stop_at, open_gaps=True)
+        receiver.finish()
         conn.send(("windows", [summarise(receiver, w) for w in receiver.done]))
         conn.send(("stopped",))
     finally:

@@ -215,6 +215,19 @@ class Receiver:
             self._send(i, self.messages[i].subscribe())
             self._keepalives_sent += 1
 
+    def finish(self) -> None:
+        """The stop: read what the kernel still holds from before it (until every timed socket
+        has a packet stamped after it, or 5 s), then close the last window with the gaps still
+        open at the stop."""
+        stop_at = self.pending[-1][1] if self.pending else time.time()
+        self.pending = [p for p in self.pending if p[0]]
+        self.stop_at = stop_at
+        until = time.monotonic() + 5.0
+        while not all(self.past_stop) and time.monotonic() < until:
+            self._receive(0.05)
+        self._switch_if_due(stop_at)
+        self._close(stop_at, open_gaps=True)
+
     def _close(self, at: float, open_gaps: bool = False) -> None:
         """End the window at wall time `at`. With open_gaps (the last window, every socket read up to `at`),
         a gap still open then (no packet since) counts up to `at`; at a boundary between windows it is
@@ -383,16 +396,7 @@ def receiver_main(conn: Any, devices: list[tuple[int, str, bytes, str, bool]], s
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline and receiver._receive(1.0, conn):
             pass
-        stop_at = receiver.pending[-1][1] if receiver.pending else time.time()
-        receiver.pending = [p for p in receiver.pending if p[0]]
-        receiver.stop_at = stop_at
-        # Read what the kernel still holds from before the stop (until every timed socket has a packet
-        # stamped after it, or 5 s), then close the last window with the gaps still open at the stop.
-        until = time.monotonic() + 5.0
-        while not all(receiver.past_stop) and time.monotonic() < until:
-            receiver._receive(0.05)
-        receiver._switch_if_due(stop_at)
-        receiver._close(stop_at, open_gaps=True)
+        receiver.finish()
         conn.send(("results", receiver.results(), receiver.commands_acked))
     finally:
         receiver.close()
