@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 
 from broadcaster.storage.db import Database, rows
 from broadcaster.storage.logs import LogRepository
@@ -41,38 +39,17 @@ class AlertRepository:
 
     def on_air(self, alert_id: str, started_at: float, expires_at: float | None,
                spec: dict[str, Any]) -> Deferred[bool]:
-        """Written now; queued for the next flush if that fails. Fires once it is either: True
-        if written, False if queued."""
+        """Written now, or queued if that fails; fires True if written, False if queued."""
         args = (alert_id, started_at, expires_at, json.dumps(spec, ensure_ascii=False))
+        return self.logs.write_or_queue(f"alerts.on_air {alert_id}", INSERT, args)
 
-        def write(conn: sqlite3.Connection) -> bool:
-            conn.execute(INSERT, args)
-            return True
-
-        def queue(failure: Failure) -> bool:
-            log.warning("storage: alert %s on air could not be written, queued for the next flush: %s",
-                        alert_id, failure.getErrorMessage())
-            self.logs.enqueue(INSERT, args)
-            return False
-
-        return self.db.run("alerts.on_air", write).addErrback(queue)
-
-    def off_air(self, alert_id: str, inserted: bool = True) -> Deferred[None] | None:
-        """Deleted now (queued for the next flush if that fails); queued at once if its INSERT
-        was (``inserted`` False), so it comes after it."""
+    def off_air(self, alert_id: str, inserted: bool = True) -> Deferred[bool] | None:
+        """Deleted now (queued if that fails); queued at once if its INSERT was (``inserted``
+        False), so it comes after it."""
         if not inserted:
             self.logs.enqueue(DELETE, (alert_id,))
             return None
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(DELETE, (alert_id,))
-
-        def queue(failure: Failure) -> None:
-            log.warning("storage: alert %s off air could not be written, queued for the next flush: %s",
-                        alert_id, failure.getErrorMessage())
-            self.logs.enqueue(DELETE, (alert_id,))
-
-        return self.db.run("alerts.off_air", write).addErrback(queue)
+        return self.logs.write_or_queue(f"alerts.off_air {alert_id}", DELETE, (alert_id,))
 
     def on_air_sync(self) -> list[dict[str, Any]]:
         """What was on air when the server last stopped (nothing, after a clean stop)."""

@@ -257,20 +257,27 @@ class LogRepository:
 
     # --- the audit log -------------------------------------------------------------
 
-    def audit(self, actor: Actor, action: str, target: str, zone: str | None, detail: str = "") -> Deferred[None]:
-        """An audit row for something already done (an alert started, cancelled), written now;
-        if that fails (the disk is full) it is queued and written with the next flush."""
+    def write_or_queue(self, name: str, sql: str, args: tuple[Any, ...]) -> Deferred[bool]:
+        """One statement for something already done, written now in the storage pool; if that
+        fails (the disk is full) it is queued and written with the next flush. Fires True if
+        written, False if queued: what must come after it is queued too when it was."""
+        def write(conn: sqlite3.Connection) -> bool:
+            conn.execute(sql, args)
+            return True
+
+        def queue(failure: Failure) -> bool:
+            log.warning("storage: %s could not be written, queued for the next flush: %s", name,
+                        failure.getErrorMessage())
+            self.enqueue(sql, args)
+            return False
+
+        return self.db.run(name, write).addErrback(queue)
+
+    def audit(self, actor: Actor, action: str, target: str, zone: str | None, detail: str = "") -> Deferred[bool]:
+        """An audit row for something already done (an alert started, cancelled): written now,
+        or queued if that fails."""
         args = (time.time(), actor.name, action, target, zone, actor.remote, detail)
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(AUDIT_INSERT, args)
-
-        def queue(failure: Failure) -> None:
-            log.warning("storage: an audit row (%s %s) could not be written, queued for the next flush: %s",
-                        action, target, failure.getErrorMessage())
-            self.enqueue(AUDIT_INSERT, args)
-
-        return self.db.run("logs.audit", write).addErrback(queue)
+        return self.write_or_queue(f"logs.audit {action} {target}", AUDIT_INSERT, args)
 
     def audit_sync(self, actor: Actor, action: str, target: str, zone: str | None, detail: str = "") -> None:
         self.db.run_sync(audit_txn, actor, action, target, zone, detail)

@@ -233,7 +233,7 @@ def test_an_audit_row_that_cannot_be_written_is_queued(setup: Setup) -> None:
     disk(storage, full=True)
     done: list[Any] = []
     storage.logs.audit(Actor("op", "10.0.0.1"), "alert.start", "a-1", "a", LONG).addBoth(done.append)
-    assert done == [None] and storage.logs.pending() == 1  # the alert went on; its audit row waits
+    assert done == [False] and storage.logs.pending() == 1  # queued (False): the alert went on, its audit row waits
     clock.advance(next_flush_in(clock))
     assert records.failures == 1
     disk(storage, full=False)
