@@ -75,17 +75,21 @@ def _refused(failure: Failure, media_dir: Path) -> Failure:
         exc: Any = failure.value
         metrics.uploads_rejected_total.labels(exc.code).inc()
         raise ApiError(413 if exc.code == "too_large" else 422, exc.code, exc.message)
-    if is_full(failure.value):  # writing the normalised file ran out of space
-        metrics.uploads_rejected_total.labels("disk_full").inc()
-        raise DiskFull(media_dir, free_bytes(media_dir), "upload refused")
+    if is_full(failure.value):  # writing the normalised file ran out of space (the worker removed it)
+        raise _disk_full(media_dir)
     return failure
 
 
-def _room(settings: Any, size: int) -> None:
+def _disk_full(media_dir: Path) -> DiskFull:
+    metrics.uploads_rejected_total.labels("disk_full").inc()
+    return DiskFull(media_dir, free_bytes(media_dir), "upload refused")
+
+
+def _room(media_dir: Path, size: int, reserve: int) -> None:
     """Room for the stored file (about the upload's size; FLAC of a long low-bitrate MP3 is larger,
     and a shortfall then is caught when the file is written) with the database's reserve left."""
     try:
-        require(Path(settings.media_dir), size, settings.min_free_bytes, "upload refused")
+        require(media_dir, size, reserve, "upload refused")
     except DiskFull:
         metrics.uploads_rejected_total.labels("disk_full").inc()
         raise
@@ -104,21 +108,17 @@ async def upload_media(call: Call) -> Reply:
     if getattr(call.request, "too_large", False):
         metrics.uploads_rejected_total.labels("too_large").inc()
         raise ApiError(413, "too_large", f"uploads are limited to {settings.max_upload_bytes} bytes")
+    media_dir = Path(settings.media_dir)
     if getattr(call.request, "spool_failed", None) is not None:  # the body did not fit on the disk
-        metrics.uploads_rejected_total.labels("disk_full").inc()
-        raise DiskFull(settings.media_dir, free_bytes(Path(settings.media_dir)), "upload refused")
+        raise _disk_full(media_dir)
     data = _body(call.request)
-    _room(settings, Path(data).stat().st_size if isinstance(data, str) else len(data))
+    _room(media_dir, Path(data).stat().st_size if isinstance(data, str) else len(data), settings.min_free_bytes)
     media_id = uuid.uuid4().hex
-    path = Path(settings.media_dir) / f"{media_id}.flac"
+    path = media_dir / f"{media_id}.flac"
     # Decoding and loudness analysis take seconds of CPU: in a worker process, never on the reactor.
     work = call.app.workers.run(_process, data, filename=filename, out_path=path, max_bytes=settings.max_upload_bytes,
                              target_lufs=settings.loudness_target_lufs, max_duration_s=settings.max_upload_duration_s)
-    try:
-        result: ProcessedMedia = await work.addErrback(_refused, Path(settings.media_dir))
-    except DiskFull:
-        path.unlink(missing_ok=True)  # what was written of it before the disk filled
-        raise
+    result: ProcessedMedia = await work.addErrback(_refused, media_dir)
     item = NewMedia(id=media_id, zone=zone, title=title, filename=filename, path=str(path),
                     duration_s=result.duration_s, loudness_lufs=result.loudness_lufs,
                     original_lufs=result.original_lufs, sha256=result.sha256, size_bytes=result.size_bytes)
