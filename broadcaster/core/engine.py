@@ -40,8 +40,8 @@ from broadcaster.core.subscriptions import Subscription, SubscriptionTable
 
 log = logging.getLogger(__name__)
 REBUILD_TICKS = 5
-UNVERIFIED_WHEN_BEHIND = 64  # datagrams from unsubscribed addresses examined per batch while the socket is behind
-READ_MINIMUM = 32  # datagrams handled per batch even when a frame is due (keepalives must not starve)
+UNVERIFIED_WHEN_BEHIND = 64  # datagrams from unsubscribed addresses examined per batch while behind a flood
+FLOOD_REFUSALS_PER_S = 500   # refused datagrams in the last second that mean a flood (loudspeakers make none)
 
 
 def release(spec: Any) -> None:
@@ -88,6 +88,8 @@ class Core:
             channel_info=lambda cid: self.channels[cid].rtp_info if cid in self.channels else None,
             on_change=self._dirty.add, on_session=self._session)
         self.subscriptions.on_command_ack = lambda device, seq: self.emit(c.CommandAck(device, seq))
+        self.flooded = False  # more than FLOOD_REFUSALS_PER_S refused in the last second (Core.datagrams)
+        self._refused_before = 0
 
     # --- inputs from outside ------------------------------------------------
 
@@ -102,15 +104,17 @@ class Core:
 
     def datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], behind: bool) -> None:
         """A batch read from the socket. While the loop keeps up (``behind`` False) all of it, in
-        order. Behind (the socket held more than a batch: a flood), datagrams from the address of
-        a live subscription naming that subscription's device go first, so keepalives and
-        acknowledgements get through, then at most UNVERIFIED_WHEN_BEHIND of the rest; the
+        order: the reader already stops early once a frame is due (process.READ_MINIMUM), and nothing
+        read is dropped, so keepalives are never lost to a busy frame. Behind (the socket held
+        more than a batch) during a flood (``flooded``: more than FLOOD_REFUSALS_PER_S datagrams
+        refused in the last second; loudspeakers, even 5,000 subscribing at once, make none, and
+        shedding their handshakes cost them audio in benchmarks/fanout.py), datagrams from the
+        address of a live subscription naming that subscription's device go first, so keepalives
+        and acknowledgements get through, then at most UNVERIFIED_WHEN_BEHIND of the rest; the
         others are dropped unexamined (counted as "shed"), so reading can outpace a flood of
-        datagrams that each cost an HMAC to refuse. Either way, once the next frame is due
-        (and READ_MINIMUM were handled) the rest of the batch is shed: the frame goes first.
-        A loudspeaker not yet subscribed retries within its keepalive interval."""
-        deadline = self.clock.next_deadline
-        if behind:
+        datagrams that each cost an HMAC to refuse. A loudspeaker not yet subscribed retries
+        within its keepalive interval."""
+        if behind and self.flooded:
             verified = self.subscriptions.verified
             first, others = [], []
             for item in batch:
@@ -122,11 +126,9 @@ class Core:
                     others.append(item)
             if len(others) > UNVERIFIED_WHEN_BEHIND:
                 self.subscriptions.rejected("shed", len(others) - UNVERIFIED_WHEN_BEHIND)
-            batch = first + others[:UNVERIFIED_WHEN_BEHIND]
-        for i, (data, address) in enumerate(batch):
-            if i >= READ_MINIMUM and i % 16 == 0 and self.now() >= deadline:
-                self.subscriptions.rejected("shed", len(batch) - i)
-                return
+                others = others[:UNVERIFIED_WHEN_BEHIND]
+            batch = first + others
+        for data, address in batch:
             self.datagram(data, address)
 
     def datagram(self, data: bytes, address: tuple[str, int]) -> None:
@@ -201,6 +203,9 @@ class Core:
         self._first_frames = [item for item in self._first_frames if item.awaiting]
 
     def _every_second(self) -> None:
+        refused = self.subscriptions.refused
+        self.flooded = refused - self._refused_before > FLOOD_REFUSALS_PER_S
+        self._refused_before = refused
         self.subscriptions.expire(self.wall())
         channels: dict[str, dict[str, Any]] = {}
         for channel in self.channels.values():

@@ -31,12 +31,13 @@ import time
 
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
-from broadcaster.core.engine import READ_MINIMUM, Core
+from broadcaster.core.engine import Core
 from broadcaster.core.link import FrameReader, encode
 
 log = logging.getLogger("broadcaster.core")
 
 READ_BUDGET = 256           # datagrams per wake-up
+READ_MINIMUM = 32           # datagrams per wake-up even when a frame is due (keepalives must not starve)
 LINK_READ = 1 << 20         # bytes of commands per wake-up
 PAGE_DROP_BYTES = 16 << 20  # past this much unwritten output, listener pages are dropped
 STATUS_DROP_BYTES = 64 << 20  # and past this, status snapshots too (the next one says it all again)

@@ -64,6 +64,7 @@ class SubscriptionTable:
         self.subscriptions: dict[str, Subscription] = {}
         self.verified: dict[Address, bytes] = {}  # the address of each subscription -> its device id, as sent
         self._rejected: dict[str, Any] = {}  # reason -> its counter, looked up once: a flood pays per datagram
+        self.refused = 0  # datagrams refused after examination, ever (the core tells a flood by its rate)
         self._by_channel: dict[str, dict[str, Address]] = {}
         self._last: dict[str, tuple[int, int]] = {}  # device -> newest (ts_ms, seq) accepted
         self._cookie_secret = secrets.token_bytes(32)
@@ -145,6 +146,8 @@ class SubscriptionTable:
         return None
 
     def rejected(self, reason: str, count: int = 1) -> None:
+        if reason != "shed":
+            self.refused += count
         counter = self._rejected.get(reason)
         if counter is None:
             counter = self._rejected[reason] = metrics.datagrams_rejected_total.labels(reason)
