@@ -103,18 +103,19 @@ class Core:
             self._queue.append(command)
 
     def datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], behind: bool) -> None:
-        """A batch read from the socket. While the loop keeps up (``behind`` False) all of it, in
-        order: the reader already stops early once a frame is due (process.READ_MINIMUM), and nothing
-        read is dropped, so keepalives are never lost to a busy frame. Behind (the socket held
-        more than a batch) during a flood (``flooded``: more than FLOOD_REFUSALS_PER_S datagrams
-        refused in the last second; loudspeakers, even 5,000 subscribing at once, make none, and
-        shedding their handshakes cost them audio in benchmarks/fanout.py), datagrams from the
-        address of a live subscription naming that subscription's device go first, so keepalives
-        and acknowledgements get through, then at most UNVERIFIED_WHEN_BEHIND of the rest; the
-        others are dropped unexamined (counted as "shed"), so reading can outpace a flood of
-        datagrams that each cost an HMAC to refuse. A loudspeaker not yet subscribed retries
-        within its keepalive interval."""
-        if behind and self.flooded:
+        """A batch read from the socket, all of it and in order while the loop keeps up: the
+        reader already stops early once a frame is due (process.READ_MINIMUM), and nothing read
+        is dropped for a late frame, so keepalives are not lost to a busy one.
+
+        Behind (the socket held more than a batch) during a flood (over FLOOD_REFUSALS_PER_S
+        datagrams refused in the last second, or so far in this one; loudspeakers make none,
+        even 5,000 subscribing at once, and shedding their handshakes cost them audio in
+        benchmarks/fanout.py): datagrams from the address of a live subscription naming that
+        subscription's device go first, so keepalives and acknowledgements get through, then
+        at most UNVERIFIED_WHEN_BEHIND of the rest; the others are dropped unexamined (counted
+        as "shed"), so reading outpaces a flood of datagrams that each cost an HMAC to refuse.
+        A loudspeaker not yet subscribed retries within its keepalive interval."""
+        if behind and (self.flooded or self.subscriptions.refused - self._refused_before > FLOOD_REFUSALS_PER_S):
             verified = self.subscriptions.verified
             first, others = [], []
             for item in batch:

@@ -26,7 +26,7 @@ from broadcaster.api.models import (
 )
 from broadcaster.api.openapi import build, committed
 from broadcaster.control.auth import Principal
-from tests.conftest import MAX_UPLOAD, Api, prepare, run_speaker, start_server, tone_file
+from tests.conftest import MAX_UPLOAD, Api, prepare, run_speaker, start_server, tone_file, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,8 @@ def test_upload_library_audit_and_refusals(api: Api, tmp_path: Path) -> None:
 
 
 def test_csv_report_and_broadcast_log(api: Api) -> None:
+    # Each channel's loop is decoded in a worker and its play written after: both come soon after start.
+    assert wait_until(lambda: len(api("GET", "/api/v1/broadcasts")[1]["items"]) >= 2)
     status, log = api("GET", "/api/v1/broadcasts")
     assert status == 200 and {e["channel"] for e in log["items"]} == {"ch-a", "ch-b"}
     assert all(e["kind"] == "loop" and e["ended_at"] is None for e in log["items"])
