@@ -6,6 +6,7 @@ frames of exactly one Opus frame size, so nothing else handles raw PCM bytes.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,13 @@ VALID_FRAME_SAMPLES = (120, 240, 480, 960, 1920, 2880)
 MAX_PACKET_BYTES = 1200  # an RTP datagram of this plus 12 bytes fits any path MTU
 
 Frame = npt.NDArray[np.float32]
+
+# opus_encode_float itself, with pointer arguments passed as plain addresses: the encoder
+# below calls it straight into a buffer it keeps, so a frame costs libopus and one bytes
+# copy of the packet (opuslib's wrapper copies the PCM once and the packet three times).
+_encode_float = _opus.api.libopus.opus_encode_float
+_encode_float.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int32)
+_encode_float.restype = ctypes.c_int32
 
 
 class OpusCodecError(ValueError):
@@ -60,18 +68,22 @@ class OpusEncoder:
         self._encoder.dtx = int(settings.dtx)
         # Pre-skip for Ogg (RFC 7845 4.2): the decoder discards this many samples.
         self.lookahead: int = int(self._encoder.lookahead)
+        self._state = ctypes.cast(self._encoder.encoder_state, ctypes.c_void_p).value
+        self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+        self._out_address = ctypes.addressof(self._out)
 
     def encode(self, frame: Frame) -> bytes:
         if frame.shape != (self.frame_samples,):
             raise ValueError(f"expected {self.frame_samples} samples, got shape {frame.shape}")
-        pcm = np.ascontiguousarray(frame, dtype=np.float32).tobytes()
-        try:
-            # Capped so every packet fits one datagram whatever the bitrate: libopus
-            # lowers the quality of a frame rather than exceed the cap.
-            return bytes(_opus.api.encoder.encode_float(self._encoder.encoder_state, pcm, self.frame_samples,
-                                                        MAX_PACKET_BYTES))
-        except _opus.OpusError as exc:
-            raise OpusCodecError(f"Opus encode failed: {exc}") from exc
+        if frame.dtype != np.float32 or not frame.flags.c_contiguous:
+            frame = np.ascontiguousarray(frame, dtype=np.float32)
+        # Capped so every packet fits one datagram whatever the bitrate: libopus
+        # lowers the quality of a frame rather than exceed the cap.
+        size = _encode_float(self._state, frame.ctypes.data, self.frame_samples, self._out_address,
+                             MAX_PACKET_BYTES)
+        if size < 0:
+            raise OpusCodecError(f"Opus encode failed: {_opus.OpusError(size)}")
+        return ctypes.string_at(self._out_address, size)
 
 
 class OpusDecoder:

@@ -44,9 +44,9 @@ class Channel:
         self.by_kind: dict[str, Any] = {o.kind: o for o in self.outputs}
         self._marker = True
         self._last_tick: int | None = None
-        self._encode_seconds = metrics.encode_seconds.labels(self.id)
-        self._frames_encoded = metrics.frames_encoded_total.labels(self.id)
-        self._frames_silent = metrics.frames_silent_total.labels(self.id)
+        self._encode_seconds = metrics.HistogramTally(metrics.encode_seconds.labels(self.id))
+        self._frames_encoded = metrics.Tally(metrics.frames_encoded_total.labels(self.id))
+        self._frames_silent = metrics.Tally(metrics.frames_silent_total.labels(self.id))
 
     @property
     def rtp_info(self) -> dict[str, int | str]:
@@ -55,7 +55,10 @@ class Channel:
 
     @property
     def active(self) -> bool:
-        return any(output.active for output in self.outputs)
+        for output in self.outputs:
+            if output.active:
+                return True
+        return False
 
     def tick(self, tick: int) -> None:
         if self._last_tick is not None and tick > self._last_tick + 1:
@@ -76,15 +79,15 @@ class Channel:
         frame = self.mixer.mix()
         if frame is None:
             packet = self.silence
-            self._frames_silent.inc()
+            self._frames_silent.pending += 1
         else:
             packet = self.encoder.encode(frame)
-            self._frames_encoded.inc()
+            self._frames_encoded.pending += 1
             self._encode_seconds.observe(time.perf_counter() - started)
         # The marker bit flags new content: the stream's start, or a higher class taking over.
         rtp = self.packetizer.packetize(packet, self.frame_samples, marker=self._marker or self.mixer.top_rose)
         self._marker = False
-        encoded = EncodedFrame(tick=tick, pcm=frame, opus=packet, rtp=rtp, samples=self.frame_samples)
+        encoded = EncodedFrame(tick, frame, packet, rtp, self.frame_samples)
         for output in self.outputs:
             output.send(encoded)
 

@@ -204,6 +204,7 @@ class Core:
         self._first_frames = [item for item in self._first_frames if item.awaiting]
 
     def _every_second(self) -> None:
+        metrics.flush_tallies()
         refused = self.subscriptions.refused
         self.flooded = refused - self._refused_before > FLOOD_REFUSALS_PER_S
         self._refused_before = refused
@@ -388,6 +389,7 @@ class Core:
             # milliseconds of this loop with many channels, and the page needs no login.
             now = self.now()
             if self._metrics is None or now - self._metrics[0] >= 1.0:
+                metrics.flush_tallies()
                 self._metrics = (now, generate_latest(metrics.CORE_REGISTRY))
             return self._metrics[1]
         return None

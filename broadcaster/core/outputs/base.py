@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from broadcaster import metrics
 from broadcaster.codecs.pcm import Audio
@@ -21,8 +21,10 @@ from broadcaster.config import AudioConfig, HttpConfig
 from broadcaster.core.commands import ChannelSpec, Event
 
 
-@dataclass(frozen=True)
-class EncodedFrame:
+class EncodedFrame(NamedTuple):
+    """A tuple, not a frozen dataclass: one is made per channel per frame, and a frozen
+    dataclass's __init__ costs several times as much."""
+
     tick: int
     pcm: Audio | None  # None: nothing played (the opus packet is the cached silence)
     opus: bytes
@@ -60,19 +62,20 @@ class OutputContext:
 
 
 class SendCounters:
-    """Packets, bytes and refused sends of one channel and transport, counted per send call."""
+    """Packets, bytes and refused sends of one channel and transport, counted per send call
+    (as tallies: added to the metrics once a second, metrics.flush_tallies)."""
 
     def __init__(self, channel: str, transport: str) -> None:
-        self._packets = metrics.packets_sent_total.labels(channel, transport)
-        self._bytes = metrics.bytes_sent_total.labels(channel, transport)
-        self._errors = metrics.send_errors_total.labels(channel, transport)
+        self._packets = metrics.Tally(metrics.packets_sent_total.labels(channel, transport))
+        self._bytes = metrics.Tally(metrics.bytes_sent_total.labels(channel, transport))
+        self._errors = metrics.Tally(metrics.send_errors_total.labels(channel, transport))
 
     def count(self, sent: int, failed: int, size: int) -> None:
         if sent:
-            self._packets.inc(sent)
-            self._bytes.inc(sent * size)
+            self._packets.pending += sent
+            self._bytes.pending += sent * size
         if failed:
-            self._errors.inc(failed)
+            self._errors.pending += failed
 
 
 Builder = Callable[[OutputContext], Output | None]
