@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux
+# The peers and players the benchmarks measure against (benchmarks/README.md).
+BENCH_DEBS := $(TEST_DEBS) icecast2 vlc-bin vlc-plugin-base chromium chromium-driver
 
-.PHONY: run test lint bench fuzz clean system-run system-test
+.PHONY: run test lint bench fuzz clean system-run system-test system-bench
 
 run: system-run $(STAMP)
 	$(BIN)/broadcaster serve
@@ -26,7 +28,9 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: system-test $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/unit/test_fuzz.py
 
-bench: system-run $(STAMP)
+bench: system-bench $(STAMP)
+	$(BIN)/python benchmarks/channels.py
+	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/preemption.py
 	$(BIN)/python benchmarks/isolation.py
@@ -37,6 +41,9 @@ system-run:
 
 system-test:
 	@scripts/system-deps.sh $(TEST_DEBS)
+
+system-bench:
+	@scripts/system-deps.sh $(BENCH_DEBS)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -340,7 +340,12 @@ class BroadcastServer:
         from prometheus_client import generate_latest
 
         own = generate_latest(metrics.REGISTRY)
-        return self.core.ask("metrics").addCallback(lambda core: own + (core or b""))
+
+        def joined(core: bytes | list[bytes] | None) -> bytes:
+            # Several core processes answer with one exposition each (core/shards.py).
+            return own + (metrics.merge_expositions(core) if isinstance(core, list) else core or b"")
+
+        return self.core.ask("metrics").addCallback(joined)
 
 
 def channel_config(row: dict[str, Any]) -> ChannelConfig:

@@ -39,6 +39,7 @@ class ServerConfig:
     udp_port: int = 5004
     udp_fanout: str = "auto"  # "auto" (sendmmsg where available) or "loop" (one sendto per address)
     core_nice: int = -5  # the audio core process's nice value: ahead of control for the CPU (root may lower it)
+    core_processes: int = 0  # processes the channels are spread over; 0 ("auto"): one per CPU (core/shards.py)
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
 
 
 def _server(r: _Reader, value: Any) -> ServerConfig:
-    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout", "core_nice"})
+    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout", "core_nice", "core_processes"})
     host = r.typed(d, "host", "server", str, ServerConfig.host)
     try:
         ipaddress.ip_address(host)
@@ -301,6 +302,8 @@ def _server(r: _Reader, value: Any) -> ServerConfig:
         udp_port=r.int_range(d, "udp_port", "server", ServerConfig.udp_port, 0, 65535),
         udp_fanout=r.choice(d, "udp_fanout", "server", ServerConfig.udp_fanout, ("auto", "loop")),
         core_nice=r.int_range(d, "core_nice", "server", ServerConfig.core_nice, -20, 19),
+        core_processes=0 if d.get("core_processes", "auto") == "auto"
+        else r.int_range(d, "core_processes", "server", 1, 1, 64),
     )
 
 

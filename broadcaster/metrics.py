@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 # Two registries because the real-time core runs in a process of its own: it
 # exports CORE_REGISTRY (asked for at each scrape), control exports REGISTRY,
@@ -132,6 +133,11 @@ live_overrun_seconds_total = Counter(
     "broadcaster_live_overrun_seconds_total",
     "Studio audio dropped because the live buffer was over its maximum.",
     ["channel"], registry=CORE_REGISTRY)
+live_shed_seconds_total = Counter(
+    "broadcaster_live_shed_seconds_total",
+    "Studio audio dropped to catch up with live after a burst: pauses shortened, or in audio with no "
+    "pause, 20 ms skipped with a crossfade (core/sources/live.py).",
+    ["channel"], registry=CORE_REGISTRY)
 programmes_total = Counter(
     "broadcaster_programmes_total",
     "Scheduled programme plays by outcome (started, completed, failed, skipped).",
@@ -224,3 +230,36 @@ class HistogramTally:
 def flush_tallies() -> None:
     for tally in _TALLIES:
         tally.flush()
+
+
+def merge_expositions(parts: list[bytes]) -> bytes:
+    """The expositions of several core processes as one: each family once, and a sample
+    two processes both export (a core-wide counter, a histogram bucket) summed, which is
+    what one process would have counted; a ``_created`` time is the earliest."""
+    merged: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for part in parts:
+        for family in text_string_to_metric_families(part.decode("utf-8")):
+            if family.name not in merged:
+                merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                values[family.name] = {}
+            samples = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in samples:
+                    samples[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    samples[key] = min(samples[key], sample.value)
+                else:
+                    samples[key] += sample.value
+    for name, family in merged.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+
+    class Merged:
+        def collect(self) -> list[Metric]:
+            return list(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Merged())
+    return generate_latest(registry)

@@ -13,6 +13,7 @@ in tests): ``start_at`` says which frame an input starts in, to the sample.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +50,13 @@ class CoreSettings:
     speakers: SpeakerPolicy
     fanout: str = "auto"
     nice: int = -5
+    processes: int = 1  # core processes the channels are spread over (core/shards.py)
 
     @classmethod
     def of(cls, config: Config) -> CoreSettings:
+        processes = config.server.core_processes or len(os.sched_getaffinity(0))
         return cls(audio=config.audio, http=config.http, speakers=config.speakers, fanout=config.server.udp_fanout,
-                   nice=config.server.core_nice)
+                   nice=config.server.core_nice, processes=processes)
 
 
 # --- control -> core ----------------------------------------------------------
@@ -128,6 +131,15 @@ class SetListeners(Command):
 
     channel: str
     count: int
+
+
+@dataclass(frozen=True)
+class SetAddresses(Command):
+    """Between core processes: the loudspeakers now subscribed to a channel this process
+    plays (the process reading the datagrams keeps the subscriptions, core/shards.py)."""
+
+    channel: str
+    addresses: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)

@@ -79,14 +79,17 @@ class Core:
         self._order = itertools.count()
         self._dirty: set[str] = set()  # channels whose loudspeaker addresses changed
         self._first_frames: list[_Input] = []
-        self._live_seen: dict[tuple[str, str], tuple[int, int]] = {}
+        self._live_seen: dict[tuple[str, str], tuple[int, int, int]] = {}
         self.stopped = False
         self._metrics: tuple[float, bytes] | None = None
         self._next_rebuild = 0  # the tick from which changed send lists are rebuilt again
+        # Channels played by the other core processes (core/shards.py): their stream description,
+        # for this process's subscriptions, and where their loudspeakers' addresses go.
+        self.remote: dict[str, dict[str, Any]] = {}
+        self.on_remote_addresses: Callable[[str, list[tuple[str, int]]], None] = lambda channel, addresses: None
         self.subscriptions = SubscriptionTable(
-            (), settings.speakers,
-            channel_info=lambda cid: self.channels[cid].rtp_info if cid in self.channels else None,
-            on_change=self._dirty.add, on_session=self._session)
+            (), settings.speakers, channel_info=self._channel_info, on_change=self._dirty.add,
+            on_session=self._session)
         self.subscriptions.on_command_ack = lambda device, seq: self.emit(c.CommandAck(device, seq))
         self.flooded = False  # more than FLOOD_REFUSALS_PER_S refused in the last second (Core.datagrams)
         self._refused_before = 0
@@ -176,6 +179,8 @@ class Core:
                 channel = self.channels.get(channel_id)
                 if channel is not None and "rtp" in channel.by_kind:
                     channel.by_kind["rtp"].set_addresses(self.subscriptions.addresses(channel_id))
+                elif channel_id in self.remote:
+                    self.on_remote_addresses(channel_id, self.subscriptions.addresses(channel_id))
             self._dirty.clear()
             self._next_rebuild = tick + REBUILD_TICKS
         for channel in self.channels.values():
@@ -232,10 +237,12 @@ class Core:
     def _live_metrics(self, input_id: str, channel_id: str, source: LiveSource,
                       channels: dict[str, dict[str, Any]]) -> None:
         metrics.live_buffer_seconds.labels(channel_id).set(source.depth_s)
-        seen = self._live_seen.get((input_id, channel_id), (0, 0))
-        metrics.live_underruns_total.labels(channel_id).inc(source.stats.underruns - seen[0])
-        metrics.live_overrun_seconds_total.labels(channel_id).inc((source.stats.overruns - seen[1]) / 48000)
-        self._live_seen[(input_id, channel_id)] = (source.stats.underruns, source.stats.overruns)
+        stats = source.stats
+        seen = self._live_seen.get((input_id, channel_id), (0, 0, 0))
+        metrics.live_underruns_total.labels(channel_id).inc(stats.underruns - seen[0])
+        metrics.live_overrun_seconds_total.labels(channel_id).inc((stats.overruns - seen[1]) / 48000)
+        metrics.live_shed_seconds_total.labels(channel_id).inc((stats.shed - seen[2]) / 48000)
+        self._live_seen[(input_id, channel_id)] = (stats.underruns, stats.overruns, stats.shed)
         if channel_id in channels:
             channels[channel_id].setdefault("live", {})[input_id] = {
                 "buffer_s": round(source.depth_s, 3), "underruns": source.stats.underruns}
@@ -276,6 +283,10 @@ class Core:
                 channel.by_kind["ogg"].set_listeners(command.count)
         elif isinstance(command, c.AddChannel):
             self._add_channel(command.spec)
+        elif isinstance(command, c.SetAddresses):
+            channel = self.channels.get(command.channel)
+            if channel is not None and "rtp" in channel.by_kind:
+                channel.by_kind["rtp"].set_addresses(list(command.addresses))
         elif isinstance(command, c.SetDevices):
             self.subscriptions.set_devices(command.devices, self.wall())
         elif isinstance(command, c.PutDevice):
@@ -379,6 +390,10 @@ class Core:
         self.emit(c.InputEnded(input_id, channel_id, how))
 
     # --- loudspeakers -------------------------------------------------------
+
+    def _channel_info(self, channel_id: str) -> dict[str, Any] | None:
+        channel = self.channels.get(channel_id)
+        return channel.rtp_info if channel is not None else self.remote.get(channel_id)
 
     def _session(self, kind: str, subscription: Subscription, at: float) -> None:
         self.emit(c.SessionChanged(kind, subscription.device_id, subscription.channel, subscription.address, at))

@@ -17,6 +17,8 @@ dropped first and audio to loudspeakers never waits.
 Started by control (broadcaster/control/coreproc.py) as
 ``python -m broadcaster.core.process LINK_FD UDP_FD``; the first message on
 the link is the CoreSettings. When the link closes (control died) it exits.
+With ``CoreSettings.processes`` above one it starts further core processes
+(``--shard``) and spreads the channels over them (core/shards.py).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
 from broadcaster.core.engine import Core
 from broadcaster.core.link import FrameReader, encode
+from broadcaster.core.shards import Shards
 
 log = logging.getLogger("broadcaster.core")
 
@@ -44,13 +48,18 @@ STATUS_DROP_BYTES = 64 << 20  # and past this, status snapshots too (the next on
 
 
 class CoreLoop:
-    def __init__(self, link: socket.socket, udp: socket.socket) -> None:
+    """``shard``: one of the further core processes (core/shards.py), which plays the channels
+    the primary gives it and never reads the UDP socket (it only sends on it)."""
+
+    def __init__(self, link: socket.socket, udp: socket.socket, shard: bool = False) -> None:
         self.link = link
         self.udp = udp
+        self.shard = shard
         self.reader = FrameReader()
         self.out = bytearray()
         self.dropped_pages = 0
         self.core: Core | None = None
+        self.shards: Shards | None = None
         self._early: list[c.Command] = []
         self.selector = selectors.DefaultSelector()
         link.setblocking(False)
@@ -68,11 +77,18 @@ class CoreLoop:
         settings = self._settings()
         _nice(settings.nice)
         core = self.core = Core(settings, self.udp, now=time.monotonic, wall=time.time, emit=self.emit)
-        self.selector.register(self.udp, selectors.EVENT_READ, "udp")
+        submit = core.submit
+        if not self.shard:
+            self.selector.register(self.udp, selectors.EVENT_READ, "udp")
+            if settings.processes > 1:
+                shards = self.shards = Shards(settings, self.udp, core, self.emit)
+                submit = shards.route
+                for shard in shards.shards:
+                    self.selector.register(shard.link, selectors.EVENT_READ, shard)
         self.selector.register(self.link, selectors.EVENT_READ, "link")
         core.start()
         for message in self._early:
-            core.submit(message)
+            submit(message)
         self._early = []
         open_link = True
         while open_link and not core.done:
@@ -83,10 +99,15 @@ class CoreLoop:
                 if key.data == "udp":
                     self._read_datagrams(core)
                 elif key.data == "link":
-                    open_link = self._read_commands(core)
+                    open_link = self._read_commands(core, submit)
+                elif self.shards is not None and not self.shards.read(key.data):
+                    core.stop()
+                    open_link = False
             core.run_due()
             self._flush()
         self._flush(block=True)
+        if self.shards is not None:
+            self.shards.close()
 
     def _settings(self) -> CoreSettings:
         self.link.setblocking(True)
@@ -127,7 +148,7 @@ class CoreLoop:
                 break  # e.g. ICMP port unreachable reported on the socket
         core.datagrams(batch, behind=full)
 
-    def _read_commands(self, core: Core) -> bool:
+    def _read_commands(self, core: Core, submit: Callable[[c.Command], None]) -> bool:
         try:
             data = self.link.recv(LINK_READ)
         except (BlockingIOError, InterruptedError):
@@ -136,10 +157,12 @@ class CoreLoop:
             core.stop()
             return False
         for message in self.reader.feed(data):
-            core.submit(message)
+            submit(message)
         return True
 
     def _flush(self, block: bool = False) -> None:
+        if self.shards is not None:
+            self.shards.flush()
         if not self.out:
             return
         if block:
@@ -162,15 +185,17 @@ class CoreLoop:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    link_fd, udp_fd = int(args[0]), int(args[1])
+    shard = args[:1] == ["--shard"]
+    link_fd, udp_fd = (int(arg) for arg in args[int(shard):int(shard) + 2])
     # Control decides when the core stops (a Stop command, or the link closing): a SIGTERM
     # sent to the whole service must not end the core before control has recorded its sessions.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s core %(levelname)s %(message)s")
+    name = "core-shard" if shard else "core"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     link = socket.socket(fileno=link_fd)
     udp = socket.socket(fileno=udp_fd)
-    CoreLoop(link, udp).run()
+    CoreLoop(link, udp, shard=shard).run()
     return 0
 
 

@@ -42,3 +42,28 @@ def test_nothing_counted_until_flushed_and_nothing_twice() -> None:
     metrics.flush_tallies()
     metrics.flush_tallies()
     assert registry.get_sample_value("t_frames_total") == 5
+
+
+def test_expositions_of_two_core_processes_merge_into_one() -> None:
+    def process(channel: str, missed: int, lateness: float) -> bytes:
+        registry = CollectorRegistry()
+        frames = Counter("t_frames_total", "frames", ["channel"], registry=registry)
+        ticks = Counter("t_missed_total", "missed", registry=registry)
+        late = Histogram("t_late_seconds", "late", buckets=BUCKETS, registry=registry)
+        frames.labels(channel).inc(50)
+        ticks.inc(missed)
+        late.observe(lateness)
+        return generate_latest(registry)
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.merge_expositions([process("a", 1, 0.005), process("b", 2, 0.05)]).decode()
+    assert text.count("# TYPE t_frames_total counter") == 1
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples}
+    assert values[("t_frames_total", (("channel", "a"),))] == 50
+    assert values[("t_frames_total", (("channel", "b"),))] == 50
+    assert values[("t_missed_total", ())] == 3
+    assert values[("t_late_seconds_bucket", (("le", "0.01"),))] == 1
+    assert values[("t_late_seconds_bucket", (("le", "0.1"),))] == 2
+    assert values[("t_late_seconds_count", ())] == 2

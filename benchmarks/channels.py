@@ -1,0 +1,113 @@
+"""Channel benchmark: how many channels the server mixes, encodes and sends, with one core
+process and with several (server.core_processes), against bare libopus in the same run.
+
+For each process count and channel count N it starts the real server with N channels (each
+looping a 440 Hz tone, one loudspeaker each), subscribes the N loudspeakers (SpeakerSwarm, on
+loopback), warms up, then measures: server CPU seconds per second (control and every core
+process), µs of server CPU per channel-frame, ticks missed, and the share of packets the
+loudspeakers received. The reference is the same tone's 20 ms frames encoded by libopus in a
+tight loop in this process (opus_encode_float straight into a buffer: what a channel-frame can
+cost at best), measured next to every row; the ratio is row / reference.
+
+    .venv/bin/python benchmarks/channels.py                             # the full table
+    .venv/bin/python benchmarks/channels.py --processes 1 2 --counts 100 200 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import ServerProcess, machine, raise_fd_limit, speaker_key, write_config  # noqa: E402
+from broadcaster.codecs.opus import OpusEncoder, OpusSettings  # noqa: E402
+from broadcaster.config import AudioConfig  # noqa: E402
+from broadcaster.speaker.swarm import SpeakerSwarm  # noqa: E402
+
+KEEPALIVE_S = 5.0
+
+
+def bare_libopus_us(seconds: float = 2.0) -> float:
+    """µs of CPU per 20 ms frame of the benchmark's tone, encoded as a channel's encoder is set up."""
+    audio = AudioConfig()
+    encoder = OpusEncoder(OpusSettings(frame_samples=audio.frame_samples, bitrate=audio.bitrate,
+                                       complexity=audio.complexity))
+    t = np.arange(4 * 48000) / 48000
+    tone = (0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    frames = [tone[i:i + audio.frame_samples] for i in range(0, tone.size, audio.frame_samples)]
+    done = 0
+    start = time.process_time()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for frame in frames:
+            encoder.encode(frame)
+        done += len(frames)
+    return (time.process_time() - start) / done * 1e6
+
+
+def run_one(processes: int, n: int, seconds: float, warmup_s: float = 3.0) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), speakers_per_channel=1, channels=n, keepalive_s=KEEPALIVE_S,
+                              extra={"server": {"host": "127.0.0.1", "core_processes": processes}})
+        server = ServerProcess(config)
+        swarm = SpeakerSwarm([(f"spk-{c}-0", speaker_key(0).encode()) for c in range(n)],
+                             [f"ch-{c}" for c in range(n)], ("127.0.0.1", server.udp_port))
+        try:
+            swarm.subscribe_until_acked()
+            online = server.wait_online(n, timeout_s=10)
+            swarm.run(warmup_s, keepalive_s=KEEPALIVE_S)
+            swarm.reset_counts()
+            missed0 = server.get_json("/healthz")["ticks_missed"]
+            cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            swarm.run(seconds, keepalive_s=KEEPALIVE_S)
+            cpu1, t1 = server.cpu_seconds(), time.monotonic()
+            missed = server.get_json("/healthz")["ticks_missed"] - missed0
+            totals = swarm.totals()
+        finally:
+            swarm.close()
+            server.stop()
+    elapsed = t1 - t0
+    cpu_per_s = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) / elapsed
+    frames_per_s = n * 50
+    return {"online": online, "cpu_per_s": cpu_per_s, "us_per_channel_frame": cpu_per_s / frames_per_s * 1e6,
+            "received": totals["received"] / (frames_per_s * elapsed), "lost": totals["lost"], "missed": missed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="server.core_processes")
+    parser.add_argument("--counts", type=int, nargs="+", default=[100, 200, 300, 400, 500])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per row (bounded)")
+    args = parser.parse_args()
+    raise_fd_limit(max(args.counts) + 256)
+    print(f"machine: {machine()}; 20 ms frames; {args.seconds:g} s per row", flush=True)
+    print("| core processes | channels | online | server CPU s/s | µs CPU per channel-frame "
+          "| bare libopus µs per frame (same run) | ratio | received | lost | ticks missed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    capacity: dict[int, int] = {}
+    for processes in args.processes:
+        for n in args.counts:
+            reference = bare_libopus_us()
+            r = run_one(processes, n, min(args.seconds, 60.0))
+            reference = (reference + bare_libopus_us()) / 2
+            print(f"| {processes} | {n} | {r['online']} | {r['cpu_per_s']:.3f} | {r['us_per_channel_frame']:.1f} "
+                  f"| {reference:.1f} | {r['us_per_channel_frame'] / reference:.2f} "
+                  f"| {r['received'] * 100:.1f} % | {r['lost']} | {r['missed']} |", flush=True)
+            if r["missed"] == 0 and r["received"] >= 0.999:
+                capacity[processes] = max(capacity.get(processes, 0), n)
+    for processes, n in capacity.items():
+        print(f"{processes} core process(es): up to {n} channels at 0 ticks missed, every packet delivered")
+    if 1 in capacity and len(capacity) > 1:
+        for processes, n in capacity.items():
+            if processes != 1:
+                print(f"  {processes} processes / 1: {n / capacity[1]:.2f}x the channels")
+
+
+if __name__ == "__main__":
+    main()
