@@ -1,6 +1,12 @@
 """HTTP listeners: an endless Ogg/Opus response per listener, Icecast style.
 
-The channel builds each Ogg page once; a listener only writes it. A listener
+The channel builds each Ogg page once, and its HTTP/1.1 chunk framing once
+(``chunk``); a listener only writes it. The write is one send() on the
+listener's socket while nothing is queued for it: twisted's transport.write
+would append to a buffer and register the socket for writing, then write and
+unregister it at the next reactor turn, two epoll_ctl calls and a reactor
+dispatch per listener per page (benchmarks/listeners.py). Whatever the socket
+does not take goes to the transport, which buffers it and pauses us; a listener
 that cannot keep up is disconnected once its backlog passes a bound, so one
 slow phone on 3G never grows the server's memory or delays anyone else.
 """
@@ -8,7 +14,7 @@ slow phone on 3G never grows the server's memory or delays anyone else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import NOT_DONE_YET, Request
@@ -40,22 +46,43 @@ class OggListener:
         self.paused = False
         self.backlog = 0
         self.closed = False
+        self.chunked = False
+        self.transport: Any = None
+        self._socket: Any = None
 
     def start(self) -> None:
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addBoth(self._finished)
         self.stream.add_listener(self)
-        self.request.write(self.stream.stream_start())
+        self.request.write(self.stream.stream_start())  # the response head, then the start, framed by twisted
+        # From here on pages are written ready-framed, past twisted.web's Request.write.
+        self.chunked = bool(getattr(self.request, "chunked", False))
+        self.transport = self.request.channel.transport if self.request.channel else None
+        if hasattr(self.transport, "_tempDataBuffer"):  # a plain TCP transport (not TLS): its socket is ours to send on
+            self._socket = getattr(self.transport, "socket", None)
 
-    def write_page(self, page: bytes) -> None:
-        if self.closed:
+    def write_page(self, page: bytes, chunk: bytes | None = None) -> None:
+        """``chunk``: the page in HTTP/1.1 chunk framing, built once for every listener."""
+        if self.closed or self.transport is None:
             return
+        data = (chunk or frame_chunk(page)) if self.chunked else page
         if self.paused:
-            self.backlog += len(page)
+            self.backlog += len(data)
             if self.backlog > self.max_backlog_bytes:
                 self.drop("slow")
                 return
-        self.request.write(page)
+        transport, sock = self.transport, self._socket
+        if sock is not None and not transport._tempDataBuffer and len(transport.dataBuffer) == transport.offset:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport finds the error at its next write and closes the connection
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def drop(self, reason: str) -> None:
         if self.closed:
@@ -84,6 +111,11 @@ class OggListener:
 
     def stopProducing(self) -> None:  # noqa: N802
         self._close()
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (RFC 9112 7.1)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def serve_stream(request: Request, stream: Stream, *, max_backlog_bytes: int,

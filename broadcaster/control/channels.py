@@ -3,7 +3,7 @@ the HTTP listeners of the Ogg stream.
 
 The core builds each Ogg page once and sends it here; this side keeps the
 burst a new listener starts with and writes each page to every listener (one
-write per page per listener; a slow one is dropped by protocols/listener.py).
+send per page per listener, framed once; a slow one is dropped by protocols/listener.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from broadcaster.config import ChannelConfig
 from broadcaster.core import commands as c
+from broadcaster.protocols.listener import frame_chunk
 
 
 class ChannelView:
@@ -60,5 +61,6 @@ class ChannelView:
         if not event.data:
             return
         self.burst.append(event.data)
+        chunk = frame_chunk(event.data)  # once for every HTTP/1.1 listener
         for listener in list(self.listeners):
-            listener.write_page(event.data)
+            listener.write_page(event.data, chunk)

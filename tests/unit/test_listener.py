@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from broadcaster.protocols.listener import OggListener
+from broadcaster.protocols.listener import OggListener, frame_chunk
 
 
 class FakeTransport:
-    def __init__(self) -> None:
+    """A transport with no socket of its own to send on (as TLS would be): writes are recorded."""
+
+    def __init__(self, written: list[bytes]) -> None:
         self.aborted = False
+        self.written = written
 
     def abortConnection(self) -> None:
         self.aborted = True
 
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+class SocketTransport(FakeTransport):
+    """What a listener sees of twisted's TCP transport: its socket, and its write buffer."""
+
+    def __init__(self, written: list[bytes], sock: socket.socket) -> None:
+        super().__init__(written)
+        self.socket = sock
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataBuffer: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self._tempDataBuffer.append(data)
+
 
 class FakeChannel:
-    def __init__(self) -> None:
-        self.transport = FakeTransport()
+    def __init__(self, transport: FakeTransport) -> None:
+        self.transport = transport
 
 
 class FakeRequest:
     """The parts of twisted.web's Request that a listener uses."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket | None = None, chunked: bool = False) -> None:
         self.written: list[bytes] = []
         self.producer: Any = None
         self.finished: Deferred[None] = Deferred()
-        self.channel = FakeChannel()
+        self.chunked = chunked
+        self.channel = FakeChannel(SocketTransport(self.written, sock) if sock else FakeTransport(self.written))
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.producer = producer
@@ -57,8 +80,9 @@ class Stream:
         self.listeners.discard(listener)
 
 
-def start(max_backlog: int = 10_000) -> tuple[FakeRequest, Stream, OggListener, list[str]]:
-    request, stream, drops = FakeRequest(), Stream(), []
+def start(max_backlog: int = 10_000, sock: socket.socket | None = None,
+          chunked: bool = False) -> tuple[FakeRequest, Stream, OggListener, list[str]]:
+    request, stream, drops = FakeRequest(sock, chunked), Stream(), []
     listener = OggListener(request, stream, max_backlog, drops.append)  # type: ignore[arg-type]  # fake request
     listener.start()
     return request, stream, listener, drops
@@ -99,3 +123,41 @@ def test_disconnect_removes_the_listener() -> None:
     request, stream, listener, drops = start()
     request.finished.callback(None)
     assert listener not in stream.listeners and drops == []
+
+
+def test_pages_go_straight_to_the_socket_framed_once_and_the_rest_queues_in_order() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.setblocking(False)
+    request, stream, listener, drops = start(max_backlog=1 << 20, sock=ours, chunked=True)
+    assert request.written == [b"HEADERS+BURST"], "the start goes through twisted.web (it writes the head)"
+    page = b"p" * 1000
+    chunk = frame_chunk(page)
+    assert chunk == b"3e8\r\n" + page + b"\r\n"
+    listener.write_page(page, chunk)
+    assert theirs.recv(4096) == chunk and request.written == [b"HEADERS+BURST"], "one send, nothing queued"
+    pages = [bytes([65 + i]) * 30_000 for i in range(4)]  # more than the socket takes
+    for big in pages:
+        listener.write_page(big, frame_chunk(big))
+    queued = b"".join(request.written[1:])
+    assert queued, "what the socket did not take went to the transport"
+    theirs.setblocking(False)
+    received = b""
+    while True:
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            break
+    assert received + queued == b"".join(frame_chunk(big) for big in pages), "nothing lost, nothing reordered"
+    assert drops == []
+    ours.close()
+    theirs.close()
+
+
+def test_a_listener_without_chunking_gets_the_bare_page() -> None:
+    ours, theirs = socket.socketpair()
+    _, _, listener, _ = start(sock=ours, chunked=False)
+    listener.write_page(b"page", frame_chunk(b"page"))
+    assert theirs.recv(100) == b"page"
+    ours.close()
+    theirs.close()

@@ -105,3 +105,65 @@ def test_unknown_format_is_refused() -> None:
     assert sniff_decoder(b"RI") is None
     with pytest.raises(ValueError):
         sniff_decoder(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+
+
+def studio(pattern: list[tuple[float, bool]], seconds: float) -> np.ndarray:
+    """A studio's signal: (duration, loud) segments repeated; loud is a 330 Hz tone (6.6 cycles a frame,
+    so a skipped frame is a jump) starting at its peak."""
+    parts = []
+    while sum(p.size for p in parts) < seconds * 48000:
+        for duration, loud in pattern:
+            n = int(duration * 48000)
+            parts.append((0.3 * np.cos(2 * np.pi * 330 * np.arange(n) / 48000)).astype(np.float32) if loud
+                         else np.zeros(n, np.float32))
+    return np.concatenate(parts)[:int(seconds * 48000)]
+
+
+def play(source: LiveSource, signal: np.ndarray, burst_s: float, page_s: float, seconds: float,
+         jitter: list[int] | None = None) -> tuple[np.ndarray, list[float]]:
+    """A console that connects with burst_s buffered, then sends a page every page_s (on the
+    frame clock, each page late by jitter[i] frames); returns what played and the depth per frame."""
+    position = int(burst_s * 48000)
+    source.push(signal[:position])
+    page, frames_per_page = int(page_s * 48000), int(page_s / 0.02)
+    due = {i * frames_per_page + (jitter[i % len(jitter)] if jitter else 0): i for i in range(1, 10_000)}
+    out, depth = [], []
+    for tick in range(int(seconds / 0.02)):
+        if tick in due and position < signal.size:
+            source.push(signal[position:position + page])
+            position += page
+        depth.append(source.depth_s)
+        frame = source.read()
+        out.append(frame if frame is not None else np.zeros(960, np.float32))
+    return np.concatenate(out), depth
+
+
+def test_a_connect_burst_is_shed_from_pauses_and_every_loud_sample_plays_in_order() -> None:
+    source = LiveSource(target_delay_s=0.3, max_delay_s=2.5, stall_s=3.0)
+    signal = studio([(0.4, True), (0.15, False)], 60.0)
+    out, depth = play(source, signal, burst_s=2.0, page_s=0.2, seconds=30.0)
+    assert min(depth[:100]) > 1.5, "the burst is delay at first"
+    assert max(min(depth[i:i + 100]) for i in range(len(depth) - 100, len(depth), 10)) < 0.15, \
+        "back to the reserve: the lowest level over the last 2 s is a few frames"
+    assert source.stats.underruns == 0
+    assert 1.7 * 48000 < source.stats.shed < 2.0 * 48000
+    heard = out[out != 0]
+    assert np.array_equal(heard, signal[signal != 0][:heard.size]), "only silent frames were dropped"
+
+
+def test_audio_without_pauses_catches_up_by_crossfaded_skips() -> None:
+    source = LiveSource(target_delay_s=0.3, max_delay_s=2.5, stall_s=3.0)
+    signal = studio([(1.0, True)], 90.0)
+    out, depth = play(source, signal, burst_s=2.0, page_s=0.2, seconds=70.0)
+    assert min(depth[-100:]) < 0.3 < min(depth[:500])
+    assert source.stats.shed > 1.5 * 48000 and source.stats.underruns == 0
+    # 330 Hz at 0.3 moves at most 0.013 a sample; a cut without the crossfade jumps up to 0.6.
+    assert float(np.abs(np.diff(out[48000:])).max()) < 0.05
+
+
+def test_steady_pages_that_arrive_late_do_not_underrun_once_caught_up() -> None:
+    source = LiveSource(target_delay_s=0.3, max_delay_s=2.5, stall_s=3.0)
+    signal = studio([(0.4, True), (0.15, False)], 90.0)
+    _, depth = play(source, signal, burst_s=0.0, page_s=0.2, seconds=60.0, jitter=[0, 2, 1, 0, 2, 0, 1])
+    assert source.stats.underruns == 0
+    assert min(depth[-500:]) > 0.0
