@@ -61,7 +61,9 @@ def attach(pcm: SharedPcm) -> Audio:
     if mapped is not None:
         return mapped
     try:
-        mapped = np.memmap(pcm.path, dtype=np.float32, mode="r", shape=(pcm.samples,))
+        # A plain ndarray over the mapping (it keeps the mapping alive): slicing a np.memmap
+        # runs three Python-level hooks per slice, 20 µs a channel-frame (benchmarks/channels.py).
+        mapped = np.memmap(pcm.path, dtype=np.float32, mode="r", shape=(pcm.samples,)).view(np.ndarray)
         _attached[pcm.path] = mapped
         return mapped
     finally:
