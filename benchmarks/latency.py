@@ -4,7 +4,7 @@ It starts the real server (one channel, one loudspeaker), a studio console writt
 Icecast PUT of Ogg/Opus, one page every --page-ms of captured audio, sent when the page's last
 sample has been "captured", as a console on a microphone does) and the reference loudspeaker
 (broadcaster.speaker.client with its 120 ms jitter buffer, on the reactor). The studio's audio
-is silence with a click every 1.5 s; each click's capture time is known to the sample, and
+is silence with a click every 3 s; each click's capture time is known to the sample, and
 the loudspeaker notes when the frame holding it leaves its jitter buffer for playout. The
 delay of each click is playout minus capture.
 
@@ -40,7 +40,7 @@ from broadcaster.codecs.ogg import OggOpusWriter  # noqa: E402
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings  # noqa: E402
 
 RATE = 48000
-CLICK_EVERY_S = 1.5
+CLICK_EVERY_S = 3.0  # longer than any delay the server allows (live.max_delay_ms 2.5 s), so pairs are certain
 PASSWORD = "latency-bench-1"
 
 
@@ -162,7 +162,7 @@ def onsets(played: list[tuple[float, np.ndarray]]) -> list[float]:
 
 def match(sent: list[float], heard: list[float]) -> list[tuple[float, float]]:
     """(capture time from the first click, delay) for each click heard, paired in order with the
-    first click sent before it (clicks are 1.5 s apart, far more than any delay measured)."""
+    last click sent before it (clicks are 3 s apart, more than the live buffer can hold)."""
     pairs = []
     for played in heard:
         before = [s for s in sent if s <= played]
