@@ -13,6 +13,7 @@ every row; the ratio is row / reference.
 
     .venv/bin/python benchmarks/channels.py                             # the full table
     .venv/bin/python benchmarks/channels.py --processes 1 2 --counts 100 200 --seconds 5
+    .venv/bin/python benchmarks/channels.py --counts 100 --python ../old/.venv/bin/python --root ../old
 """
 
 from __future__ import annotations
@@ -57,11 +58,16 @@ def bare_libopus_us(channels: int, seconds: float = 2.0) -> float:
     return (time.process_time() - start) / done * 1e6
 
 
-def run_one(processes: int, n: int, seconds: float, warmup_s: float = 3.0) -> dict[str, float]:
+def run_one(processes: int, n: int, seconds: float, warmup_s: float = 3.0, python: str | None = None,
+            root: Path | None = None) -> dict[str, float]:
+    """python/root: another checkout's server (one from before server.core_processes: processes 1)."""
     with tempfile.TemporaryDirectory() as tmp:
+        server_section: dict[str, object] = {"host": "127.0.0.1"}
+        if root is None:
+            server_section["core_processes"] = processes
         config = write_config(Path(tmp), speakers_per_channel=1, channels=n, keepalive_s=KEEPALIVE_S,
-                              extra={"server": {"host": "127.0.0.1", "core_processes": processes}})
-        server = ServerProcess(config)
+                              extra={"server": server_section})
+        server = ServerProcess(config, python=python, root=root)
         swarm = SpeakerSwarm([(f"spk-{c}-0", speaker_key(0).encode()) for c in range(n)],
                              [f"ch-{c}" for c in range(n)], ("127.0.0.1", server.udp_port))
         try:
@@ -90,7 +96,12 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="server.core_processes")
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 200, 300, 400, 500])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per row (bounded)")
+    parser.add_argument("--python", help="the python of another checkout's venv (its server is measured)")
+    parser.add_argument("--root", help="that checkout's directory (one core process)")
     args = parser.parse_args()
+    root = Path(args.root) if args.root else None
+    if root is not None:
+        args.processes = [1]
     raise_fd_limit(max(args.counts) + 256)
     print(f"machine: {machine()}; 20 ms frames; {args.seconds:g} s per row", flush=True)
     print("| core processes | channels | online | server CPU s/s | µs CPU per channel-frame "
@@ -100,7 +111,7 @@ def main() -> None:
     for processes in args.processes:
         for n in args.counts:
             reference = bare_libopus_us(n)
-            r = run_one(processes, n, min(args.seconds, 60.0))
+            r = run_one(processes, n, min(args.seconds, 60.0), python=args.python, root=root)
             reference = (reference + bare_libopus_us(n)) / 2
             print(f"| {processes} | {n} | {r['online']} | {r['cpu_per_s']:.3f} | {r['us_per_channel_frame']:.1f} "
                   f"| {reference:.1f} | {r['us_per_channel_frame'] / reference:.2f} "
