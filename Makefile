@@ -29,8 +29,11 @@ fuzz: system-test $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/unit/test_fuzz.py
 
 bench: system-bench $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/channels.py
 	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/listeners.py
+	$(BIN)/python benchmarks/faststart.py
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/preemption.py
 	$(BIN)/python benchmarks/isolation.py

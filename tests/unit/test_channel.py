@@ -12,16 +12,26 @@ from broadcaster.protocols.rtp import parse_rtp
 from tests.conftest import RecordingSocket
 
 
-def make_channel(addresses: list[tuple[str, int]]) -> tuple[Channel, RecordingSocket, list[Event]]:
+def make_channel(addresses: list[tuple[str, int]],
+                 keep_burst: bool = False) -> tuple[Channel, RecordingSocket, list[Event]]:
     sock, events = RecordingSocket(), []
-    channel = Channel(ChannelSpec(id="ch", name="Kênh", zone="z"), AudioConfig(), HttpConfig(page_ms=200),
-                      sock=sock, fanout="loop", emit=events.append)
+    channel = Channel(ChannelSpec(id="ch", name="Kênh", zone="z"), AudioConfig(),
+                      HttpConfig(page_ms=200, keep_burst=keep_burst), sock=sock, fanout="loop", emit=events.append)
     channel.by_kind["rtp"].set_addresses(addresses)
     return channel, sock, events
 
 
 def pages(events: list[Event]) -> list[bytes]:
     return [e.data for e in events if isinstance(e, Page) and e.data]
+
+
+def test_with_keep_burst_a_channel_nobody_hears_keeps_its_recent_pages() -> None:
+    channel, sock, events = make_channel([], keep_burst=True)
+    channel.mixer.add(ToneSource(440.0))
+    for tick in range(25):
+        channel.tick(tick)
+    assert sock.sent == [] and len(pages(events)) == 2, "pages for the burst, nothing sent to anyone"
+    assert not any(isinstance(e, Page) and e.restart for e in events), "its burst is never forgotten"
 
 
 def test_no_consumers_no_work_but_media_time_moves() -> None:

@@ -3,6 +3,13 @@
 Control (control/channels.py) holds the HTTP listeners and the burst a new
 listener starts with, and writes each page to each of them; the core only
 makes the page (about once a second) and is told how many listeners there are.
+
+With ``http.keep_burst`` (the default) the stream is always active, so a
+channel nobody hears still encodes and its burst is always there: a player
+starts on the burst at once instead of waiting for pages to come (Chromium
+waited 8 s on a channel that woke for it, benchmarks/faststart.py). It costs
+one encode a frame for such a channel (benchmarks/channels.py); a province's
+channels all have loudspeakers and encode anyway.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ class OggHttp:
                                     page_samples=48 * context.http.page_ms,
                                     comments=[f"TITLE={context.spec.name}", f"CHANNEL={context.spec.id}"])
         self.listeners = 0
+        self.keep_burst = context.http.keep_burst
         self._idle = False
         self._sent = SendCounters(self.channel, "http")
         self._subscribers = metrics.subscribers.labels(self.channel, "http")
@@ -40,7 +48,7 @@ class OggHttp:
 
     @property
     def active(self) -> bool:
-        return self.listeners > 0
+        return self.keep_burst or self.listeners > 0
 
     def send(self, frame: EncodedFrame) -> None:
         self._idle = False
