@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=50)
     parser.add_argument("--per-channel", type=int, default=100)
     parser.add_argument("--frame-ms", type=int, default=20, choices=[20, 40, 60])
+    parser.add_argument("--processes", type=int, default=0, help="server.core_processes (0: auto)")
     parser.add_argument("--core-nice", type=int, default=0,
                         help="server.core_nice (default 0: the simulated loudspeakers share the cores)")
     args = parser.parse_args()
@@ -57,7 +58,8 @@ def main() -> None:
         # do not); a core ahead of them for the CPU starves their reads, and the drops would be
         # counted as loudspeakers that never heard the alert.
         config = write_config(directory, speakers_per_channel=args.per_channel, channels=args.channels,
-                              frame_ms=args.frame_ms, extra={"server": {"core_nice": args.core_nice}})
+                              frame_ms=args.frame_ms, extra={"server": {
+                                  "core_nice": args.core_nice, "core_processes": args.processes or "auto"}})
         token = subprocess.run([sys.executable, "-m", "broadcaster", "user", "add", "admin", "--role", "admin",
                                 "--token", "-c", str(config)], capture_output=True, text=True, check=True,
                                cwd=ROOT).stdout.split()[-1]

@@ -228,10 +228,10 @@ def receiver_main(conn: Any, devices: list[tuple[int, str, bytes, str, bool]], s
 class Speakers:
     """The receiver process and its pipe; windows are collected as they come."""
 
-    def __init__(self, n: int, server: tuple[str, int], limit_s: float) -> None:
-        per_channel = n // CHANNELS
+    def __init__(self, n: int, server: tuple[str, int], limit_s: float, channels: int = CHANNELS) -> None:
+        per_channel = n // channels
         devices = [(c * per_channel + i, f"spk-{c}-{i}", speaker_key(i).encode(), f"ch-{c}", True)
-                   for c in range(CHANNELS) for i in range(per_channel)]
+                   for c in range(channels) for i in range(per_channel)]
         context = multiprocessing.get_context("fork")  # before any thread of this process starts
         self.conn, child = context.Pipe()
         self.process = context.Process(target=receiver_main, args=(child, devices, server, limit_s), daemon=True)
@@ -294,10 +294,10 @@ class Listeners(threading.Thread):
     """L Ogg listeners in one selector loop. A listener the server closes (or refuses) reconnects after a
     second; a full server (503) or a refused connection is counted."""
 
-    def __init__(self, port: int, count: int, limit_s: float) -> None:
+    def __init__(self, port: int, count: int, limit_s: float, channels: int = CHANNELS) -> None:
         super().__init__(daemon=True, name="listeners")
         self.port = port
-        self.clients = [Client(f"ch-{i % CHANNELS}") for i in range(count)]
+        self.clients = [Client(f"ch-{i % channels}") for i in range(count)]
         self.limit_s = limit_s
         self.stopping = threading.Event()
         self.selector = selectors.DefaultSelector()

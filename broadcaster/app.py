@@ -29,6 +29,7 @@ from broadcaster.control.auth import ZoneTree
 from broadcaster.control.channels import ChannelView
 from broadcaster.control.coreproc import udp_socket
 from broadcaster.control.devices import Devices, Online
+from broadcaster.control.edge import EdgeRelay
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
 from broadcaster.control.schedule import Schedule, ScheduleError
@@ -97,6 +98,7 @@ class BroadcastServer:
         self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None,
                                 pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
+        self.edge = EdgeRelay(self) if config.edge.links else None
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
         self.core_failed = False  # the core's process ended while serving
@@ -131,6 +133,9 @@ class BroadcastServer:
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
         for loop, interval, now in self._loops:
             loop.start(interval, now=now)
+        if self.edge is not None:
+            edge = self.edge
+            self.ready.addCallback(lambda _: None if self._stopping else edge.start())
         udp = self.udp_socket.getsockname()[1] if hasattr(self.udp_socket, "getsockname") else 0
         return self.http_port.getHost().port, udp  # type: ignore[union-attr]
 
@@ -148,6 +153,8 @@ class BroadcastServer:
         if self.http_port is not None:
             self.http_port.stopListening()
         self.alerts.stop()
+        if self.edge is not None:
+            self.edge.stop()
         for session in {view.live for view in self.channels.values() if view.live is not None}:
             session.stop()
 

@@ -152,6 +152,24 @@ class LoudspeakerConfig:
 
 
 @dataclass(frozen=True)
+class EdgeLink:
+    """A channel this server takes from the origin: subscribed there as the loudspeaker ``device``."""
+
+    channel: str          # the channel here (and on the origin, unless origin_channel says otherwise)
+    device: str
+    key: str
+    origin_channel: str
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """An edge server (docs/scaling.md): channels relayed from an origin server's UDP side."""
+
+    origin: tuple[str, int] | None = None
+    links: tuple[EdgeLink, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -166,6 +184,7 @@ class Config:
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
 
     def channel(self, channel_id: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -270,7 +289,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "schedule",
-                                   "alerts", "api", "zones", "channels", "loudspeakers"})
+                                   "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -284,10 +303,44 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
+    edge = _edge(r, top.get("edge"), channels)
     return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
                   live=live, schedule=schedule, alerts=alerts, api=api,
                   zones=tuple(zones), channels=tuple(channels),
-                  loudspeakers=tuple(loudspeakers))
+                  loudspeakers=tuple(loudspeakers), edge=edge)
+
+
+def _edge(r: _Reader, value: Any, channels: list[ChannelConfig]) -> EdgeConfig:
+    d = r.mapping(value, "edge", {"origin", "channels"})
+    if not d:
+        return EdgeConfig()
+    origin = r.typed(d, "origin", "edge", str, required=True)
+    host, _, port = origin.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        address = (host.strip("[]"), int(port))
+        if not 0 < address[1] < 65536:
+            raise ValueError
+    except ValueError:
+        raise r.fail("edge.origin", f"expected the origin's UDP address as IP:PORT, got {origin!r}") from None
+    channel_ids = {c.id for c in channels}
+    links: list[EdgeLink] = []
+    for i, item in enumerate(r.sequence(d.get("channels"), "edge.channels")):
+        k = f"edge.channels[{i}]"
+        link = r.mapping(item, k, {"channel", "device", "key", "origin_channel"})
+        channel = r.typed(link, "channel", k, str, required=True)
+        if channel not in channel_ids:
+            raise r.fail(f"{k}.channel", f"no channel with id {channel!r} is defined under channels")
+        if any(existing.channel == channel for existing in links):
+            raise r.fail(f"{k}.channel", f"channel {channel!r} is relayed twice")
+        key = r.typed(link, "key", k, str, required=True)
+        if len(key.encode("utf-8")) < MIN_KEY_LENGTH:
+            raise r.fail(f"{k}.key", f"expected a secret of at least {MIN_KEY_LENGTH} bytes")
+        links.append(EdgeLink(channel=channel, device=r.ident(link, "device", k), key=key,
+                              origin_channel=r.typed(link, "origin_channel", k, str, channel)))
+    if not links:
+        raise r.fail("edge.channels", "an edge needs at least one channel to take from its origin")
+    return EdgeConfig(origin=address, links=tuple(links))
 
 
 def _server(r: _Reader, value: Any) -> ServerConfig:

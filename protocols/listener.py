@@ -1,12 +1,10 @@
 """HTTP listeners: an endless Ogg/Opus response per listener, Icecast style.
 
 The channel builds each Ogg page once, and its HTTP/1.1 chunk framing once
-(``chunk``); a listener only writes it. The write is one send() on the
-listener's socket while nothing is queued for it: twisted's transport.write
-would append to a buffer and register the socket for writing, then write and
-unregister it at the next reactor turn, two epoll_ctl calls and a reactor
-dispatch per listener per page (benchmarks/listeners.py). Whatever the socket
-does not take goes to the transport, which buffers it and pauses us; a listener
+(``chunk``); a listener only writes it, with one send() on its socket while
+nothing is queued for it (protocols/sendnow.py; benchmarks/listeners.py).
+Whatever the socket does not take goes to the transport, which buffers it and
+pauses us; a listener
 that cannot keep up is disconnected once its backlog passes a bound, so one
 slow phone on 3G never grows the server's memory or delays anyone else.
 """
@@ -19,6 +17,8 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
+
+from broadcaster.protocols.sendnow import send_now, socket_of
 
 
 class Stream(Protocol):
@@ -58,8 +58,7 @@ class OggListener:
         # From here on pages are written ready-framed, past twisted.web's Request.write.
         self.chunked = bool(getattr(self.request, "chunked", False))
         self.transport = self.request.channel.transport if self.request.channel else None
-        if hasattr(self.transport, "_tempDataBuffer"):  # a plain TCP transport (not TLS): its socket is ours to send on
-            self._socket = getattr(self.transport, "socket", None)
+        self._socket = socket_of(self.transport)
 
     def write_page(self, page: bytes, chunk: bytes | None = None) -> None:
         """``chunk``: the page in HTTP/1.1 chunk framing, built once for every listener."""
@@ -71,18 +70,7 @@ class OggListener:
             if self.backlog > self.max_backlog_bytes:
                 self.drop("slow")
                 return
-        transport, sock = self.transport, self._socket
-        if sock is not None and not transport._tempDataBuffer and len(transport.dataBuffer) == transport.offset:
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport finds the error at its next write and closes the connection
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        send_now(self.transport, self._socket, data)
 
     def drop(self, reason: str) -> None:
         if self.closed:

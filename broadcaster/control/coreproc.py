@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
 from broadcaster.core.link import FrameReader, encode
+from broadcaster.protocols.sendnow import send_now, socket_of
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class CoreProcess:
         self._stopping: Deferred[None] | None = None
         self._gone = False
         self._early: list[Any] = []
+        self._socket: Any = None
 
     @property
     def started(self) -> bool:
@@ -107,6 +109,7 @@ class CoreProcess:
 
     def _protocol_made(self, protocol: _LinkProtocol) -> None:
         self.protocol = protocol
+        self._socket = socket_of(protocol.transport)
         early, self._early = self._early, []
         for message in early:
             self.send_raw(message)
@@ -117,8 +120,11 @@ class CoreProcess:
         if self.protocol is None:
             self._early.append(message)
             return
-        assert self.protocol.transport is not None
-        self.protocol.transport.write(encode(message))
+        transport = self.protocol.transport
+        assert transport is not None
+        # At once, not at the next reactor turn: an alert's AddInput must not wait for the rest
+        # of the API request that made it (benchmarks/preemption.py).
+        send_now(transport, self._socket, encode(message))
 
     def send(self, command: c.Command) -> None:
         self.send_raw(command)

@@ -41,6 +41,9 @@ class Device:
     volume: int = 80
 
 
+AUTO_PROCESSES = 16
+
+
 @dataclass(frozen=True)
 class CoreSettings:
     """Everything the core needs from the configuration: the first message to its process."""
@@ -54,7 +57,9 @@ class CoreSettings:
 
     @classmethod
     def of(cls, config: Config) -> CoreSettings:
-        processes = config.server.core_processes or len(os.sched_getaffinity(0))
+        # auto: one per CPU this process may run on, at most AUTO_PROCESSES (each idle one still
+        # ticks 50 times a second and holds its own interpreter).
+        processes = config.server.core_processes or min(AUTO_PROCESSES, len(os.sched_getaffinity(0)))
         return cls(audio=config.audio, http=config.http, speakers=config.speakers, fanout=config.server.udp_fanout,
                    nice=config.server.core_nice, processes=processes)
 

@@ -94,6 +94,12 @@ class CoreLoop:
         while open_link and not core.done:
             timeout = max(0.0, core.next_deadline - time.monotonic())
             ready = self.selector.select(timeout)
+            if self.shards is not None and any(key.data == "link" for key, _ in ready):
+                # Commands on to the other processes before this one's frame: they wait for their
+                # own next frame, not for ours as well (an alert on channels of both).
+                open_link = self._read_commands(core, submit)
+                self.shards.flush()
+                ready = [(key, mask) for key, mask in ready if key.data != "link"]
             core.run_due()  # a frame that is due goes before anything read meanwhile
             for key, _mask in ready:
                 if key.data == "udp":

@@ -37,6 +37,14 @@ def test_demo_configuration_loads() -> None:
     assert zones["xa-an-binh"].parent == "vinh-long"
 
 
+def test_an_edge_section_names_its_origin_and_links(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + "edge: {origin: '127.0.0.1:5004', channels: "
+                               "[{channel: ch1, device: edge-1, key: 0123456789abcdef}]}\n"))
+    assert config.edge.origin == ("127.0.0.1", 5004)
+    assert [(link.channel, link.device, link.origin_channel) for link in config.edge.links] == [
+        ("ch1", "edge-1", "ch1")]
+
+
 def test_minimal_configuration_has_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.audio.frame_ms == 20 and config.audio.frame_samples == 960
@@ -53,6 +61,15 @@ def test_minimal_configuration_has_defaults(tmp_path: Path) -> None:
     ("server: {host: example.org}", "server.host", "IP address"),
     ("servre: {}", "servre", "unknown key"),
     ("speakers: {keepalive_s: 0}", "speakers.keepalive_s", "from 0.5"),
+    ("server: {core_processes: 0}", "server.core_processes", "from 1 to 64"),
+    ("http: {keep_burst: sometimes}", "http.keep_burst", "expected bool"),
+    ("edge: {origin: 'origin.example:5004', channels: [{channel: ch1, device: e1, key: 0123456789abcdef}]}",
+     "edge.origin", "IP:PORT"),
+    ("edge: {origin: '127.0.0.1:5004', channels: [{channel: ch9, device: e1, key: 0123456789abcdef}]}",
+     "edge.channels[0].channel", "no channel with id 'ch9'"),
+    ("edge: {origin: '127.0.0.1:5004', channels: [{channel: ch1, device: e1, key: short}]}",
+     "edge.channels[0].key", "at least 16 bytes"),
+    ("edge: {origin: '127.0.0.1:5004'}", "edge.channels", "at least one channel"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, patch: str, key: str, expected: str) -> None:
     path = write(tmp_path, MINIMAL + patch + "\n")
