@@ -228,9 +228,14 @@ def receiver_main(conn: Any, devices: list[tuple[int, str, bytes, str, bool]], s
 class Speakers:
     """The receiver process and its pipe; windows are collected as they come."""
 
-    def __init__(self, n: int, server: tuple[str, int], limit_s: float, channels: int = CHANNELS) -> None:
+    def __init__(self, n: int, server: tuple[str, int], limit_s: float, channels: int = CHANNELS,
+                 timed_per_channel: int | None = None) -> None:
+        """timed_per_channel: only so many loudspeakers a channel have every packet timed; the others
+        subscribe and keep alive, their audio dropped in the kernel (one Python process cannot read
+        thousands of loudspeakers' packets)."""
         per_channel = n // channels
-        devices = [(c * per_channel + i, f"spk-{c}-{i}", speaker_key(i).encode(), f"ch-{c}", True)
+        timed = per_channel if timed_per_channel is None else timed_per_channel
+        devices = [(c * per_channel + i, f"spk-{c}-{i}", speaker_key(i).encode(), f"ch-{c}", i < timed)
                    for c in range(channels) for i in range(per_channel)]
         context = multiprocessing.get_context("fork")  # before any thread of this process starts
         self.conn, child = context.Pipe()
