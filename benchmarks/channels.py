@@ -29,11 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ServerProcess, machine, raise_fd_limit, speaker_key, write_config  # noqa: E402
+from benchmarks.fanout import KEEPALIVE_S, measured  # noqa: E402
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings  # noqa: E402
 from broadcaster.config import AudioConfig  # noqa: E402
 from broadcaster.speaker.swarm import SpeakerSwarm  # noqa: E402
-
-KEEPALIVE_S = 5.0
 
 
 def bare_libopus_us(channels: int, seconds: float = 2.0) -> float:
@@ -71,21 +70,11 @@ def run_one(processes: int, n: int, seconds: float, warmup_s: float = 3.0, pytho
         swarm = SpeakerSwarm([(f"spk-{c}-0", speaker_key(0).encode()) for c in range(n)],
                              [f"ch-{c}" for c in range(n)], ("127.0.0.1", server.udp_port))
         try:
-            swarm.subscribe_until_acked()
-            online = server.wait_online(n, timeout_s=10)
-            swarm.run(warmup_s, keepalive_s=KEEPALIVE_S)
-            swarm.reset_counts()
-            missed0 = server.get_json("/healthz")["ticks_missed"]
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            swarm.run(seconds, keepalive_s=KEEPALIVE_S)
-            cpu1, t1 = server.cpu_seconds(), time.monotonic()
-            missed = server.get_json("/healthz")["ticks_missed"] - missed0
-            totals = swarm.totals()
+            online, elapsed, cpu, missed, totals = measured(server, swarm, n, warmup_s, seconds)
         finally:
             swarm.close()
             server.stop()
-    elapsed = t1 - t0
-    cpu_per_s = (cpu1[0] - cpu0[0] + cpu1[1] - cpu0[1]) / elapsed
+    cpu_per_s = (cpu[0] + cpu[1]) / elapsed
     made = max(1, totals["received"])  # one loudspeaker a channel: a packet received is a channel-frame made
     return {"online": online, "cpu_per_s": cpu_per_s, "us_per_channel_frame": cpu_per_s * elapsed / made * 1e6,
             "received": totals["received"] / (n * 50 * elapsed), "lost": totals["lost"], "missed": missed}

@@ -41,6 +41,22 @@ from broadcaster.speaker.swarm import SpeakerSwarm  # noqa: E402
 KEEPALIVE_S = 5.0  # as a real device with the default configuration
 
 
+def measured(server: ServerProcess, swarm: SpeakerSwarm, n: int, warmup_s: float, seconds: float,
+             online_timeout_s: float = 10.0) -> tuple[int, float, tuple[float, float], int, dict[str, int]]:
+    """Subscribe the swarm, warm up, then measure for ``seconds``: (online, elapsed, server (user,
+    system) CPU seconds, ticks missed, the swarm's totals)."""
+    swarm.subscribe_until_acked()
+    online = server.wait_online(n, timeout_s=online_timeout_s)
+    swarm.run(warmup_s, keepalive_s=KEEPALIVE_S)
+    swarm.reset_counts()
+    missed0 = server.get_json("/healthz")["ticks_missed"]
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    swarm.run(seconds, keepalive_s=KEEPALIVE_S)
+    cpu1, t1 = server.cpu_seconds(), time.monotonic()
+    missed = server.get_json("/healthz")["ticks_missed"] - missed0
+    return online, t1 - t0, (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]), missed, swarm.totals()
+
+
 def run_one(n: int, frame_ms: int, seconds: float, fanout: str, warmup_s: float = 2.0) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(write_config(Path(tmp), speakers_per_channel=n, frame_ms=frame_ms, fanout=fanout,
@@ -48,22 +64,12 @@ def run_one(n: int, frame_ms: int, seconds: float, fanout: str, warmup_s: float 
         swarm = SpeakerSwarm([(f"spk-0-{i}", speaker_key(i).encode()) for i in range(n)], "ch-0",
                              ("127.0.0.1", server.udp_port))
         try:
-            swarm.subscribe_until_acked()
-            online = server.wait_online(n, timeout_s=5)
-            swarm.run(warmup_s, keepalive_s=KEEPALIVE_S)
-            swarm.reset_counts()
-            missed0 = server.get_json("/healthz")["ticks_missed"]
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
-            swarm.run(seconds, keepalive_s=KEEPALIVE_S)
-            cpu1, t1 = server.cpu_seconds(), time.monotonic()
-            missed = server.get_json("/healthz")["ticks_missed"] - missed0
-            totals = swarm.totals()
+            online, elapsed, cpu, missed, totals = measured(server, swarm, n, warmup_s, seconds)
         finally:
             swarm.close()
             server.stop()
-    elapsed = t1 - t0
-    user_per_s = (cpu1[0] - cpu0[0]) / elapsed
-    cpu_per_s = user_per_s + (cpu1[1] - cpu0[1]) / elapsed
+    user_per_s = cpu[0] / elapsed
+    cpu_per_s = user_per_s + cpu[1] / elapsed
     return {"n": n, "frame_ms": frame_ms, "online": online, "seconds": elapsed,
             "cpu_per_s": cpu_per_s, "user_per_s": user_per_s, "us_per_speaker_s": cpu_per_s / n * 1e6,
             "pps": totals["received"] / elapsed, "expected": totals["expected"],

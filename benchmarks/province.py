@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,19 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ServerProcess, admin_token, machine, raise_fd_limit, write_config  # noqa: E402
-from benchmarks.soak import (  # noqa: E402
-    ALERT_TEXT,
-    STUDIO_PASSWORD,
-    STUDIO_USER,
-    TIMEZONE,
-    Api,
-    Listeners,
-    Speakers,
-    Studio,
-    upload_media,
-)
-from benchmarks.stalls import KEEPALIVE_S  # noqa: E402
+from benchmarks.common import ServerProcess, machine, raise_fd_limit  # noqa: E402
+from benchmarks.soak import ALERT_TEXT, TIMEZONE, Api, Listeners, Speakers, Studio, prepare, upload_media  # noqa: E402
 
 ALERT_COMMUNES = 30
 TIMED_PER_COMMUNE = 2  # loudspeakers a commune whose every packet is timed (the rest drop audio in the kernel)
@@ -95,17 +83,7 @@ def quantiles(values: list[float]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.communes * args.per_commune
     tmp = Path(tempfile.mkdtemp(prefix="province-"))
-    config = write_config(tmp, speakers_per_channel=args.per_commune, channels=args.communes, keepalive_s=KEEPALIVE_S,
-                          extra={"http": {"max_connections_per_address": args.listeners + 64,
-                                          "max_listeners": args.listeners + 100},
-                                 "storage": {"path": str(tmp / "var" / "broadcaster.db"),
-                                             "secret_file": str(tmp / "var" / "secret.key"),
-                                             "media_dir": str(tmp / "var" / "media")},
-                                 "live": {"recordings_dir": str(tmp / "var" / "recordings")}})
-    token = admin_token(config)
-    subprocess.run([sys.executable, "-m", "broadcaster", "user", "add", STUDIO_USER, "--role", "operator",
-                    "--zone", "commune-0", "--password", "-c", str(config)], input=STUDIO_PASSWORD + "\n",
-                   text=True, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    config, token = prepare(tmp, args.per_commune, args.communes, args.listeners)
     server = ServerProcess(config, stderr_path=tmp / "server.log")
     events: list[str] = []
     speakers = listeners = studio = operator = None

@@ -505,6 +505,25 @@ class Api:
         return status, decoded
 
 
+def prepare(tmp: Path, per_channel: int, channels: int, listeners: int,
+            server: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """The server's configuration (its database, media and recordings under tmp/var), an admin
+    token, and the studio's user (an operator of commune-0 with a password)."""
+    config = write_config(tmp, speakers_per_channel=per_channel, channels=channels, keepalive_s=KEEPALIVE_S,
+                          extra={"server": server or {},
+                                 "http": {"max_connections_per_address": listeners + 64,
+                                          "max_listeners": max(2000, listeners + 100)},
+                                 "storage": {"path": str(tmp / "var" / "broadcaster.db"),
+                                             "secret_file": str(tmp / "var" / "secret.key"),
+                                             "media_dir": str(tmp / "var" / "media")},
+                                 "live": {"recordings_dir": str(tmp / "var" / "recordings")}})
+    token = admin_token(config)
+    subprocess.run([sys.executable, "-m", "broadcaster", "user", "add", STUDIO_USER, "--role", "operator",
+                    "--zone", "commune-0", "--password", "-c", str(config)], input=STUDIO_PASSWORD + "\n",
+                   text=True, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    return config, token
+
+
 def upload_media(api: Api, directory: Path) -> str:
     t = np.arange(int(MEDIA_SECONDS * 48000)) / 48000
     path = directory / "programme.wav"
@@ -661,18 +680,8 @@ def run(args: argparse.Namespace, r: dict[str, Any]) -> None:
     events: list[str] = r["events"]
     pids_seen: set[int] = set()
     try:
-        config = write_config(tmp, speakers_per_channel=per_channel, channels=CHANNELS, keepalive_s=KEEPALIVE_S,
-                              extra={"server": {"core_nice": os.getpriority(os.PRIO_PROCESS, 0)},
-                                     "http": {"max_connections_per_address": args.listeners + 64,
-                                              "max_listeners": max(2000, args.listeners + 100)},
-                                     "storage": {"path": str(tmp / "var" / "broadcaster.db"),
-                                                 "secret_file": str(tmp / "var" / "secret.key"),
-                                                 "media_dir": str(tmp / "var" / "media")},
-                                     "live": {"recordings_dir": str(tmp / "var" / "recordings")}})
-        token = admin_token(config)
-        subprocess.run([sys.executable, "-m", "broadcaster", "user", "add", STUDIO_USER, "--role", "operator",
-                        "--zone", "commune-0", "--password", "-c", str(config)], input=STUDIO_PASSWORD + "\n",
-                       text=True, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        config, token = prepare(tmp, per_channel, CHANNELS, args.listeners,
+                                {"core_nice": os.getpriority(os.PRIO_PROCESS, 0)})
         server = ServerProcess(config, stderr_path=tmp / "server.log")
         pids_seen.add(server.process.pid)
         limit_s = duration_s + 300

@@ -43,3 +43,13 @@ class FrameReader:
             out.append(pickle.loads(memoryview(self._buffer)[HEADER.size:end]))
             del self._buffer[:end]
         return out
+
+
+def send_blocking(sock: Any, data: bytearray) -> None:
+    """The last of a buffer, at the end: wait for the peer to take it (or be gone), then clear it."""
+    sock.setblocking(True)
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+    data.clear()

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
 from broadcaster.core.engine import Core
-from broadcaster.core.link import FrameReader, encode
+from broadcaster.core.link import FrameReader, encode, send_blocking
 from broadcaster.core.shards import Shards
 
 log = logging.getLogger("broadcaster.core")
@@ -172,12 +172,7 @@ class CoreLoop:
         if not self.out:
             return
         if block:
-            self.link.setblocking(True)
-            try:
-                self.link.sendall(self.out)
-            except OSError:
-                pass
-            self.out.clear()
+            send_blocking(self.link, self.out)
             return
         try:
             sent = self.link.send(self.out)

@@ -46,7 +46,7 @@ from typing import Any
 from broadcaster.codecs.shared import SharedPcm
 from broadcaster.core import commands as c
 from broadcaster.core.engine import Core
-from broadcaster.core.link import FrameReader, encode
+from broadcaster.core.link import FrameReader, encode, send_blocking
 
 log = logging.getLogger("broadcaster.core")
 
@@ -248,12 +248,7 @@ class Shards:
 
     def close(self) -> None:
         for shard in self.shards:
-            if shard.out:
-                shard.link.setblocking(True)
-                try:
-                    shard.link.sendall(shard.out)
-                except OSError:
-                    pass
+            send_blocking(shard.link, shard.out)
             shard.link.close()
         for shard in self.shards:
             try:
