@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
-TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux
+TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2
 # The peers and players the benchmarks measure against (benchmarks/README.md).
-BENCH_DEBS := $(TEST_DEBS) icecast2 vlc-bin vlc-plugin-base chromium chromium-driver
+BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base chromium chromium-driver
 
 .PHONY: run test lint bench fuzz clean system-run system-test system-bench
 

@@ -48,7 +48,7 @@ ICECAST_XML = """<icecast>
   <hostname>127.0.0.1</hostname>
   <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
   <fileserve>0</fileserve>
-  <paths><logdir>{dir}</logdir><webroot>{dir}</webroot><adminroot>{dir}</adminroot><pidfile>{dir}/pid</pidfile></paths>
+  <paths><logdir>{dir}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot><pidfile>{dir}/pid</pidfile></paths>
   <logging><accesslog>-</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
   <security><chroot>0</chroot>{changeowner}</security>
 </icecast>

@@ -101,6 +101,7 @@ class BroadcastServer:
         self.edge = EdgeRelay(self) if config.edge.links else None
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
+        self.started_at = self.wall()  # set again when it starts serving
         self.core_failed = False  # the core's process ended while serving
         self._loop_log: dict[str, Entry] = {}
         self._ready: dict[str, Deferred[None]] = {}
@@ -117,6 +118,7 @@ class BroadcastServer:
         """Listen and start the core; returns the bound (http, udp) ports. ``ready``
         fires once every channel is built in the core."""
         self.storage.db.bind(self.reactor, self._pools)
+        self.started_at = self.wall()
         self.records.start()
         host = self.config.server.host
         sweep()
@@ -218,6 +220,7 @@ class BroadcastServer:
             channel = self.channels.get(event.channel)
             if channel is not None:
                 channel.rtp, channel.header_pages = event.rtp, event.ogg_headers
+                channel.ready_at = self.wall()
             ready = self._ready.get(event.channel)
             if ready is not None and not ready.called:
                 ready.callback(None)

@@ -29,6 +29,8 @@ class ChannelView:
         self.listeners: set[Any] = set()
         self.status: dict[str, Any] = {}
         self.live: Any = None  # the studio session on air here (control/studio.py), if any
+        self.ready_at = 0.0  # wall-clock time the core built it (Icecast's stream_start)
+        self.listener_peak = 0
         self._send = send
 
     @property
@@ -49,6 +51,7 @@ class ChannelView:
 
     def add_listener(self, listener: Any) -> None:
         self.listeners.add(listener)
+        self.listener_peak = max(self.listener_peak, len(self.listeners))
         self._send(c.SetListeners(self.id, len(self.listeners)))
 
     def remove_listener(self, listener: Any) -> None:

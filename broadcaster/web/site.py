@@ -24,6 +24,7 @@ from broadcaster.api import AdminApi
 from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
+from broadcaster.web import icecast
 from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
@@ -62,37 +63,67 @@ class _Leaf(Resource):
 class ChannelList(_Leaf):
     def render_GET(self, request: Request) -> bytes:  # noqa: N802
         if request.postpath and request.postpath != [b""]:
-            return self._channel_file(request, b"/".join(request.postpath).decode("utf-8", "replace"))
+            return channel_file(self.app, request, b"/".join(request.postpath).decode("utf-8", "replace"))
         return respond(request, "channels", 200, [self.app.describe_channel(c) for c in self.app.channels.values()])
 
     render_HEAD = render_GET
 
-    def _channel_file(self, request: Request, name: str) -> Any:
-        channel_id, _, extension = name.rpartition(".")
-        channel = self.app.channels.get(channel_id)
-        if channel is None or extension not in ("ogg", "sdp"):
-            return error(request, "channels", 404, "not_found", f"no channel stream {name!r}; see GET /channels")
-        if not channel.ready:  # the core has not built it yet (just started, or just added)
-            request.setHeader(b"Retry-After", b"1")
-            return error(request, "channels", 503, "starting", f"channel {channel_id!r} is starting; retry in a second")
-        if extension == "sdp":
-            if channel.config.multicast is None:
-                return error(request, "sdp", 404, "no_multicast",
-                             f"channel {channel_id!r} has no multicast group configured")
-            sdp = channel_sdp(channel.config, channel.ssrc, self.app.config.audio.frame_ms,
-                              origin=self.app.config.server.host)
-            return respond(request, "sdp", 200, sdp, "application/sdp")
-        if not channel.config.public:
-            return error(request, "stream", 403, "not_public",
-                         f"channel {channel_id!r} is not open to public HTTP listening")
-        listeners = sum(len(c.listeners) for c in self.app.channels.values())
-        if listeners >= self.app.config.http.max_listeners:
-            metrics.listeners_dropped_total.labels(channel_id, "full").inc()
-            return error(request, "stream", 503, "full",
-                         f"the server has its maximum of {listeners} listeners; try again later")
-        metrics.http_requests_total.labels("stream", "200").inc()
-        return serve_stream(request, channel, max_backlog_bytes=self.app.config.http.max_backlog_bytes,
-                            on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())
+    def render_OPTIONS(self, request: Request) -> bytes:  # noqa: N802
+        return icecast.preflight(request)
+
+
+class MountAlias(_Leaf):
+    """/{channel}.ogg, .m3u and .pls at the root, as Icecast names its mounts."""
+
+    def render_GET(self, request: Request) -> Any:  # noqa: N802
+        return channel_file(self.app, request, (request.prepath or [b""])[-1].decode("utf-8", "replace"))
+
+    render_HEAD = render_GET
+
+    def render_OPTIONS(self, request: Request) -> bytes:  # noqa: N802
+        return icecast.preflight(request)
+
+
+class IcecastStatus(_Leaf):
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+        icecast.cors(request)
+        return respond(request, "status-json", 200, icecast.status(self.app, request))
+
+    def render_OPTIONS(self, request: Request) -> bytes:  # noqa: N802
+        return icecast.preflight(request)
+
+
+def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
+    """A channel's stream (.ogg), playlists (.m3u, .pls) or multicast session (.sdp)."""
+    channel_id, _, extension = name.rpartition(".")
+    channel = app.channels.get(channel_id)
+    if channel is None or extension not in ("ogg", "sdp", *icecast.PLAYLISTS):
+        return error(request, "channels", 404, "not_found", f"no channel stream {name!r}; see GET /channels")
+    if not channel.ready:  # the core has not built it yet (just started, or just added)
+        request.setHeader(b"Retry-After", b"1")
+        return error(request, "channels", 503, "starting", f"channel {channel_id!r} is starting; retry in a second")
+    if extension == "sdp":
+        if channel.config.multicast is None:
+            return error(request, "sdp", 404, "no_multicast",
+                         f"channel {channel_id!r} has no multicast group configured")
+        sdp = channel_sdp(channel.config, channel.ssrc, app.config.audio.frame_ms,
+                          origin=app.config.server.host)
+        return respond(request, "sdp", 200, sdp, "application/sdp")
+    if not channel.config.public:
+        return error(request, "stream", 403, "not_public",
+                     f"channel {channel_id!r} is not open to public HTTP listening")
+    icecast.cors(request)
+    if extension in icecast.PLAYLISTS:
+        return respond(request, "playlist", 200, icecast.playlist(channel, extension, icecast.base_url(request)),
+                       icecast.PLAYLISTS[extension])
+    listeners = sum(len(c.listeners) for c in app.channels.values())
+    if listeners >= app.config.http.max_listeners:
+        metrics.listeners_dropped_total.labels(channel_id, "full").inc()
+        return error(request, "stream", 503, "full",
+                     f"the server has its maximum of {listeners} listeners; try again later")
+    metrics.http_requests_total.labels("stream", "200").inc()
+    return serve_stream(request, channel, max_backlog_bytes=app.config.http.max_backlog_bytes,
+                        on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())
 
 
 class MetricsPage(_Leaf):
@@ -120,8 +151,13 @@ class Root(Resource):
         self.putChild(b"channels", ChannelList(server))
         self.putChild(b"metrics", MetricsPage(server))
         self.putChild(b"healthz", Health(server))
+        self.putChild(b"status-json.xsl", IcecastStatus(server))
+        self.app = server
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        channel_id, dot, extension = path.decode("utf-8", "replace").rpartition(".")
+        if dot and extension in ("ogg", *icecast.PLAYLISTS) and channel_id in self.app.channels:
+            return MountAlias(self.app)
         return NotFound()
 
 

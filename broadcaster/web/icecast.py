@@ -1,0 +1,96 @@
+"""What Icecast clients expect of the HTTP port: /status-json.xsl, mount aliases, playlists, CORS.
+
+Icecast exporters, AzuraCast-style dashboards and monitoring scripts read
+``/status-json.xsl``; players are given ``/{channel}.ogg`` (an Icecast mount
+name), ``.m3u`` and ``.pls`` playlists, and browsers on another origin need CORS
+to play or read them. The status document has Icecast 2.4's field names and its
+shape, quirk included: ``icestats.source`` is an object when there is one source
+and a list when there are several (what Icecast's own XSL produces, and so what
+exporters parse). Only public channels are listed or served here.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.server import Request
+
+from broadcaster import __version__
+
+if TYPE_CHECKING:
+    from broadcaster.app import BroadcastServer
+    from broadcaster.control.channels import ChannelView
+
+PLAYLISTS = {"m3u": "audio/x-mpegurl", "pls": "audio/x-scpls"}
+
+
+def cors(request: Request) -> None:
+    """Public streams and the status page may be read from any origin (a web player elsewhere)."""
+    request.setHeader(b"Access-Control-Allow-Origin", b"*")
+    request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
+    request.setHeader(b"Access-Control-Allow-Headers", b"Icy-MetaData, Range")
+    request.setHeader(b"Access-Control-Expose-Headers", b"Icy-Name, Icy-Description, Icy-Pub")
+
+
+def preflight(request: Request) -> bytes:
+    cors(request)
+    request.setHeader(b"Access-Control-Max-Age", b"86400")
+    request.setResponseCode(204)
+    return b""
+
+
+def base_url(request: Request) -> str:
+    """The URL clients reached us at (the Host they sent), for the URLs we hand them."""
+    header = request.getHeader(b"host")
+    if header:
+        host = header.decode("ascii", "replace")
+    else:
+        address = request.getHost()
+        host = f"{address.host}:{address.port}"
+    return f"{'https' if request.isSecure() else 'http'}://{host}"
+
+
+def _times(at: float) -> tuple[str, str]:
+    """Icecast's two spellings of a time: RFC 2822 and ISO 8601 with a numeric zone."""
+    return formatdate(at, localtime=True), time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
+
+
+def status(app: BroadcastServer, request: Request) -> dict[str, Any]:
+    base = base_url(request)
+    server_start, server_start_iso = _times(app.started_at)
+    sources = []
+    for channel in app.channels.values():
+        if not channel.config.public or not channel.ready:
+            continue
+        stream_start, stream_start_iso = _times(channel.ready_at)
+        audio = app.config.audio
+        sources.append({
+            "audio_info": f"bitrate={audio.bitrate // 1000};channels=1;samplerate=48000",
+            "genre": "public address",
+            "listener_peak": channel.listener_peak,
+            "listeners": len(channel.listeners),
+            "listenurl": f"{base}/{channel.id}.ogg",
+            "server_description": channel.description,
+            "server_name": channel.name,
+            "server_type": "audio/ogg",
+            "stream_start": stream_start,
+            "stream_start_iso8601": stream_start_iso,
+            "subtype": "Opus",
+            "dummy": None,
+        })
+    icestats: dict[str, Any] = {
+        "admin": "admin@localhost", "host": request.getRequestHostname().decode("utf-8", "replace"),
+        "location": app.config.schedule.timezone, "server_id": f"broadcaster {__version__}",
+        "server_start": server_start, "server_start_iso8601": server_start_iso}
+    if sources:
+        icestats["source"] = sources[0] if len(sources) == 1 else sources
+    return {"icestats": icestats}
+
+
+def playlist(channel: ChannelView, kind: str, base: str) -> str:
+    url = f"{base}/{channel.id}.ogg"
+    if kind == "m3u":
+        return f"#EXTM3U\n#EXTINF:-1,{channel.name}\n{url}\n"
+    return f"[playlist]\nNumberOfEntries=1\nFile1={url}\nTitle1={channel.name}\nLength1=-1\nVersion=2\n"
