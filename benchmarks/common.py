@@ -7,10 +7,15 @@ import os
 import platform
 import resource
 import select
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -226,3 +231,92 @@ def tree_cpu_seconds(pid: int) -> tuple[float, float]:
         user, system = user + u, system + s
         stack.extend(children.get(current, []))
     return user, system
+
+
+ICECAST_XML = """<icecast>
+  <limits><clients>{clients}</clients><sources>2</sources><queue-size>1048576</queue-size>
+    <burst-size>{burst}</burst-size><source-timeout>10</source-timeout></limits>
+  <authentication><source-password>peer-source</source-password><admin-user>admin</admin-user>
+    <admin-password>peer-admin</admin-password></authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <fileserve>0</fileserve>
+  <paths><logdir>{dir}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot><pidfile>{dir}/pid</pidfile></paths>
+  <logging><accesslog>-</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
+  <security><chroot>0</chroot>{changeowner}</security>
+</icecast>
+"""
+
+
+@contextmanager
+def icecast_peer(clients: int, burst_bytes: int = 0,
+                 bitrate: int = 32000) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Debian's icecast2 on a free loopback port with one mount, /ch-0.ogg, fed by ffmpeg with a
+    440 Hz tone (Opus, 1 s pages), as the peer of benchmarks and tests. Yields (icecast, port)
+    once the source is on air and icecast2 has parsed its codec."""
+    icecast = shutil.which("icecast2") or shutil.which("icecast")
+    if icecast is None:
+        raise RuntimeError("icecast2 is not installed (make test installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)  # icecast2 refuses to run as root: it changes to nobody, who writes its logs here
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        owner = "<changeowner><user>nobody</user><group>nogroup</group></changeowner>" if os.getuid() == 0 else ""
+        xml = Path(tmp) / "icecast.xml"
+        xml.write_text(ICECAST_XML.format(clients=clients, port=port, dir=tmp, changeowner=owner, burst=burst_bytes))
+        server = subprocess.Popen([icecast, "-c", str(xml)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        source = None
+        try:
+            _wait_port(port)
+            source = subprocess.Popen(
+                ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi",
+                 "-i", "sine=frequency=440:sample_rate=48000", "-ac", "1", "-c:a", "libopus", "-b:a", str(bitrate),
+                 "-page_duration", "1000000", "-f", "ogg", "-content_type", "audio/ogg",
+                 f"icecast://source:peer-source@127.0.0.1:{port}/ch-0.ogg"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 20
+            while not _icecast_on_air(port):
+                if source.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("ffmpeg could not feed icecast2")
+                time.sleep(0.2)
+            yield server, port
+        finally:
+            if source is not None:
+                source.kill()
+                source.wait()
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:  # icecast2 can take its time to stop with many clients gone
+                server.kill()
+                server.wait()
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("icecast2 did not start")
+
+
+def icecast_status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status-json.xsl", timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def icecast_sources(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """icestats.source as an exporter reads it: an object for one source, a list for several."""
+    found = status["icestats"].get("source", [])
+    return [found] if isinstance(found, dict) else list(found)
+
+
+def _icecast_on_air(port: int) -> bool:
+    try:
+        return any("subtype" in source for source in icecast_sources(icecast_status(port)))
+    except ValueError:  # icecast2's XSL writes no valid JSON while it has no source
+        return False

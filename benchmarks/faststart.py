@@ -32,8 +32,12 @@ import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ServerProcess, machine, write_config  # noqa: E402
-from benchmarks.listeners import icecast_peer  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    ServerProcess,
+    icecast_peer,  # noqa: E402
+    machine,
+    write_config,
+)
 
 PLAY_JS = """
 const [url, done] = [arguments[0], arguments[arguments.length - 1]];

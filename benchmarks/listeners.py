@@ -23,36 +23,18 @@ All traffic is on 127.0.0.1; every run is bounded.
 from __future__ import annotations
 
 import argparse
-import os
 import select
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ServerProcess, machine, process_cpu_seconds, raise_fd_limit, write_config  # noqa: E402
+from benchmarks.common import ServerProcess, icecast_peer, machine, process_cpu_seconds, raise_fd_limit, write_config  # noqa: E402
 
 BITRATE = 32000
-ICECAST_XML = """<icecast>
-  <limits><clients>{clients}</clients><sources>2</sources><queue-size>1048576</queue-size>
-    <burst-size>{burst}</burst-size><source-timeout>10</source-timeout></limits>
-  <authentication><source-password>bench-source</source-password><admin-user>admin</admin-user>
-    <admin-password>bench-admin</admin-password></authentication>
-  <hostname>127.0.0.1</hostname>
-  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
-  <fileserve>0</fileserve>
-  <paths><logdir>{dir}</logdir><webroot>/usr/share/icecast2/web</webroot><adminroot>/usr/share/icecast2/admin</adminroot><pidfile>{dir}/pid</pidfile></paths>
-  <logging><accesslog>-</accesslog><errorlog>error.log</errorlog><loglevel>2</loglevel></logging>
-  <security><chroot>0</chroot>{changeowner}</security>
-</icecast>
-"""
 
 
 class Listeners:
@@ -146,49 +128,8 @@ def run_broadcaster(n: int, seconds: float, python: str | None = None, root: Pat
     return result(n, seconds, idle, busy, got)
 
 
-@contextmanager
-def icecast_peer(clients: int, burst_bytes: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """Debian's icecast2 on a free loopback port with one mount, /ch-0.ogg, fed by ffmpeg with
-    the benchmark's stream (a 440 Hz tone, Opus at BITRATE, 1 s pages). Yields (icecast, port)."""
-    icecast = shutil.which("icecast2") or shutil.which("icecast")
-    if icecast is None:
-        raise SystemExit("icecast2 is not installed: make system-bench")
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chmod(tmp, 0o777)  # icecast2 refuses to run as root: it changes to nobody, who writes its logs here
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        owner = "<changeowner><user>nobody</user><group>nogroup</group></changeowner>" if os.getuid() == 0 else ""
-        xml = Path(tmp) / "icecast.xml"
-        xml.write_text(ICECAST_XML.format(clients=clients, port=port, dir=tmp, changeowner=owner, burst=burst_bytes))
-        server = subprocess.Popen([icecast, "-c", str(xml)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        source = None
-        try:
-            _wait_port(port)
-            source = subprocess.Popen(
-                ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi",
-                 "-i", "sine=frequency=440:sample_rate=48000", "-ac", "1", "-c:a", "libopus", "-b:a", str(BITRATE),
-                 "-page_duration", "1000000", "-f", "ogg", "-content_type", "audio/ogg",
-                 f"icecast://source:bench-source@127.0.0.1:{port}/ch-0.ogg"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(3.0)
-            if source.poll() is not None:
-                raise SystemExit("ffmpeg could not feed icecast2")
-            yield server, port
-        finally:
-            if source is not None:
-                source.kill()
-                source.wait()
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:  # icecast2 can take its time to stop with many clients gone
-                server.kill()
-                server.wait()
-
-
 def run_icecast(n: int, seconds: float) -> dict[str, float]:
-    with icecast_peer(n + 100) as (server, port):
+    with icecast_peer(n + 100, bitrate=BITRATE) as (server, port):
         first = Listeners(port, "/ch-0.ogg", 1)
         first.run(2.0)
         idle = measure([server.pid], first, seconds)
@@ -202,17 +143,6 @@ def run_icecast(n: int, seconds: float) -> dict[str, float]:
             listeners.close()
             first.close()
     return result(n, seconds, idle, busy, got)
-
-
-def _wait_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("icecast2 did not start")
 
 
 def result(n: int, seconds: float, idle: float, busy: float, got: list[int]) -> dict[str, float]:

@@ -101,7 +101,7 @@ class BroadcastServer:
         self.edge = EdgeRelay(self) if config.edge.links else None
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
-        self.started_at = self.wall()  # set again when it starts serving
+        self.started_at = self.wall()  # Icecast's server_start
         self.core_failed = False  # the core's process ended while serving
         self._loop_log: dict[str, Entry] = {}
         self._ready: dict[str, Deferred[None]] = {}
@@ -118,7 +118,6 @@ class BroadcastServer:
         """Listen and start the core; returns the bound (http, udp) ports. ``ready``
         fires once every channel is built in the core."""
         self.storage.db.bind(self.reactor, self._pools)
-        self.started_at = self.wall()
         self.records.start()
         host = self.config.server.host
         sweep()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -26,6 +25,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+
+from broadcaster.core.lifetime import die_with_parent
 
 T = TypeVar("T")
 
@@ -94,7 +95,6 @@ class ProcessWorkers:
             self._pool = None
 
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LIBC: Any = None
 
 
@@ -110,18 +110,6 @@ def trim_heap() -> None:
         _LIBC.malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def die_with_parent(parent: int) -> None:
-    """In each worker: a server killed with kill -9 takes its workers with it (Linux), rather
-    than leaving them orphaned, holding memory and the server's stderr, for good."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # it died before the line above ran
-        os._exit(1)
 
 
 class Inline:

@@ -13,6 +13,7 @@ from typing import Any
 
 HEADER = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
+LINK_READ = 1 << 20  # bytes read from a link per wake-up
 
 
 class LinkError(Exception):
@@ -45,8 +46,25 @@ class FrameReader:
         return out
 
 
+def send_some(sock: Any, data: bytearray) -> None:
+    """As much of a buffer as the socket takes now, without waiting; the rest stays in it. A
+    link that is gone loses what is buffered (its reader will see the link close)."""
+    if not data:
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        data.clear()
+        return
+    del data[:sent]
+
+
 def send_blocking(sock: Any, data: bytearray) -> None:
     """The last of a buffer, at the end: wait for the peer to take it (or be gone), then clear it."""
+    if not data:
+        return
     sock.setblocking(True)
     try:
         sock.sendall(data)

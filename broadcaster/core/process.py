@@ -35,14 +35,13 @@ from collections.abc import Callable
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
 from broadcaster.core.engine import Core
-from broadcaster.core.link import FrameReader, encode, send_blocking
+from broadcaster.core.link import LINK_READ, FrameReader, encode, send_blocking, send_some
 from broadcaster.core.shards import Shards
 
 log = logging.getLogger("broadcaster.core")
 
 READ_BUDGET = 256           # datagrams per wake-up
 READ_MINIMUM = 32           # datagrams per wake-up even when a frame is due (keepalives must not starve)
-LINK_READ = 1 << 20         # bytes of commands per wake-up
 PAGE_DROP_BYTES = 16 << 20  # past this much unwritten output, listener pages are dropped
 STATUS_DROP_BYTES = 64 << 20  # and past this, status snapshots too (the next one says it all again)
 
@@ -169,19 +168,10 @@ class CoreLoop:
     def _flush(self, block: bool = False) -> None:
         if self.shards is not None:
             self.shards.flush()
-        if not self.out:
-            return
         if block:
             send_blocking(self.link, self.out)
-            return
-        try:
-            sent = self.link.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.out.clear()
-            return
-        del self.out[:sent]
+        else:
+            send_some(self.link, self.out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,27 +31,25 @@ server, as when the core dies.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from broadcaster.codecs.shared import SharedPcm
 from broadcaster.core import commands as c
 from broadcaster.core.engine import Core
-from broadcaster.core.link import FrameReader, encode, send_blocking
+from broadcaster.core.lifetime import die_with_parent
+from broadcaster.core.link import LINK_READ, FrameReader, encode, send_blocking, send_some
 
 log = logging.getLogger("broadcaster.core")
 
-LINK_READ = 1 << 20
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(eq=False)
@@ -69,12 +67,7 @@ class Shard:
         self.out += encode(message)
 
     def flush(self) -> None:
-        if self.out:
-            try:
-                sent = self.link.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                return
-            del self.out[:sent]
+        send_some(self.link, self.out)
 
 
 @dataclass(eq=False)
@@ -267,18 +260,10 @@ def _start(index: int, settings: c.CoreSettings, udp: socket.socket) -> Shard:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     process = subprocess.Popen(
         [sys.executable, "-m", "broadcaster.core.process", "--shard", str(theirs.fileno()), str(udp.fileno())],
-        pass_fds=(theirs.fileno(), udp.fileno()), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        pass_fds=(theirs.fileno(), udp.fileno()), stdin=subprocess.DEVNULL,
+        preexec_fn=partial(die_with_parent, os.getpid()))
     theirs.close()
     ours.setblocking(False)
     shard = Shard(index, ours, process)
     shard.send(dataclasses.replace(settings, processes=1))
     return shard
-
-
-def _die_with_parent() -> None:
-    """A primary killed with kill -9 takes the others with it (Linux)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
