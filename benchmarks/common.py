@@ -269,12 +269,7 @@ def icecast_peer(clients: int, burst_bytes: int = 0,
         source = None
         try:
             _wait_port(port)
-            source = subprocess.Popen(
-                ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi",
-                 "-i", "sine=frequency=440:sample_rate=48000", "-ac", "1", "-c:a", "libopus", "-b:a", str(bitrate),
-                 "-page_duration", "1000000", "-f", "ogg", "-content_type", "audio/ogg",
-                 f"icecast://source:peer-source@127.0.0.1:{port}/ch-0.ogg"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            source = icecast_source(port, "/ch-0.ogg", bitrate=bitrate)
             deadline = time.monotonic() + 20
             while not _icecast_on_air(port):
                 if source.poll() is not None or time.monotonic() > deadline:
@@ -291,6 +286,18 @@ def icecast_peer(clients: int, burst_bytes: int = 0,
             except subprocess.TimeoutExpired:  # icecast2 can take its time to stop with many clients gone
                 server.kill()
                 server.wait()
+
+
+def icecast_source(port: int, mount: str, frequency: float = 440.0, codec: str = "opus",
+                   bitrate: int = 32000) -> subprocess.Popen[bytes]:
+    """ffmpeg feeding a tone to icecast_peer's server on ``mount``: Ogg/Opus (1 s pages) or MP3."""
+    encode = (["-c:a", "libopus", "-page_duration", "1000000", "-f", "ogg", "-content_type", "audio/ogg"]
+              if codec == "opus" else ["-c:a", "libmp3lame", "-f", "mp3", "-content_type", "audio/mpeg"])
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi",
+         "-i", f"sine=frequency={frequency}:sample_rate=48000", "-ac", "1", "-b:a", str(bitrate), *encode,
+         f"icecast://source:peer-source@127.0.0.1:{port}{mount}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _wait_port(port: int) -> None:

@@ -32,6 +32,7 @@ from broadcaster.control.devices import Devices, Online
 from broadcaster.control.edge import EdgeRelay
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
+from broadcaster.control.relays import RelayDesk
 from broadcaster.control.schedule import Schedule, ScheduleError
 from broadcaster.control.studio import describe_live
 from broadcaster.control.workers import ProcessWorkers
@@ -89,6 +90,7 @@ class BroadcastServer:
                                pool=pools["commands"] if pools else None)
         self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
         self.programmes = ProgrammeRunner(self, self.schedule, pool=pools.get("programmes") if pools else None)
+        self.relays = RelayDesk(self)
         if tts == "espeak":
             try:
                 tts = EspeakTTS()
@@ -154,6 +156,7 @@ class BroadcastServer:
         if self.http_port is not None:
             self.http_port.stopListening()
         self.alerts.stop()
+        self.relays.stop()
         if self.edge is not None:
             self.edge.stop()
         for session in {view.live for view in self.channels.values() if view.live is not None}:
@@ -337,6 +340,7 @@ class BroadcastServer:
             "stream": f"/channels/{cfg.id}.ogg",
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
             "live": describe_live(channel),
+            "relays": [run.describe() for run in self.relays.on_channel(cfg.id)],
         }
 
     def health(self) -> dict[str, Any]:

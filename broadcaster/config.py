@@ -98,6 +98,20 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    allow_private: bool = False      # upstreams on loopback/LAN addresses (off: a relay URL cannot reach the LAN)
+    max_redirects: int = 5
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0      # an upstream silent this long is down
+    max_playlist_bytes: int = 1 << 20
+    max_segment_bytes: int = 16 << 20
+    buffer_s: float = 1.0             # audio buffered before a relay plays (HLS starts 3 segments from live)
+    max_buffer_s: float = 30.0        # beyond this the oldest audio is dropped: the relay stays near live
+    stall_timeout_ms: int = 3000      # no audio for this long: the channel falls back to its idle programme
+    backoff_max_s: float = 30.0       # reconnects back off from 1 s to this
+
+
+@dataclass(frozen=True)
 class AlertConfig:
     operators_may_alert: bool = False   # commune operators may alert their own zones
     volume: int = 100                   # loudspeaker volume during an alert
@@ -178,6 +192,7 @@ class Config:
     speakers: SpeakerPolicy = field(default_factory=SpeakerPolicy)
     storage: StorageConfig = field(default_factory=StorageConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -288,14 +303,15 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
-    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "schedule",
-                                   "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
+    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "relay",
+                                   "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
     speakers = _speaker_policy(r, top.get("speakers"))
     storage = _storage(r, top.get("storage"), base_dir)
     live = _live(r, top.get("live"), base_dir)
+    relay = _relay(r, top.get("relay"))
     schedule = _schedule(r, top.get("schedule"))
     alerts = _alerts(r, top.get("alerts"))
     api = _api(r, top.get("api"))
@@ -305,7 +321,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
     return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
-                  live=live, schedule=schedule, alerts=alerts, api=api,
+                  live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge)
 
@@ -437,6 +453,23 @@ def _live(r: _Reader, value: Any, base_dir: Path) -> LiveConfig:
         recordings_dir=(base_dir / r.typed(d, "recordings_dir", "live", str, str(LiveConfig.recordings_dir))).resolve(),
         recording_retention_days=r.int_range(d, "recording_retention_days", "live",
                                              LiveConfig.recording_retention_days, 1, 3650),
+    )
+
+
+def _relay(r: _Reader, value: Any) -> RelayConfig:
+    d = r.mapping(value, "relay", set(RelayConfig.__dataclass_fields__))
+    k = "relay"
+    return RelayConfig(
+        allow_private=r.typed(d, "allow_private", k, bool, False),
+        max_redirects=r.int_range(d, "max_redirects", k, RelayConfig.max_redirects, 0, 20),
+        connect_timeout_s=r.float_range(d, "connect_timeout_s", k, RelayConfig.connect_timeout_s, 0.5, 120.0),
+        read_timeout_s=r.float_range(d, "read_timeout_s", k, RelayConfig.read_timeout_s, 0.5, 120.0),
+        max_playlist_bytes=r.int_range(d, "max_playlist_bytes", k, RelayConfig.max_playlist_bytes, 1024, 64 << 20),
+        max_segment_bytes=r.int_range(d, "max_segment_bytes", k, RelayConfig.max_segment_bytes, 4096, 1 << 30),
+        buffer_s=r.float_range(d, "buffer_s", k, RelayConfig.buffer_s, 0.1, 60.0),
+        max_buffer_s=r.float_range(d, "max_buffer_s", k, RelayConfig.max_buffer_s, 2.0, 600.0),
+        stall_timeout_ms=r.int_range(d, "stall_timeout_ms", k, RelayConfig.stall_timeout_ms, 100, 60000),
+        backoff_max_s=r.float_range(d, "backoff_max_s", k, RelayConfig.backoff_max_s, 1.0, 3600.0),
     )
 
 

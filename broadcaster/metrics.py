@@ -109,6 +109,30 @@ live_sessions = Gauge(
     "broadcaster_live_sessions",
     "Studio sessions on air now.",
     registry=REGISTRY)
+relays_on_air = Gauge(
+    "broadcaster_relays_on_air",
+    "Relays playing now (scheduled or on demand), whether their upstream is up or not.",
+    registry=REGISTRY)
+relay_up = Gauge(
+    "broadcaster_relay_up",
+    "1 while a relay's upstream delivers audio, 0 while it is down (the channel plays its idle programme).",
+    ["relay"], registry=REGISTRY)
+relay_reconnects_total = Counter(
+    "broadcaster_relay_reconnects_total",
+    "Times a relay lost its upstream or failed to reach it and tried again.",
+    ["relay"], registry=REGISTRY)
+relay_buffer_seconds = Gauge(
+    "broadcaster_relay_buffer_seconds",
+    "Upstream audio buffered by a relay's worker ahead of playout.",
+    ["relay"], registry=REGISTRY)
+relay_bytes_total = Counter(
+    "broadcaster_relay_bytes_total",
+    "Bytes fetched from a relay's upstream (streams, playlists' segments).",
+    ["relay"], registry=REGISTRY)
+relay_refused_total = Counter(
+    "broadcaster_relay_refused_total",
+    "Relays refused for good: a private address, too many redirects, a playlist or segment over its limit.",
+    registry=REGISTRY)
 ingest_bytes_total = Counter(
     "broadcaster_ingest_bytes_total",
     "Bytes received from studio consoles, by stream format.",

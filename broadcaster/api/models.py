@@ -143,6 +143,7 @@ class Channel(Out):
     stream: str
     sdp: str | None
     live: dict[str, Any] | None = None
+    relays: list[dict[str, Any]] = Field([], description="relays on air on the channel (RelayOnAir)")
 
 
 # --- loudspeakers ---------------------------------------------------------------------------
@@ -208,7 +209,9 @@ OnPreempt = Literal["pause", "skip"]
 class ProgrammeCreate(Body):
     title: str
     zones: list[str] = Field(description="target zones: every channel in their subtrees")
-    media: list[str] = Field(min_length=1, description="media ids, played in order")
+    media: list[str] = Field([], description="media ids, played in order (or give relay)")
+    relay: str | None = Field(None, description="a relay of the library (national or provincial radio) to relay "
+                                                "for duration_s, instead of media")
     start: str = Field(description="local date and time of the first play, no offset: 2026-12-01T06:00 "
                                    "(schedule.timezone, Asia/Ho_Chi_Minh by default)")
     recurrence: Recurrence = "once"
@@ -229,6 +232,7 @@ class Programme(Out):
     title: str
     zones: list[str]
     media: list[str]
+    relay: str | None = None
     start_local: str
     duration_s: float
     recurrence: str
@@ -241,6 +245,41 @@ class Programme(Out):
     created_at: float
     channels: list[str]
     next: list[float] = Field(description="the next start times (Unix seconds), up to 5 within 8 days")
+
+
+# --- relays -------------------------------------------------------------------------------------
+
+class RelayCreate(Body):
+    name: str = Field(min_length=1, max_length=200, description="what listeners and the broadcast log call it: VOV1")
+    url: str = Field(min_length=8, max_length=2000,
+                     description="http(s) URL of an Icecast/Shoutcast stream (MP3, AAC, Ogg) or an HLS playlist")
+    zone: str = Field(description="the zone whose channels (and those below) may relay it")
+
+
+class Relay(Out):
+    id: str
+    zone: str
+    name: str
+    url: str
+    created_by: str
+    created_at: float
+
+
+class RelayStart(Body):
+    relay: str = Field(description="the relay's id")
+    duration_s: float = Field(3600, gt=0, le=86400, description="how long it stays on air (at most a day)")
+    priority: Literal["background", "normal", "live"] = Field(
+        "live", description="live (30, the default: over scheduled programmes, like a studio), normal (20) or "
+                            "background (10)")
+
+
+class RelayOnAir(Out):
+    model_config = ConfigDict(extra="allow")  # described by control (RelayRun.describe)
+
+    id: str
+    relay: str
+    name: str
+    state: str
 
 
 # --- alerts -------------------------------------------------------------------------------------

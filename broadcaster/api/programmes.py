@@ -75,7 +75,19 @@ async def create_programme(call: Call) -> Reply:
     if not body.zones or not all(z in call.app.zones for z in body.zones):
         raise ApiError(400, "bad_reference", "zones: must be a non-empty list of zone ids")
     call.authorize(Action.WRITE, *body.zones)
-    found = await call.storage.media.get_many(body.media)
+    if bool(body.media) == bool(body.relay):
+        raise ApiError(400, "bad_value", "give either media (a playlist) or relay, not both and not neither")
+    if body.relay is not None:
+        from broadcaster.api.relays import relay_row
+
+        relay = await relay_row(call, body.relay)
+        below = [z for z in body.zones if relay["zone"] not in call.app.zones.ancestors(z)]
+        if below:
+            raise ApiError(400, "bad_reference", f"relay: {relay['id']!r} belongs to zone {relay['zone']!r}, "
+                                                 f"which is not zone {below[0]!r} or above it")
+        if not body.duration_s:
+            raise ApiError(400, "bad_value", "duration_s: a relay programme needs its length")
+    found = await call.storage.media.get_many(body.media) if body.media else {}
     missing = [m for m in body.media if m not in found or not call.may_see(found[m]["zone"])]
     if missing:
         raise ApiError(400, "bad_reference", f"media: no media item {missing[0]!r}")
@@ -94,7 +106,7 @@ async def create_programme(call: Call) -> Reply:
     duration = float(body.duration_s or sum(found[m]["duration_s"] for m in body.media))
     programme = Scheduled(id="p-" + uuid.uuid4().hex[:10], title=body.title, channels=channels, start=start,
                           duration_s=duration, recurrence=body.recurrence, weekdays=tuple(body.weekdays or ()),
-                          until=until, priority=priority, on_restart=body.on_restart)
+                          until=until, priority=priority, on_restart=body.on_restart, relay=body.relay)
     try:
         await facade(call.app.schedule.add, programme)
     except Clash as exc:
@@ -104,7 +116,8 @@ async def create_programme(call: Call) -> Reply:
     item = NewProgramme(id=programme.id, title=programme.title, zones=list(body.zones), media=list(body.media),
                         start_local=start.isoformat(), duration_s=duration, recurrence=programme.recurrence,
                         weekdays=list(programme.weekdays), until=until.isoformat() if until else None,
-                        priority=priority, on_restart=programme.on_restart, on_preempt=body.on_preempt)
+                        priority=priority, on_restart=programme.on_restart, on_preempt=body.on_preempt,
+                        relay=body.relay)
     try:
         row = await call.storage.programmes.add(call.actor, item)
     except BaseException:
@@ -126,7 +139,8 @@ ROUTES = [
     Route("GET", "/api/v1/programmes", list_programmes,
           "Scheduled programmes visible to the caller, with their next start times", Page[Programme], paged=True),
     Route("POST", "/api/v1/programmes", create_programme,
-          "Schedule a playlist of media on target zones, once or recurring; a clash with another programme on a "
+          "Schedule a playlist of media, or a relay of the library, on target zones, once or recurring; "
+          "a clash with another programme on a "
           "shared channel is refused with 409 naming it", Programme, 201, ProgrammeCreate, errors=(403, 409)),
     Route("GET", "/api/v1/programmes/{id}", get_programme, "One programme", Programme, errors=(403, 404),
           query=(ID,)),

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PRELOAD_S = 60.0
+RELAY_LEAD_S = 5.0  # a relay's worker starts this early, so the upstream is buffered at the start time
 # The classes a programme may have: the one priority table (core/mixer.py), up to "scheduled".
 PRIORITY_NAMES = {name: p for name, p in ALL_PRIORITIES.items() if p <= Priority.SCHEDULED}
 OUTCOMES = {"finished": "completed", "skipped": "preempted", "removed": "cut", "refused": "failed"}
@@ -54,7 +55,7 @@ def programme_from_row(row: dict[str, Any], channels: tuple[str, ...]) -> Progra
                      start=datetime.fromisoformat(row["start_local"]), duration_s=row["duration_s"],
                      recurrence=row["recurrence"], weekdays=tuple(json.loads(row["weekdays"])),
                      until=date.fromisoformat(row["until"]) if row["until"] else None,
-                     priority=row["priority"], on_restart=row["on_restart"])
+                     priority=row["priority"], on_restart=row["on_restart"], relay=row.get("relay"))
 
 
 @dataclass(eq=False)
@@ -81,6 +82,7 @@ class ProgrammeRunner:
         self.retry: dict[tuple[str, float], Occurrence] = {}  # due, but its row was not stored yet
         self.failed: dict[tuple[str, float], float] = {}  # occurrences whose media would not load -> their end
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
+        self.relaying: dict[tuple[str, float], float] = {}  # relay occurrences started -> their end
 
     def _decoding(self) -> Any:
         """Programmes are decoded in two threads of their own, not the reactor's pool of ten:
@@ -105,15 +107,22 @@ class ProgrammeRunner:
             log.exception("the scheduler's poll failed; it runs again shortly")
 
     def _poll(self, now: float) -> None:
-        for key in [k for k, end in self.failed.items() if end < now]:
-            del self.failed[key]
+        for done in (self.failed, self.relaying):
+            for key in [k for k, end in done.items() if end < now]:
+                del done[key]
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
-            if occurrence.start > now:  # what is already running was started (or skipped) by due()
+            if occurrence.start <= now:  # what is already running was started (or skipped) by due()
+                continue
+            if occurrence.programme.relay is None:
                 self._load(occurrence, late=False)
+            elif occurrence.start - now <= RELAY_LEAD_S:
+                self._relay(occurrence)
         due = self.schedule.due(now) + list(self.retry.values())
         self.retry.clear()
         for occurrence in due:
-            if occurrence.key not in self.plays:
+            if occurrence.programme.relay is not None:
+                self._relay(occurrence)
+            elif occurrence.key not in self.plays:
                 self._load(occurrence, late=True)
         for play in list(self.plays.values()):
             if not play.started and self.schedule.get(play.occurrence.programme.id) is None:
@@ -150,6 +159,40 @@ class ProgrammeRunner:
                 self.app.records.close(entry, "failed")
 
         work.addCallbacks(loaded, failed)
+
+    def _relay(self, occurrence: Occurrence) -> None:
+        """A relay programme: its worker started RELAY_LEAD_S early, on air from the start to the end."""
+        from broadcaster.control.relays import RelayItem
+
+        key, programme = occurrence.key, occurrence.programme
+        if key in self.relaying:
+            return
+        self.relaying[key] = occurrence.end
+        assert programme.relay is not None
+
+        def found(row: dict[str, Any] | None) -> None:
+            channels = self._channels(occurrence)
+            if self.schedule.get(programme.id) is None or not channels:
+                return
+            if row is None:
+                log.error("programme %s: its relay %s is not in the library", programme.id, programme.relay)
+                metrics.programmes_total.labels("failed").inc()
+                entry = self.app.records.open(channels, "scheduled", programme.title, "schedule",
+                                              detail=f"programme={programme.id} relay={programme.relay} missing")
+                self.app.records.close(entry, "failed")
+                return
+            now = self.app.wall()
+            start_at = self.app.reactor.seconds() + (occurrence.start - now) if occurrence.start > now else None
+            metrics.programmes_total.labels("started").inc()
+            self.app.relays.start(RelayItem(row["id"], row["name"], row["url"], row["zone"]), channels,
+                                  kind="scheduled", title=programme.title, by="schedule",
+                                  priority=programme.priority, end_at=occurrence.end, start_at=start_at,
+                                  detail=f"programme={programme.id}")
+
+        def failed(failure: Any) -> None:
+            log.error("programme %s: cannot read its relay: %s", programme.id, failure.getErrorMessage())
+
+        self.app.storage.relays.get(programme.relay).addCallbacks(found, failed)
 
     def _channels(self, occurrence: Occurrence) -> list[Any]:
         return [self.app.channels[c] for c in occurrence.programme.channels if c in self.app.channels]

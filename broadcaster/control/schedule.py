@@ -98,6 +98,7 @@ class Programme:
     until: date | None = None
     priority: int = 20
     on_restart: str = "resume"
+    relay: str | None = None  # relays this library item instead of playing media (control/relays.py)
 
     def validate(self) -> None:
         """Raise ScheduleError naming the first bad field.

@@ -29,6 +29,7 @@ from broadcaster.storage.loudspeakers import LoudspeakerRepository
 from broadcaster.storage.media import MediaRepository
 from broadcaster.storage.migrations import MIGRATIONS, SCHEMA_VERSION
 from broadcaster.storage.programmes import ProgrammeRepository
+from broadcaster.storage.relays import RelayRepository
 from broadcaster.storage.reports import ReportRepository
 from broadcaster.storage.users import TOKEN_DAYS, UserRepository
 from broadcaster.storage.zones import ZoneRepository
@@ -53,6 +54,7 @@ class Storage:
         self.users = UserRepository(self.db)
         self.media = MediaRepository(self.db)
         self.programmes = ProgrammeRepository(self.db)
+        self.relays = RelayRepository(self.db)
         self.logs = LogRepository(self.db)
         self.alerts = AlertRepository(self.db, self.logs)
         self.reports = ReportRepository(self.db)

@@ -160,5 +160,19 @@ MIGRATIONS: list[str] = [
         spec TEXT NOT NULL
     );
     """,
+    # 8: the relay library (national and provincial radio by URL, per zone) and programmes that
+    #    relay one of them instead of playing media.
+    """
+    CREATE TABLE relays (
+        id TEXT PRIMARY KEY,
+        zone TEXT NOT NULL,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX relays_zone ON relays (zone);
+    ALTER TABLE programmes ADD COLUMN relay TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

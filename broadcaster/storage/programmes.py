@@ -1,4 +1,4 @@
-"""Scheduled programmes: playlists of media on target zones.
+"""Scheduled programmes: playlists of media (or a relay) on target zones.
 
 Rows keep ``zones``, ``media`` and ``weekdays`` as JSON text; the
 repository returns them decoded as lists (``decode``), except ``all_sync``
@@ -37,6 +37,7 @@ class NewProgramme:
     priority: int
     on_restart: str
     on_preempt: str
+    relay: str | None = None  # a relay of the library instead of media
 
 
 def decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +71,8 @@ def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str
     missing = [m for m in item.media if m not in stored]
     if missing:  # deleted since the caller looked: the playlist would fail when it plays
         raise Conflict(f"media item {missing[0]!r} no longer exists")
+    if item.relay is not None and one(conn, "SELECT id FROM relays WHERE id = ?", (item.relay,)) is None:
+        raise Conflict(f"relay {item.relay!r} no longer exists")
     values: dict[str, Any] = asdict(item)
     for name in ("zones", "media", "weekdays"):
         values[name] = json.dumps(values[name])

@@ -1,0 +1,323 @@
+"""Relays on air: national or provincial radio taken from a URL onto channels.
+
+Each relay on air is a process of its own (broadcaster/relay/worker.py) that
+fetches, decodes and paces the upstream, and writes steady 48 kHz audio to
+this side, which hands it to the core as a live input (a jitter-buffered
+LiveSource, exactly like a studio). So the core never sees the network, and
+an upstream that fails just stops the audio: after ``relay.stall_timeout_ms``
+the live source stands aside and the channel plays what it would otherwise
+(its idle programme); when the upstream is back its audio resumes by itself.
+The worker reconnects with backoff; this side writes what happened into the
+broadcast log entry and the metrics, and restarts a worker that died.
+
+A relay runs until its end time (a scheduled programme's end, an on-demand
+duration) or until it is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from broadcaster import metrics
+from broadcaster.core.commands import AddInput, InputEnded, InputStarted, LiveAudio, RemoveInput
+from broadcaster.core.sources.live import LiveSpec
+from broadcaster.relay.fetch import Limits
+
+if TYPE_CHECKING:
+    from broadcaster.app import BroadcastServer
+    from broadcaster.control.channels import ChannelView
+    from broadcaster.control.records import Entry
+
+log = logging.getLogger(__name__)
+HEADER = struct.Struct(">cI")
+MAX_FRAME = 1 << 20  # a worker's frame over this is a bug: the worker is killed, not believed
+RESTART_S = (1.0, 5.0, 30.0)  # a worker that died is started again after these waits (then the last)
+
+
+@dataclass(frozen=True)
+class RelayItem:
+    """A relay of the library (storage/relays.py), as it is played."""
+
+    id: str
+    name: str
+    url: str
+    zone: str
+
+
+class _WorkerProtocol(ProcessProtocol):
+    """Frames from the worker's stdout; its stderr (tracebacks) into our log, bounded."""
+
+    def __init__(self, run: RelayRun) -> None:
+        self.run = run
+        self.buffer = b""
+        self.stderr_left = 64 * 1024
+
+    def outReceived(self, data: bytes) -> None:  # noqa: N802
+        self.buffer += data
+        while len(self.buffer) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self.buffer)
+            if length > MAX_FRAME:
+                log.error("relay %s: its worker sent a %d-byte frame; stopping it", self.run.item.id, length)
+                self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+                self.buffer = b""
+                return
+            if len(self.buffer) < HEADER.size + length:
+                return
+            payload = self.buffer[HEADER.size:HEADER.size + length]
+            self.buffer = self.buffer[HEADER.size + length:]
+            if kind == b"A":
+                self.run.audio(payload)
+            elif kind == b"E":
+                try:
+                    self.run.event(json.loads(payload))
+                except ValueError:
+                    log.error("relay %s: unreadable event from its worker", self.run.item.id)
+
+    def errReceived(self, data: bytes) -> None:  # noqa: N802
+        if self.stderr_left > 0:
+            text = data[:self.stderr_left].decode("utf-8", "replace").rstrip()
+            self.stderr_left -= len(data)
+            if text:
+                log.warning("relay %s worker: %s", self.run.item.id, text)
+
+    def processEnded(self, reason: Failure) -> None:  # noqa: N802
+        self.run.exited(reason)
+
+
+class RelayRun:
+    """One relay on air on some channels, from its start until it is stopped or its time is up."""
+
+    def __init__(self, desk: RelayDesk, item: RelayItem, channels: list[ChannelView], *, kind: str, title: str,
+                 by: str, priority: int, end_at: float | None, start_at: float | None = None,
+                 on_preempt: str = "pause", detail: str = "") -> None:
+        self.desk = desk
+        self.app = desk.app
+        self.item = item
+        self.channels = channels
+        self.kind, self.title, self.by, self.priority = kind, title, by, priority
+        self.end_at, self.start_at, self.on_preempt = end_at, start_at, on_preempt
+        self.detail = detail
+        self.id = "r-" + uuid.uuid4().hex[:10]
+        self.state = "connecting"  # up / down / refused / ended
+        self.reason = ""
+        self.buffer_s = 0.0
+        self.bytes = 0
+        self.reconnects = 0
+        self.down_since: float | None = None
+        self.entry: Entry | None = None
+        self.process: Any = None
+        self.restarts = 0
+        self.ended = False
+        self._end_call: Any = None
+        self._open_call: Any = None
+        self._early_notes: list[str] = []
+        self._restart_call: Any = None
+        self._reasons_logged: set[str] = set()
+        self._channels_left = {c.id for c in channels}
+
+    # --- life ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.app.config.relay
+        spec = LiveSpec(target_delay_s=0.3, max_delay_s=2.0, stall_s=settings.stall_timeout_ms / 1000,
+                        name=self.title)
+        self.app.track(self.id, self._started, self._ended)
+        self.app.core.send(AddInput(self.id, tuple(c.id for c in self.channels), spec, priority=self.priority,
+                                    on_preempt=self.on_preempt, start_at=self.start_at))
+        lead = 0.0 if self.start_at is None else self.start_at - self.app.reactor.seconds()
+        if lead > 0:  # a scheduled relay starts its worker early, so its first second is not lost to connecting
+            self._open_call = self.app.reactor.callLater(lead, self._open_entry)
+        else:
+            self._open_entry()
+        if self.end_at is not None:
+            self._end_call = self.app.reactor.callLater(max(0.0, self.end_at - self.app.wall()), self.stop,
+                                                       "completed")
+        self._spawn()
+        metrics.relays_on_air.inc()
+        log.info("relay %s (%s, %s) on %s until %s", self.id, self.item.name, self.item.url,
+                 ", ".join(c.id for c in self.channels), self._clock(self.end_at) if self.end_at else "stopped")
+
+    def _open_entry(self) -> None:
+        self.entry = self.app.records.open(self.channels, self.kind, self.title, self.by,
+                                           detail=f"relay={self.item.id} url={self.item.url}"
+                                                  + (f" {self.detail}" if self.detail else ""))
+        for note in self._early_notes:
+            self.app.records.note(self.entry, note)
+        self._early_notes.clear()
+
+    def _spawn(self) -> None:
+        self.process = self.app.reactor.spawnProcess(
+            _WorkerProtocol(self), sys.executable,
+            [sys.executable, "-m", "broadcaster.relay.worker", self.desk.worker_settings(self.item.url)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def stop(self, outcome: str = "stopped") -> None:
+        """Off air now: the input removed in the next frame, the worker killed, the entry closed."""
+        if self.ended:
+            return
+        self.ended = True
+        for call in (self._end_call, self._restart_call, self._open_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.app.core.send(RemoveInput(self.id))
+        self._kill()
+        self.app.untrack(self.id)
+        if self.entry is not None:
+            self.app.records.close(self.entry, outcome)
+        self._set_up(False)
+        metrics.relays_on_air.dec()
+        self.desk.ended(self)
+        log.info("relay %s (%s) ended: %s", self.id, self.item.name, outcome)
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.pid is not None:
+            try:
+                self.process.signalProcess("TERM")
+            except OSError:
+                pass
+
+    def exited(self, reason: Failure) -> None:
+        self.process = None
+        if self.ended:
+            return
+        if self.state == "refused":
+            self.stop("failed")
+            return
+        code = getattr(reason.value, "exitCode", None)
+        why = "exited" if reason.check(ProcessDone) else f"died ({reason.getErrorMessage()})"
+        wait = RESTART_S[min(self.restarts, len(RESTART_S) - 1)]
+        self.restarts += 1
+        log.error("relay %s: its worker %s (code %s); starting it again in %.0f s", self.id, why, code, wait)
+        self._lost(f"the relay's worker {why}")
+        self._restart_call = self.app.reactor.callLater(wait, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self.ended:
+            self._spawn()
+
+    # --- from the worker ----------------------------------------------------------------------
+
+    def audio(self, pcm: bytes) -> None:
+        self.app.core.send(LiveAudio(self.id, pcm))
+
+    def event(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        labels = (self.item.id,)
+        if name == "stats":
+            self.buffer_s = float(event.get("buffer_s", 0.0))
+            total = int(event.get("bytes", 0))
+            if total > self.bytes:
+                metrics.relay_bytes_total.labels(*labels).inc(total - self.bytes)
+            self.bytes = total
+            metrics.relay_buffer_seconds.labels(*labels).set(self.buffer_s)
+        elif name == "up":
+            was_down = self.down_since
+            self.state, self.reason = "up", ""
+            self._set_up(True)
+            self.restarts = 0
+            if was_down is not None:
+                gone = self.app.wall() - was_down
+                self._note(f"{self._clock(self.app.wall())} upstream back after {gone:.0f} s.")
+                log.info("relay %s (%s): the upstream is back after %.0f s", self.id, self.item.name, gone)
+            self.down_since = None
+        elif name in ("down", "retry"):
+            reason = str(event.get("reason", ""))[:300]
+            self.reconnects += 1
+            metrics.relay_reconnects_total.labels(*labels).inc()
+            if name == "down" or self.state != "down":
+                self._lost(reason)
+            elif reason not in self._reasons_logged and len(self._reasons_logged) < 20:
+                log.warning("relay %s (%s): still down: %s", self.id, self.item.name, reason)
+            self._reasons_logged.add(reason)
+        elif name == "refused":
+            self.state = "refused"
+            self.reason = str(event.get("reason", ""))[:300]
+            metrics.relay_refused_total.inc()
+            log.error("relay %s (%s) refused: %s", self.id, self.item.name, self.reason)
+            self._note(f"{self._clock(self.app.wall())} refused: {self.reason}.")
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "down":
+            return
+        first = self.state == "connecting"
+        self.state, self.reason = "down", reason
+        self._set_up(False)
+        self.down_since = self.app.wall()
+        what = "cannot reach the upstream" if first else "upstream lost"
+        self._note(f"{self._clock(self.app.wall())} {what}: {reason}; the channel plays its idle programme.")
+        log.warning("relay %s (%s): %s: %s", self.id, self.item.name, what, reason)
+
+    def _set_up(self, up: bool) -> None:
+        metrics.relay_up.labels(self.item.id).set(1 if up else 0)
+
+    def _note(self, text: str) -> None:
+        if self.entry is not None:
+            self.app.records.note(self.entry, text)
+        elif len(self._early_notes) < 10:
+            self._early_notes.append(text)
+
+    def _clock(self, at: float | None) -> str:
+        zone = ZoneInfo(self.app.config.schedule.timezone)
+        return datetime.fromtimestamp(at or 0, zone).strftime("%H:%M:%S")
+
+    # --- from the core ------------------------------------------------------------------------
+
+    def _started(self, event: InputStarted) -> None:
+        pass
+
+    def _ended(self, event: InputEnded) -> None:
+        """The core dropped the input on a channel (refused, or cut by a later programme)."""
+        self._channels_left.discard(event.channel)
+        if not self._channels_left and not self.ended:
+            self.stop({"removed": "cut", "refused": "failed"}.get(event.how, "stopped"))
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "relay": self.item.id, "name": self.item.name, "url": self.item.url,
+                "state": self.state, "reason": self.reason, "buffer_s": self.buffer_s,
+                "reconnects": self.reconnects, "ends_at": self.end_at, "title": self.title}
+
+
+class RelayDesk:
+    """The relays on air, by run id."""
+
+    def __init__(self, app: BroadcastServer) -> None:
+        self.app = app
+        self.runs: dict[str, RelayRun] = {}
+
+    def worker_settings(self, url: str) -> str:
+        c = self.app.config.relay
+        limits = Limits(allow_private=c.allow_private, max_redirects=c.max_redirects,
+                        connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s,
+                        max_playlist_bytes=c.max_playlist_bytes, max_segment_bytes=c.max_segment_bytes)
+        return json.dumps({"url": url, "limits": asdict(limits), "prime_s": c.buffer_s,
+                           "max_buffer_s": c.max_buffer_s, "backoff_max_s": c.backoff_max_s})
+
+    def start(self, item: RelayItem, channels: list[ChannelView], **how: Any) -> RelayRun:
+        run = RelayRun(self, item, channels, **how)
+        self.runs[run.id] = run
+        run.start()
+        return run
+
+    def on_channel(self, channel_id: str) -> list[RelayRun]:
+        return [r for r in self.runs.values() if any(c.id == channel_id for c in r.channels)]
+
+    def ended(self, run: RelayRun) -> None:
+        self.runs.pop(run.id, None)
+
+    def stop(self) -> None:
+        """The server is stopping."""
+        for run in list(self.runs.values()):
+            run.stop("stopped")
