@@ -48,10 +48,11 @@ EXPECTED_COLUMNS = {
     "speaker_sessions": {"id", "loudspeaker", "zone", "channel", "started_at", "ended_at"},
     "meta": {"key", "value"},
     "programmes": {"id", "title", "zones", "media", "start_local", "duration_s", "recurrence", "weekdays", "until",
-                   "priority", "on_restart", "on_preempt", "created_by", "created_at"},
+                   "priority", "on_restart", "on_preempt", "created_by", "created_at", "relay"},
+    "relays": {"id", "zone", "name", "url", "created_by", "created_at"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
-                    "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user"}
+                    "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user", "relays_zone"}
 
 
 def assert_current_schema(storage: Storage) -> None:
