@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import platform
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -298,6 +301,53 @@ def icecast_source(port: int, mount: str, frequency: float = 440.0, codec: str =
          "-i", f"sine=frequency={frequency}:sample_rate=48000", "-ac", "1", "-b:a", str(bitrate), *encode,
          f"icecast://source:peer-source@127.0.0.1:{port}{mount}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class HlsUpstream:
+    """A live HLS station: ffmpeg's hls muxer (AAC in MPEG-TS, 1 s segments by default) and an HTTP server on
+    loopback. ``stop`` takes both down; ``start`` brings them back on the same port, as a restarted
+    encoder does: a new playlist whose media sequence starts again at 0."""
+
+    def __init__(self, directory: Path, frequency: float, segment_s: int = 1) -> None:
+        self.directory, self.frequency, self.segment_s = directory, frequency, segment_s
+        self.port = 0
+        self.ffmpeg: subprocess.Popen[bytes] | None = None
+        self.http: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/live.m3u8"
+
+    def start(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True)
+        self.ffmpeg = subprocess.Popen(
+            ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", f"sine=frequency={self.frequency}:"
+             "sample_rate=44100", "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", str(self.segment_s),
+             "-hls_list_size", "6", "-hls_flags", "delete_segments", str(self.directory / "live.m3u8")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        handler = functools.partial(_Quiet, directory=str(self.directory))
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not (self.directory / "live.m3u8").exists():
+            if self.ffmpeg.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ffmpeg's hls muxer wrote no playlist")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.ffmpeg is not None:
+            self.ffmpeg.kill()
+            self.ffmpeg.wait()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
 
 
 def _wait_port(port: int) -> None:

@@ -107,8 +107,8 @@ class RelayConfig:
     max_segment_bytes: int = 16 << 20
     buffer_s: float = 1.0             # audio buffered before a relay plays (HLS starts 3 segments from live)
     max_buffer_s: float = 30.0        # beyond this the oldest audio is dropped: the relay stays near live
-    stall_timeout_ms: int = 3000      # no audio for this long: the channel falls back to its idle programme
-    backoff_max_s: float = 30.0       # reconnects back off from 1 s to this
+    stall_timeout_ms: int = 1000      # no audio for this long: the channel falls back to its idle programme
+    backoff_max_s: float = 5.0        # reconnects back off from 1 s to this
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,8 @@ class RelayRun:
         self._set_up(False)
         self.down_since = self.app.wall()
         what = "cannot reach the upstream" if first else "upstream lost"
-        self._note(f"{self._clock(self.app.wall())} {what}: {reason}; the channel plays its idle programme.")
+        self._note(f"{self._clock(self.app.wall())} {what}: {reason}; the channel falls back to its idle "
+                   "programme once the buffer runs out.")
         log.warning("relay %s (%s): %s: %s", self.id, self.item.name, what, reason)
 
     def _set_up(self, up: bool) -> None:

@@ -6,10 +6,7 @@ of what is heard and what is recorded is."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from benchmarks.common import icecast_peer, icecast_source
+from benchmarks.common import HlsUpstream, icecast_peer, icecast_source
 from broadcaster.codecs.pcm import dominant_frequency
 from tests.conftest import Api, prepare, run_speaker, start_server, wait_until
 
@@ -32,49 +29,6 @@ IDLE_HZ = 440.0  # ch-a's loop in the test configuration
 FAST = {"relay": {"allow_private": True, "stall_timeout_ms": 1000, "backoff_max_s": 2.0, "buffer_s": 0.5}}
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-class HlsUpstream:
-    """A live HLS station: ffmpeg's hls muxer (AAC in MPEG-TS, 1 s segments) and an HTTP server on
-    loopback. ``stop`` takes both down; ``start`` brings them back on the same port, as a restarted
-    encoder does: a new playlist whose media sequence starts again at 0."""
-
-    def __init__(self, directory: Path, frequency: float) -> None:
-        self.directory, self.frequency = directory, frequency
-        self.port = 0
-        self.ffmpeg: subprocess.Popen[bytes] | None = None
-        self.http: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/live.m3u8"
-
-    def start(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(parents=True)
-        self.ffmpeg = subprocess.Popen(
-            ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", f"sine=frequency={self.frequency}:"
-             "sample_rate=44100", "-c:a", "aac", "-b:a", "64k", "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
-             "-hls_flags", "delete_segments", str(self.directory / "live.m3u8")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        handler = functools.partial(_Quiet, directory=str(self.directory))
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self.port = self.http.server_address[1]
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        assert wait_until(lambda: (self.directory / "live.m3u8").exists()), "ffmpeg writes its playlist"
-
-    def stop(self) -> None:
-        if self.ffmpeg is not None:
-            self.ffmpeg.kill()
-            self.ffmpeg.wait()
-        if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
 
 
 @pytest.fixture
