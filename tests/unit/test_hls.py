@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broadcaster.codecs.pcm import SAMPLE_RATE
 from broadcaster.protocols.hls import MasterPlaylist, MediaPlaylist, PlaylistError, SegmentCursor, parse
 from broadcaster.relay.pacer import Pacer
+from tests.unit.test_fuzz import budget
 
 # What Wowza serves for VOV: a master naming one chunklist, relative URLs with a session id.
 MASTER = """#EXTM3U
@@ -141,3 +144,30 @@ def test_pacer_drops_the_oldest_beyond_its_maximum() -> None:
     assert pacer.depth_s == pytest.approx(2.5) and pacer.dropped == int(3.5 * SAMPLE_RATE)
     out = pacer.take(SAMPLE_RATE)
     assert out is not None and float(out.max()) == pytest.approx(0.1)
+
+
+# --- hostile playlists (budgeted like tests/unit/test_fuzz.py) -------------------------------------
+
+LINES = st.sampled_from(["#EXTM3U", "#EXT-X-TARGETDURATION:4", "#EXT-X-TARGETDURATION:", "#EXTINF:4.0,",
+                         "#EXTINF:x", "#EXT-X-MEDIA-SEQUENCE:7", "#EXT-X-MEDIA-SEQUENCE:-1", "#EXT-X-ENDLIST",
+                         "#EXT-X-DISCONTINUITY", '#EXT-X-MAP:URI="i.mp4"', "#EXT-X-MAP:", "#EXT-X-STREAM-INF:",
+                         '#EXT-X-STREAM-INF:BANDWIDTH=x,CODECS="avc1"', "#EXT-X-MEDIA:TYPE=AUDIO,URI=",
+                         '#EXT-X-KEY:METHOD=NONE', "a.ts", "http://[::1", "//x/y.ts", "\x00", "é.ts", ""])
+
+
+@budget(150)
+@given(st.lists(st.one_of(LINES, st.text(max_size=30)), max_size=30))
+def test_any_playlist_parses_or_is_refused_with_playlist_error(lines: list[str]) -> None:
+    try:
+        playlist = parse("\n".join(lines), "http://s/dir/p.m3u8")
+    except PlaylistError:
+        return
+    if isinstance(playlist, MediaPlaylist):
+        sequences = [s.sequence for s in playlist.segments]
+        assert sequences == sorted(sequences) and all(s.duration_s >= 0 for s in playlist.segments)
+        SegmentCursor().new(playlist)
+    else:
+        try:
+            assert playlist.choose()
+        except PlaylistError:
+            pass
