@@ -105,6 +105,7 @@ class RelayConfig:
     read_timeout_s: float = 10.0      # an upstream silent this long is down
     max_playlist_bytes: int = 1 << 20
     max_segment_bytes: int = 16 << 20
+    max_fetch_s: float = 60.0         # a playlist or segment that takes longer to arrive is given up on
     buffer_s: float = 1.0             # audio buffered before a relay plays (HLS starts 3 segments from live)
     max_buffer_s: float = 30.0        # beyond this the oldest audio is dropped: the relay stays near live
     stall_timeout_ms: int = 1000      # no audio for this long: the channel falls back to its idle programme
@@ -466,6 +467,7 @@ def _relay(r: _Reader, value: Any) -> RelayConfig:
         read_timeout_s=r.float_range(d, "read_timeout_s", k, RelayConfig.read_timeout_s, 0.5, 120.0),
         max_playlist_bytes=r.int_range(d, "max_playlist_bytes", k, RelayConfig.max_playlist_bytes, 1024, 64 << 20),
         max_segment_bytes=r.int_range(d, "max_segment_bytes", k, RelayConfig.max_segment_bytes, 4096, 1 << 30),
+        max_fetch_s=r.float_range(d, "max_fetch_s", k, RelayConfig.max_fetch_s, 1.0, 600.0),
         buffer_s=r.float_range(d, "buffer_s", k, RelayConfig.buffer_s, 0.1, 60.0),
         max_buffer_s=r.float_range(d, "max_buffer_s", k, RelayConfig.max_buffer_s, 2.0, 600.0),
         stall_timeout_ms=r.int_range(d, "stall_timeout_ms", k, RelayConfig.stall_timeout_ms, 100, 60000),

@@ -302,7 +302,8 @@ class RelayDesk:
         c = self.app.config.relay
         limits = Limits(allow_private=c.allow_private, max_redirects=c.max_redirects,
                         connect_timeout_s=c.connect_timeout_s, read_timeout_s=c.read_timeout_s,
-                        max_playlist_bytes=c.max_playlist_bytes, max_segment_bytes=c.max_segment_bytes)
+                        max_playlist_bytes=c.max_playlist_bytes, max_segment_bytes=c.max_segment_bytes,
+                        max_fetch_s=c.max_fetch_s)
         return json.dumps({"url": url, "limits": asdict(limits), "prime_s": c.buffer_s,
                            "max_buffer_s": c.max_buffer_s, "backoff_max_s": c.backoff_max_s})
 

@@ -16,6 +16,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -39,6 +40,7 @@ class Limits:
     read_timeout_s: float = 10.0
     max_playlist_bytes: int = 1 << 20
     max_segment_bytes: int = 16 << 20
+    max_fetch_s: float = 60.0  # a playlist or segment trickled slower than this is refused (a slowloris)
 
 
 def url_problem(url: str, allow_private: bool) -> str | None:
@@ -130,24 +132,30 @@ class Response:
     body: http.client.HTTPResponse
     connection: http.client.HTTPConnection
 
-    def read_all(self, limit: int, what: str) -> bytes:
-        """The whole body, refused past ``limit`` bytes (a playlist that never ends)."""
+    def read_all(self, limit: int, what: str, deadline_s: float = 60.0) -> bytes:
+        """The whole body, refused past ``limit`` bytes (a playlist that never ends) or past
+        ``deadline_s`` (one trickled a byte at a time, each within the read timeout)."""
         length = self.body.getheader("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             self.close()
             raise RelayRefused(f"{what} {self.url} is {int(length)} bytes, over the limit of {limit}")
-        data = self._read(limit + 1)
+        data = self._read(limit + 1, time.monotonic() + deadline_s)
+        if data is None:
+            self.close()
+            raise UpstreamError(f"{what} {self.url} took longer than {deadline_s:g} s to arrive")
         if len(data) > limit:
             self.close()
             raise RelayRefused(f"{what} {self.url} is over the limit of {limit} bytes")
         self.close()
         return data
 
-    def _read(self, limit: int) -> bytes:
+    def _read(self, limit: int, deadline: float) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         try:
             while size < limit:
+                if time.monotonic() > deadline:
+                    return None
                 chunk = self.body.read1(min(65536, limit - size))
                 if not chunk:
                     break

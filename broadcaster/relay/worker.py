@@ -216,7 +216,7 @@ class Relay:
                 break
             first += data
         if response.content_type in HLS_TYPES or first.lstrip().startswith(b"#EXTM3U"):
-            rest = response.read_all(limits.max_playlist_bytes - len(first), "the playlist")
+            rest = response.read_all(limits.max_playlist_bytes - len(first), "the playlist", limits.max_fetch_s)
             self.hls(response.url, (first + rest).decode("utf-8", "replace"))
         else:
             self.stream(response, first)
@@ -240,7 +240,8 @@ class Relay:
 
     def load(self, url: str) -> MasterPlaylist | MediaPlaylist:
         response = fetch.get(url, self.settings.limits)
-        text = response.read_all(self.settings.limits.max_playlist_bytes, "the playlist")
+        limits = self.settings.limits
+        text = response.read_all(limits.max_playlist_bytes, "the playlist", limits.max_fetch_s)
         return parse(text.decode("utf-8", "replace"), response.url)
 
     def hls(self, url: str, text: str) -> None:
@@ -258,11 +259,13 @@ class Relay:
         while not self.stopping.is_set():
             assert isinstance(playlist, MediaPlaylist)
             if playlist.init_url and playlist.init_url != init_url:
-                init = fetch.get(playlist.init_url, self.settings.limits).read_all(limit, "the init segment")
+                init = fetch.get(playlist.init_url, self.settings.limits).read_all(limit, "the init segment",
+                                                                                  self.settings.limits.max_fetch_s)
                 init_url = playlist.init_url
             fresh = cursor.new(playlist)
             for segment in fresh:
-                data = fetch.get(segment.url, self.settings.limits).read_all(limit, "a segment")
+                data = fetch.get(segment.url, self.settings.limits).read_all(limit, "a segment",
+                                                                             self.settings.limits.max_fetch_s)
                 self.bytes += len(data)
                 self.audio(decoder.decode(data, init))
             now = time.monotonic()

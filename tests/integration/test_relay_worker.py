@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,20 @@ def test_an_ended_playlist_plays_to_its_end(tmp_path: Path, serve: Any) -> None:
     relay, _ = relay_for(serve(files(playlist.parent, live=False)) + "/live.m3u8")
     relay.once()
     assert pushed(relay).size >= int(2.9 * 48000)
+
+
+def test_a_trickled_playlist_is_given_up_on_not_waited_for(serve: Any) -> None:
+    def handle(request: http.server.BaseHTTPRequestHandler) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", "application/vnd.apple.mpegurl")
+        request.end_headers()
+        request.wfile.write(b"#EXTM3U\n" + b"#" * 5000)  # past the sniffing, then a byte at a time
+        request.wfile.flush()
+        for _ in range(40):  # each byte well inside the read timeout, the whole far past the deadline
+            time.sleep(0.1)
+            request.wfile.write(b"#")
+            request.wfile.flush()
+    limits = Limits(allow_private=True, read_timeout_s=5, max_fetch_s=1.0)
+    relay, _ = relay_for(serve(handle) + "/p.m3u8", limits)
+    with pytest.raises(UpstreamError, match="took longer than 1 s"):
+        relay.once()

@@ -115,3 +115,16 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "audio.frame_ms" in err
+
+
+def test_relay_settings_are_checked_by_key(tmp_path: Path) -> None:
+    from broadcaster.config import parse_config
+
+    good = parse_config({"relay": {"allow_private": True, "max_redirects": 2}}, file="b.yaml", base_dir=tmp_path)
+    assert good.relay.allow_private and good.relay.max_redirects == 2 and good.relay.stall_timeout_ms == 1000
+    for relay, key in (({"max_redirects": 99}, "relay.max_redirects"),
+                       ({"allow_private": "yes"}, "relay.allow_private"),
+                       ({"proxy": "x"}, "relay.proxy"), ({"max_buffer_s": 0}, "relay.max_buffer_s")):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"relay": relay}, file="b.yaml", base_dir=tmp_path)
+        assert info.value.key == key and "b.yaml" in str(info.value), (relay, str(info.value))
