@@ -10,8 +10,12 @@ the live source stands aside and the channel plays what it would otherwise
 The worker reconnects with backoff; this side writes what happened into the
 broadcast log entry and the metrics, and restarts a worker that died.
 
-A relay runs until its end time (a scheduled programme's end, an on-demand
-duration) or until it is stopped.
+One worker per relay of the library, however many channels and programmes
+play it (a RelayFeed): a hundred communes relaying VOV1 at 05:00 fetch and
+decode it once. Each play is a RelayRun: its own input in the core (its own
+channels, priority, start and end), its own broadcast-log entry; the feed
+starts with its first run and stops with its last. A run lasts until its end
+time (a scheduled programme's end, an on-demand duration) or until stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 from broadcaster import metrics
-from broadcaster.core.commands import AddInput, InputEnded, InputStarted, LiveAudio, RemoveInput
+from broadcaster.core.commands import AddInput, InputEnded, LiveAudio, RemoveInput
 from broadcaster.core.sources.live import LiveSpec
 from broadcaster.relay.fetch import Limits
 
@@ -60,8 +64,8 @@ class RelayItem:
 class _WorkerProtocol(ProcessProtocol):
     """Frames from the worker's stdout; its stderr (tracebacks) into our log, bounded."""
 
-    def __init__(self, run: RelayRun) -> None:
-        self.run = run
+    def __init__(self, feed: RelayFeed) -> None:
+        self.feed = feed
         self.buffer = b""
         self.stderr_left = 64 * 1024
 
@@ -70,7 +74,7 @@ class _WorkerProtocol(ProcessProtocol):
         while len(self.buffer) >= HEADER.size:
             kind, length = HEADER.unpack_from(self.buffer)
             if length > MAX_FRAME:
-                log.error("relay %s: its worker sent a %d-byte frame; stopping it", self.run.item.id, length)
+                log.error("relay %s: its worker sent a %d-byte frame; stopping it", self.feed.item.id, length)
                 self.transport.signalProcess("KILL")  # type: ignore[union-attr]
                 self.buffer = b""
                 return
@@ -79,26 +83,141 @@ class _WorkerProtocol(ProcessProtocol):
             payload = self.buffer[HEADER.size:HEADER.size + length]
             self.buffer = self.buffer[HEADER.size + length:]
             if kind == b"A":
-                self.run.audio(payload)
+                self.feed.audio(payload)
             elif kind == b"E":
                 try:
-                    self.run.event(json.loads(payload))
+                    self.feed.event(json.loads(payload))
                 except ValueError:
-                    log.error("relay %s: unreadable event from its worker", self.run.item.id)
+                    log.error("relay %s: unreadable event from its worker", self.feed.item.id)
 
     def errReceived(self, data: bytes) -> None:  # noqa: N802
         if self.stderr_left > 0:
             text = data[:self.stderr_left].decode("utf-8", "replace").rstrip()
             self.stderr_left -= len(data)
             if text:
-                log.warning("relay %s worker: %s", self.run.item.id, text)
+                log.warning("relay %s worker: %s", self.feed.item.id, text)
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802
-        self.run.exited(reason)
+        self.feed.exited(reason)
+
+
+class RelayFeed:
+    """One relay's worker and what it reports, shared by every run playing that relay."""
+
+    def __init__(self, desk: RelayDesk, item: RelayItem) -> None:
+        self.desk = desk
+        self.app = desk.app
+        self.item = item
+        self.runs: list[RelayRun] = []
+        self.state = "connecting"  # up / down / refused
+        self.reason = ""
+        self.buffer_s = 0.0
+        self.bytes = 0
+        self.reconnects = 0
+        self.down_since: float | None = None
+        self.process: Any = None
+        self.restarts = 0
+        self.stopped = False
+        self._restart_call: Any = None
+        self._reasons_logged: set[str] = set()
+
+    def start(self) -> None:
+        self.process = self.app.reactor.spawnProcess(
+            _WorkerProtocol(self), sys.executable,
+            [sys.executable, "-m", "broadcaster.relay.worker", self.desk.worker_settings(self.item.url)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        if self.process is not None and self.process.pid is not None:
+            try:
+                self.process.signalProcess("TERM")
+            except OSError:
+                pass
+        metrics.relay_up.labels(self.item.id).set(0)
+
+    def exited(self, reason: Failure) -> None:
+        self.process = None
+        if self.stopped:
+            return
+        if self.state == "refused":
+            for run in list(self.runs):
+                run.stop("failed")
+            return
+        code = getattr(reason.value, "exitCode", None)
+        why = "exited" if reason.check(ProcessDone) else f"died ({reason.getErrorMessage()})"
+        wait = RESTART_S[min(self.restarts, len(RESTART_S) - 1)]
+        self.restarts += 1
+        log.error("relay %s: its worker %s (code %s); starting it again in %.0f s", self.item.id, why, code, wait)
+        self._lost(f"the relay's worker {why}")
+        self._restart_call = self.app.reactor.callLater(wait, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self.stopped:
+            self.start()
+
+    def audio(self, pcm: bytes) -> None:
+        for run in self.runs:
+            self.app.core.send(LiveAudio(run.id, pcm))
+
+    def event(self, event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == "stats":
+            self.buffer_s = float(event.get("buffer_s", 0.0))
+            total = int(event.get("bytes", 0))
+            if total > self.bytes:
+                metrics.relay_bytes_total.labels(self.item.id).inc(total - self.bytes)
+            self.bytes = total
+            metrics.relay_buffer_seconds.labels(self.item.id).set(self.buffer_s)
+        elif name == "up":
+            was_down = self.down_since
+            self.state, self.reason, self.restarts, self.down_since = "up", "", 0, None
+            metrics.relay_up.labels(self.item.id).set(1)
+            if was_down is not None:
+                gone = self.app.wall() - was_down
+                self.note(f"{self.clock(self.app.wall())} upstream back after {gone:.0f} s.")
+                log.info("relay %s (%s): the upstream is back after %.0f s", self.item.id, self.item.name, gone)
+        elif name in ("down", "retry"):
+            reason = str(event.get("reason", ""))[:300]
+            self.reconnects += 1
+            metrics.relay_reconnects_total.labels(self.item.id).inc()
+            if name == "down" or self.state != "down":
+                self._lost(reason)
+            elif reason not in self._reasons_logged and len(self._reasons_logged) < 20:
+                log.warning("relay %s (%s): still down: %s", self.item.id, self.item.name, reason)
+            self._reasons_logged.add(reason)
+        elif name == "refused":
+            self.state = "refused"
+            self.reason = str(event.get("reason", ""))[:300]
+            metrics.relay_refused_total.inc()
+            log.error("relay %s (%s) refused: %s", self.item.id, self.item.name, self.reason)
+            self.note(f"{self.clock(self.app.wall())} refused: {self.reason}.")
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "down":
+            return
+        first = self.state == "connecting"
+        self.state, self.reason = "down", reason
+        metrics.relay_up.labels(self.item.id).set(0)
+        self.down_since = self.app.wall()
+        what = "cannot reach the upstream" if first else "upstream lost"
+        self.note(f"{self.clock(self.app.wall())} {what}: {reason}; the channel falls back to its idle "
+                  "programme once the buffer runs out.")
+        log.warning("relay %s (%s): %s: %s", self.item.id, self.item.name, what, reason)
+
+    def note(self, text: str) -> None:
+        for run in self.runs:
+            run.note(text)
+
+    def clock(self, at: float | None) -> str:
+        zone = ZoneInfo(self.app.config.schedule.timezone)
+        return datetime.fromtimestamp(at or 0, zone).strftime("%H:%M:%S")
 
 
 class RelayRun:
-    """One relay on air on some channels, from its start until it is stopped or its time is up."""
+    """One play of a relay on some channels, from its start until it is stopped or its time is up."""
 
     def __init__(self, desk: RelayDesk, item: RelayItem, channels: list[ChannelView], *, kind: str, title: str,
                  by: str, priority: int, end_at: float | None, start_at: float | None = None,
@@ -111,30 +230,20 @@ class RelayRun:
         self.end_at, self.start_at, self.on_preempt = end_at, start_at, on_preempt
         self.detail = detail
         self.id = "r-" + uuid.uuid4().hex[:10]
-        self.state = "connecting"  # up / down / refused / ended
-        self.reason = ""
-        self.buffer_s = 0.0
-        self.bytes = 0
-        self.reconnects = 0
-        self.down_since: float | None = None
+        self.feed: RelayFeed | None = None
         self.entry: Entry | None = None
-        self.process: Any = None
-        self.restarts = 0
         self.ended = False
         self._end_call: Any = None
         self._open_call: Any = None
         self._early_notes: list[str] = []
-        self._restart_call: Any = None
-        self._reasons_logged: set[str] = set()
         self._channels_left = {c.id for c in channels}
 
-    # --- life ---------------------------------------------------------------------------------
-
-    def start(self) -> None:
+    def start(self, feed: RelayFeed) -> None:
+        self.feed = feed
         settings = self.app.config.relay
         spec = LiveSpec(target_delay_s=0.3, max_delay_s=2.0, stall_s=settings.stall_timeout_ms / 1000,
                         name=self.title)
-        self.app.track(self.id, self._started, self._ended)
+        self.app.track(self.id, lambda event: None, self._ended)
         self.app.core.send(AddInput(self.id, tuple(c.id for c in self.channels), spec, priority=self.priority,
                                     on_preempt=self.on_preempt, start_at=self.start_at))
         lead = 0.0 if self.start_at is None else self.start_at - self.app.reactor.seconds()
@@ -145,10 +254,9 @@ class RelayRun:
         if self.end_at is not None:
             self._end_call = self.app.reactor.callLater(max(0.0, self.end_at - self.app.wall()), self.stop,
                                                        "completed")
-        self._spawn()
         metrics.relays_on_air.inc()
         log.info("relay %s (%s, %s) on %s until %s", self.id, self.item.name, self.item.url,
-                 ", ".join(c.id for c in self.channels), self._clock(self.end_at) if self.end_at else "stopped")
+                 ", ".join(c.id for c in self.channels), feed.clock(self.end_at) if self.end_at else "stopped")
 
     def _open_entry(self) -> None:
         self.entry = self.app.records.open(self.channels, self.kind, self.title, self.by,
@@ -158,126 +266,30 @@ class RelayRun:
             self.app.records.note(self.entry, note)
         self._early_notes.clear()
 
-    def _spawn(self) -> None:
-        self.process = self.app.reactor.spawnProcess(
-            _WorkerProtocol(self), sys.executable,
-            [sys.executable, "-m", "broadcaster.relay.worker", self.desk.worker_settings(self.item.url)],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def stop(self, outcome: str = "stopped") -> None:
-        """Off air now: the input removed in the next frame, the worker killed, the entry closed."""
-        if self.ended:
-            return
-        self.ended = True
-        for call in (self._end_call, self._restart_call, self._open_call):
-            if call is not None and call.active():
-                call.cancel()
-        self.app.core.send(RemoveInput(self.id))
-        self._kill()
-        self.app.untrack(self.id)
-        if self.entry is not None:
-            self.app.records.close(self.entry, outcome)
-        self._set_up(False)
-        metrics.relays_on_air.dec()
-        self.desk.ended(self)
-        log.info("relay %s (%s) ended: %s", self.id, self.item.name, outcome)
-
-    def _kill(self) -> None:
-        if self.process is not None and self.process.pid is not None:
-            try:
-                self.process.signalProcess("TERM")
-            except OSError:
-                pass
-
-    def exited(self, reason: Failure) -> None:
-        self.process = None
-        if self.ended:
-            return
-        if self.state == "refused":
-            self.stop("failed")
-            return
-        code = getattr(reason.value, "exitCode", None)
-        why = "exited" if reason.check(ProcessDone) else f"died ({reason.getErrorMessage()})"
-        wait = RESTART_S[min(self.restarts, len(RESTART_S) - 1)]
-        self.restarts += 1
-        log.error("relay %s: its worker %s (code %s); starting it again in %.0f s", self.id, why, code, wait)
-        self._lost(f"the relay's worker {why}")
-        self._restart_call = self.app.reactor.callLater(wait, self._respawn)
-
-    def _respawn(self) -> None:
-        if not self.ended:
-            self._spawn()
-
-    # --- from the worker ----------------------------------------------------------------------
-
-    def audio(self, pcm: bytes) -> None:
-        self.app.core.send(LiveAudio(self.id, pcm))
-
-    def event(self, event: dict[str, Any]) -> None:
-        name = event.get("event")
-        labels = (self.item.id,)
-        if name == "stats":
-            self.buffer_s = float(event.get("buffer_s", 0.0))
-            total = int(event.get("bytes", 0))
-            if total > self.bytes:
-                metrics.relay_bytes_total.labels(*labels).inc(total - self.bytes)
-            self.bytes = total
-            metrics.relay_buffer_seconds.labels(*labels).set(self.buffer_s)
-        elif name == "up":
-            was_down = self.down_since
-            self.state, self.reason = "up", ""
-            self._set_up(True)
-            self.restarts = 0
-            if was_down is not None:
-                gone = self.app.wall() - was_down
-                self._note(f"{self._clock(self.app.wall())} upstream back after {gone:.0f} s.")
-                log.info("relay %s (%s): the upstream is back after %.0f s", self.id, self.item.name, gone)
-            self.down_since = None
-        elif name in ("down", "retry"):
-            reason = str(event.get("reason", ""))[:300]
-            self.reconnects += 1
-            metrics.relay_reconnects_total.labels(*labels).inc()
-            if name == "down" or self.state != "down":
-                self._lost(reason)
-            elif reason not in self._reasons_logged and len(self._reasons_logged) < 20:
-                log.warning("relay %s (%s): still down: %s", self.id, self.item.name, reason)
-            self._reasons_logged.add(reason)
-        elif name == "refused":
-            self.state = "refused"
-            self.reason = str(event.get("reason", ""))[:300]
-            metrics.relay_refused_total.inc()
-            log.error("relay %s (%s) refused: %s", self.id, self.item.name, self.reason)
-            self._note(f"{self._clock(self.app.wall())} refused: {self.reason}.")
-
-    def _lost(self, reason: str) -> None:
-        if self.state == "down":
-            return
-        first = self.state == "connecting"
-        self.state, self.reason = "down", reason
-        self._set_up(False)
-        self.down_since = self.app.wall()
-        what = "cannot reach the upstream" if first else "upstream lost"
-        self._note(f"{self._clock(self.app.wall())} {what}: {reason}; the channel falls back to its idle "
-                   "programme once the buffer runs out.")
-        log.warning("relay %s (%s): %s: %s", self.id, self.item.name, what, reason)
-
-    def _set_up(self, up: bool) -> None:
-        metrics.relay_up.labels(self.item.id).set(1 if up else 0)
-
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
         if self.entry is not None:
             self.app.records.note(self.entry, text)
         elif len(self._early_notes) < 10:
             self._early_notes.append(text)
 
-    def _clock(self, at: float | None) -> str:
-        zone = ZoneInfo(self.app.config.schedule.timezone)
-        return datetime.fromtimestamp(at or 0, zone).strftime("%H:%M:%S")
-
-    # --- from the core ------------------------------------------------------------------------
-
-    def _started(self, event: InputStarted) -> None:
-        pass
+    def stop(self, outcome: str = "stopped") -> None:
+        """Off air now: the input removed in the next frame, the entry closed (and the worker
+        stopped, if no other run plays this relay)."""
+        if self.ended:
+            return
+        self.ended = True
+        for call in (self._end_call, self._open_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.app.core.send(RemoveInput(self.id))
+        self.app.untrack(self.id)
+        if self.entry is None and outcome != "completed":
+            self._open_entry()  # refused before its start time: the log still says it did not play
+        if self.entry is not None:
+            self.app.records.close(self.entry, outcome)
+        metrics.relays_on_air.dec()
+        self.desk.ended(self)
+        log.info("relay %s (%s) ended: %s", self.id, self.item.name, outcome)
 
     def _ended(self, event: InputEnded) -> None:
         """The core dropped the input on a channel (refused, or cut by a later programme)."""
@@ -286,17 +298,20 @@ class RelayRun:
             self.stop({"removed": "cut", "refused": "failed"}.get(event.how, "stopped"))
 
     def describe(self) -> dict[str, Any]:
+        feed = self.feed
         return {"id": self.id, "relay": self.item.id, "name": self.item.name, "url": self.item.url,
-                "state": self.state, "reason": self.reason, "buffer_s": self.buffer_s,
-                "reconnects": self.reconnects, "ends_at": self.end_at, "title": self.title}
+                "state": feed.state if feed else "connecting", "reason": feed.reason if feed else "",
+                "buffer_s": feed.buffer_s if feed else 0.0, "reconnects": feed.reconnects if feed else 0,
+                "ends_at": self.end_at, "title": self.title}
 
 
 class RelayDesk:
-    """The relays on air, by run id."""
+    """The relays on air: runs by id, one feed (worker) per relay of the library."""
 
     def __init__(self, app: BroadcastServer) -> None:
         self.app = app
         self.runs: dict[str, RelayRun] = {}
+        self.feeds: dict[str, RelayFeed] = {}
 
     def worker_settings(self, url: str) -> str:
         c = self.app.config.relay
@@ -308,9 +323,22 @@ class RelayDesk:
                            "max_buffer_s": c.max_buffer_s, "backoff_max_s": c.backoff_max_s})
 
     def start(self, item: RelayItem, channels: list[ChannelView], **how: Any) -> RelayRun:
+        feed = self.feeds.get(item.id)
+        if feed is not None and (feed.item.url != item.url or feed.state == "refused"):
+            feed = None  # the library's URL changed, or it was refused: a fresh worker for this run
         run = RelayRun(self, item, channels, **how)
         self.runs[run.id] = run
-        run.start()
+        if feed is None:
+            feed = RelayFeed(self, item)
+            old = self.feeds.get(item.id)
+            self.feeds[item.id] = feed
+            if old is not None and not old.runs:
+                old.stop()
+            feed.start()
+        feed.runs.append(run)
+        run.start(feed)
+        if feed.state == "down":
+            run.note(f"{feed.clock(self.app.wall())} the upstream is down: {feed.reason}.")
         return run
 
     def on_channel(self, channel_id: str) -> list[RelayRun]:
@@ -318,6 +346,13 @@ class RelayDesk:
 
     def ended(self, run: RelayRun) -> None:
         self.runs.pop(run.id, None)
+        feed = run.feed
+        if feed is not None and run in feed.runs:
+            feed.runs.remove(run)
+            if not feed.runs:
+                feed.stop()
+                if self.feeds.get(feed.item.id) is feed:
+                    del self.feeds[feed.item.id]
 
     def stop(self) -> None:
         """The server is stopping."""

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from benchmarks.common import HlsUpstream, icecast_peer, icecast_source
+from benchmarks.common import HlsUpstream, icecast_peer, icecast_source, icecast_sources, icecast_status
 from broadcaster.codecs.pcm import dominant_frequency
 from tests.conftest import Api, prepare, run_speaker, start_server, wait_until
 
@@ -124,9 +124,9 @@ def test_icecast_mp3_relay_on_demand(tmp_path: Path) -> None:
         with icecast_peer(10) as (_, port):
             source = icecast_source(port, "/vov1.mp3", RELAY_HZ, codec="mp3", bitrate=64000)
             api = Api(server, config, tokens)
-            status, relay = api("POST", "/api/v1/relays", who="op-a",
+            status, relay = api("POST", "/api/v1/relays", who="admin",
                                 body={"name": "Đài tỉnh", "url": f"http://127.0.0.1:{port}/vov1.mp3",
-                                      "zone": "commune-a"})
+                                      "zone": "province"})
             assert status == 201, relay
             status, _ = api("POST", "/api/v1/channels/ch-b/relay", who="op-a", body={"relay": relay["id"]})
             assert status == 404, "commune-b's channel does not exist for commune-a's operator"
@@ -141,6 +141,13 @@ def test_icecast_mp3_relay_on_demand(tmp_path: Path) -> None:
             wav = tmp_path / "heard.wav"
             listener = threading.Thread(target=lambda: run_speaker(server, "spk-1", 20.0, out=wav))
             assert wait_until(lambda: relay_state() == "up", 20), "the relay reaches icecast2"
+            # The same relay on the other commune's channel too: fetched and decoded once.
+            status, other = api("POST", "/api/v1/channels/ch-b/relay", who="admin", body={"relay": relay["id"]})
+            assert status == 201 and other["state"] == "up", other
+            mounts = {s["listenurl"].rsplit("/", 1)[1]: s for s in icecast_sources(icecast_status(port))}
+            assert mounts["vov1.mp3"]["listeners"] == 1, "one connection to the upstream for both channels"
+            assert api("DELETE", "/api/v1/channels/ch-b/relay", who="admin")[0] == 204
+            assert relay_state() == "up", "the other channel's run keeps the relay's worker"
             listener.start()
             time.sleep(4)
             source.kill()
