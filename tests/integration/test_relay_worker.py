@@ -263,3 +263,34 @@ def test_a_trickled_playlist_is_given_up_on_not_waited_for(serve: Any) -> None:
     relay, _ = relay_for(serve(handle) + "/p.m3u8", limits)
     with pytest.raises(UpstreamError, match="took longer than 1 s"):
         relay.once()
+
+
+def play_for(relay: Relay, seconds: float) -> None:
+    """Run an endless stream's fetch for ``seconds``, then stop it as control would."""
+    def stop() -> None:
+        time.sleep(seconds)
+        relay.stopping.set()
+    threading.Thread(target=stop, daemon=True).start()
+    relay.once()
+
+
+def test_aac_adts_stream_joined_mid_frame(serve: Any) -> None:
+    adts = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "sine=frequency=660:duration=3",
+                           "-c:a", "aac", "-b:a", "64k", "-f", "adts", "-"], capture_output=True, check=True,
+                          timeout=60).stdout
+    relay, _ = relay_for(serve(lambda r: answer(r, adts[777:], "audio/aac")) + "/aac")
+    relay.once()
+    audio = pushed(relay)
+    assert audio.size > 2 * 48000 and abs(dominant_frequency(audio) - 660) < 3
+
+
+@pytest.mark.skipif(shutil.which("icecast2") is None, reason="icecast2 is not installed (make test installs it)")
+def test_icecast_ogg_opus_mount() -> None:
+    from benchmarks.common import icecast_peer
+
+    with icecast_peer(5) as (_, port):
+        relay, out = relay_for(f"http://127.0.0.1:{port}/ch-0.ogg")
+        play_for(relay, 3.0)
+    audio = pushed(relay)
+    assert audio.size > 48000 and abs(dominant_frequency(audio) - 440) < 3
+    assert [e["event"] for e in out.parsed()[1]][:1] == ["up"]
