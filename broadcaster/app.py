@@ -337,6 +337,7 @@ class BroadcastServer:
             "stream": f"/channels/{cfg.id}.ogg",
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
             "live": describe_live(channel),
+            "title": channel.title,
         }
 
     def health(self) -> dict[str, Any]:

@@ -143,6 +143,8 @@ class Channel(Out):
     stream: str
     sdp: str | None
     live: dict[str, Any] | None = None
+    title: str | None = Field(None, description="what plays now, as the studio last said "
+                              "(/admin/metadata); null when none was sent or the live session ended")
 
 
 # --- loudspeakers ---------------------------------------------------------------------------

@@ -10,17 +10,27 @@ starts on the burst at once instead of waiting for pages to come (Chromium
 waited 8 s on a channel that woke for it, benchmarks/faststart.py). It costs
 one encode a frame for such a channel (benchmarks/channels.py); a province's
 channels all have loudspeakers and encode anyway.
+
+A title change (``SetTitle``, from a studio's /admin/metadata) starts a new
+Ogg chain (RFC 3533 4: a new logical bitstream after the old one's EOS page,
+with its own OpusHead and OpusTags carrying TITLE=), which is how Ogg players
+(ffmpeg, mpv, VLC, browsers) learn a new title. The switch waits for the next
+page boundary, so it never splits a page and a flood of updates makes at most
+one chain a page; the last title asked for wins.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
 from broadcaster import metrics
-from broadcaster.codecs.ogg import OggOpusWriter
+from broadcaster.codecs.ogg import OggError, OggOpusWriter
 from broadcaster.core.commands import Page
 from broadcaster.core.outputs.base import EncodedFrame, Output, OutputContext, SendCounters, register
+
+log = logging.getLogger(__name__)
 
 
 class OggHttp:
@@ -28,10 +38,13 @@ class OggHttp:
 
     def __init__(self, context: OutputContext) -> None:
         self.channel = context.spec.id
+        self.name = context.spec.name
         self.emit = context.emit
-        self.writer = OggOpusWriter(serial=secrets.randbits(31), pre_skip=context.pre_skip,
-                                    page_samples=48 * context.http.page_ms,
-                                    comments=[f"TITLE={context.spec.name}", f"CHANNEL={context.spec.id}"])
+        self.pre_skip = context.pre_skip
+        self.page_samples = 48 * context.http.page_ms
+        self.title: tuple[str | None, str | None] = (None, None)
+        self._wanted: tuple[str | None, str | None] | None = None  # a title waiting for a page boundary
+        self.writer = self._writer(self.title)
         self.listeners = 0
         self.keep_burst = context.http.keep_burst
         self._idle = False
@@ -50,12 +63,48 @@ class OggHttp:
     def active(self) -> bool:
         return self.keep_burst or self.listeners > 0
 
+    def _writer(self, title: tuple[str | None, str | None]) -> OggOpusWriter:
+        name, artist = title
+        comments = [f"TITLE={name or self.name}", f"CHANNEL={self.channel}"]
+        if name and artist:
+            comments.insert(1, f"ARTIST={artist}")
+        if name:
+            comments.append(f"ORGANIZATION={self.name}")
+        return OggOpusWriter(serial=secrets.randbits(31), pre_skip=self.pre_skip, page_samples=self.page_samples,
+                             comments=comments)
+
+    def set_title(self, title: str | None, artist: str | None = None) -> None:
+        wanted = (title or None, artist or None)
+        if self._idle:  # nothing is being sent: the next listener simply starts with the new chain
+            self._wanted = None
+            self.title, self.writer = wanted, self._writer(wanted)  # OggError: the command fails, logged
+            self.emit(Page(self.channel, b"", restart=True, headers=self.writer.header_pages))
+        else:
+            self._wanted = None if wanted == self.title else wanted
+
+    def _start_chain(self, title: tuple[str | None, str | None], page: bytes) -> None:
+        """After ``page`` (just finished), end this chain with an EOS page and begin the next.
+        The new chain is built first: a title its headers cannot carry leaves the stream as it was."""
+        try:
+            writer = self._writer(title)
+        except OggError as exc:
+            log.error("channel %s: title not sent to Ogg listeners: %s", self.channel, exc)
+            self.emit(Page(self.channel, page))
+            return
+        end = self.writer.flush(eos=True) or b""
+        self.title, self.writer = title, writer
+        self.emit(Page(self.channel, page + end + writer.header_pages, headers=writer.header_pages))
+
     def send(self, frame: EncodedFrame) -> None:
         self._idle = False
         page = self.writer.add_packet(frame.opus, frame.samples)
         if page is not None:
-            self.emit(Page(self.channel, page))
             self._sent.count(self.listeners, 0, len(page))
+            if self._wanted is not None:
+                wanted, self._wanted = self._wanted, None
+                self._start_chain(wanted, page)
+            else:
+                self.emit(Page(self.channel, page))
 
     def idle(self) -> None:
         """The channel stopped encoding: control forgets its burst at once, so the
@@ -66,7 +115,7 @@ class OggHttp:
             self.emit(Page(self.channel, b"", restart=True))
 
     def describe(self) -> dict[str, Any]:
-        return {"listeners": self.listeners}
+        return {"listeners": self.listeners, "title": self.title[0]}
 
 
 @register
