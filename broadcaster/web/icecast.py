@@ -15,6 +15,7 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from twisted.web import http_headers
 from twisted.web.server import Request
 
 from broadcaster import __version__
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
     from broadcaster.control.channels import ChannelView
 
 PLAYLISTS = {"m3u": "audio/x-mpegurl", "pls": "audio/x-scpls"}
+
+# Icecast (and Shoutcast) send icy-* header names in lower case and their values as the source
+# gave them: UTF-8 bytes for a Vietnamese name (checked against icecast2 in
+# tests/e2e/test_icecast_admin.py). Players take the names as they come: ffmpeg and mpv make
+# them metadata keys ("icy-name"), a few radios compare them case-sensitively. twisted.web would
+# send "Icy-Name"; its table of unconventional capitalisations keeps ours as Icecast spells them.
+ICY_HEADERS = ("icy-name", "icy-description", "icy-genre", "icy-url", "icy-pub", "icy-br", "icy-metaint")
+_encoder = getattr(http_headers, "_NameEncoder", None)
+if isinstance(getattr(_encoder, "_caseMappings", None), dict):
+    _encoder._caseMappings.update(  # type: ignore[union-attr]
+        {"-".join(w.capitalize() for w in n.split("-")).encode(): n.encode() for n in ICY_HEADERS})
 
 
 def cors(request: Request) -> None:
