@@ -56,6 +56,7 @@ MOUNT = re.compile(r"^/?(?:ingest/(?:zone/(?P<zones>[^/]+)|(?P<ingest>[^/]+))"
                    r"|(?P<channel>[^/]+?)(?:\.(?:ogg|mp3|opus))?)$")
 XML_HEAD = b'<?xml version="1.0"?>\n'
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # no XML 1.0 document may hold these
 
 
 class AdminError(Exception):
@@ -74,7 +75,9 @@ def xml(text: str) -> bytes:
 
 
 def element(name: str, value: object) -> str:
-    return f"<{name}>{escape(str(value))}</{name}>"
+    """Values come from configuration and from clients (a listener's User-Agent): whatever XML
+    cannot carry is dropped, so the document always parses."""
+    return f"<{name}>{escape(_NOT_XML.sub('', str(value)))}</{name}>"
 
 
 def iceresponse(message: str, ok: bool = True) -> bytes:
@@ -134,8 +137,6 @@ class IcecastAdmin(Resource):
             lambda body: self._send(request, route, 200, body, "text/xml; charset=utf-8"),
             lambda failure: self._failed(request, route, failure))
         return NOT_DONE_YET
-
-    render_POST = render_GET  # Icecast takes its arguments from the query string either way
 
     def _credentials(self, request: Request) -> tuple[str, str]:
         header = (request.getHeader("authorization") or "").strip()
@@ -293,14 +294,16 @@ class IcecastAdmin(Resource):
             raise AdminError(400, "Missing parameter: song (or title and artist)")
         name = clean_title(decode_value(song if song is not None else title or b"", charset))
         by = clean_title(decode_value(artist, charset)) if song is None and artist is not None else ""
+        shown = (f"{by} - {name}" if by else name) if name else None
+        noted: set[int] = set()
         for channel in channels:
-            shown = (f"{by} - {name}" if by else name) if name else None
             if shown == channel.title:
                 continue  # the same title again (consoles resend it): no chain, no log note
             channel.set_title(name or None, by or None)
             metrics.title_updates_total.labels(channel.id).inc()
             live = channel.live
-            if live is not None:
+            if live is not None and id(live) not in noted:  # one note for a session on several channels
+                noted.add(id(live))
                 self.app.records.note(live.entry, f"title: {shown or '(cleared)'} (by {principal.name})")
             log.info("channel %s: title %r set by %s", channel.id, shown, principal.name)
         return iceresponse("Metadata update successful")

@@ -11,7 +11,9 @@ from urllib.parse import quote
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggReader, parse_opus_tags
@@ -124,6 +126,34 @@ def test_metadata_sets_the_title_everywhere_and_is_bounded(server: Server) -> No
     admin(server, "/admin/metadata?mount=/ch-a.ogg&mode=updinfo&song=")
     server.advance(1.5)
     assert server.app.channels["ch-a"].title is None and ogg_title(server, "ch-a") == "TITLE=Kênh A"
+
+
+def test_a_zone_mount_names_the_zone_s_channels(server: Server) -> None:
+    assert admin(server, "/admin/metadata?mount=/ingest/zone/commune-b&mode=updinfo&song=x", "op-a1")[0] == 403
+    status, _, body = admin(server, "/admin/metadata?mount=/ingest/zone/commune-a&mode=updinfo&song=Chung", "op-a1")
+    assert status == 200, body
+    assert server.app.channels["ch-a"].title == "Chung" and server.app.channels["ch-b"].title is None
+    assert admin(server, "/admin/metadata?mount=/ingest/zone/nowhere&mode=updinfo&song=x")[0] == 400
+    status, _, body = admin(server, "/admin/stats?mount=/ingest/zone/province")
+    assert [s.get("mount") for s in ET.fromstring(body).findall("source")] == ["/ch-a.ogg", "/ch-b.ogg"]
+
+
+def test_listclients_lists_a_listener_and_its_agent_whatever_it_sent(server: Server) -> None:
+    protocol = server.site.buildProtocol(IPv4Address("TCP", "127.0.0.7", 50002))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.7", 50002))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET /ch-a.ogg HTTP/1.0\r\nHost: memory\r\nUser-Agent: odd\x01<radio>&\r\n\r\n")
+    server.advance(0.1)
+    assert transport.value().startswith(b"HTTP/1.0 200")
+    server.advance(2.0)
+    status, _, body = admin(server, "/admin/listclients?mount=/ch-a", "op-a1")
+    source = ET.fromstring(body).find("source")
+    assert status == 200 and source is not None and source.get("mount") == "/ch-a"
+    assert source.findtext("Listeners") == "1"
+    assert source.findtext("listener/IP") == "127.0.0.7" and source.findtext("listener/UserAgent") == "odd<radio>&"
+    assert int(source.findtext("listener/Connected") or -1) >= 0 and int(source.findtext("listener/ID") or 0) > 0
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert server.app.channels["ch-a"].joined == {}
 
 
 def test_listclients_and_killsource_without_a_studio(server: Server) -> None:
