@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
-TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2
+TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2 liquidsoap gstreamer1.0-tools gstreamer1.0-plugins-good
 # The peers and players the benchmarks measure against (benchmarks/README.md).
 BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base chromium chromium-driver
 
