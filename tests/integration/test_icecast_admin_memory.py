@@ -183,3 +183,13 @@ def test_guesses_are_held_back_before_any_password_check(server: Server) -> None
     assert admin(server, "/admin/stats", None, host="10.0.0.9")[0] == 401
     assert len(checks) == 10, "no credentials: no check"
     assert admin(server, "/admin/stats", "boss", PASSWORD, host="10.0.0.10")[0] == 200
+    # the studio ingest keeps the same record: the address guessing here is held back there too
+    checked = len(checks)
+    protocol = server.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 50003))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.9", 50003))
+    protocol.makeConnection(transport)
+    credentials = base64.b64encode(f"op-a1:{PASSWORD}".encode()).decode()
+    protocol.dataReceived(f"SOURCE /ingest/ch-a HTTP/1.0\r\nAuthorization: Basic {credentials}\r\n"
+                          "Content-Type: audio/ogg\r\n\r\n".encode())
+    server.advance(0.1)
+    assert transport.value().split(b"\r\n", 1)[0].split()[1] == b"429" and len(checks) == checked
