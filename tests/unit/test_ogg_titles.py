@@ -94,6 +94,31 @@ def test_an_idle_channel_changes_title_at_once_for_the_next_listener() -> None:
     assert chains(last.headers)[0][1][0] == "TITLE=Tin sáng"
 
 
+def test_a_title_waiting_when_the_channel_goes_idle_applies_then() -> None:
+    channel, events = make_channel(keep_burst=False)
+    ogg = channel.by_kind["ogg"]
+    ogg.set_listeners(1)
+    channel.tick(0)
+    ogg.set_title("Tin trưa")
+    ogg.set_listeners(0)
+    channel.tick(1)  # idle before the page was full
+    headers = [e.headers for e in events if isinstance(e, c.Page) and e.headers]
+    assert len(headers) == 1 and chains(headers[0])[0][1][0] == "TITLE=Tin trưa"
+    assert ogg.header_pages == headers[0]
+
+
+def test_a_title_no_ogg_header_can_carry_leaves_the_stream_as_it_was() -> None:
+    channel, events = make_channel()
+    ogg = channel.by_kind["ogg"]
+    before = ogg.header_pages
+    ogg.set_title("x" * 70_000)  # control cuts titles at 512 bytes; the core must survive one anyway
+    for tick in range(30):
+        channel.tick(tick)
+    pages = [e for e in events if isinstance(e, c.Page)]
+    assert len(pages) == 3 and not any(p.headers for p in pages) and ogg.header_pages == before
+    assert len(chains(before + b"".join(p.data for p in pages))) == 1
+
+
 class Listener:
     def __init__(self) -> None:
         self.data = b""

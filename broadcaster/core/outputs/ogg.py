@@ -75,24 +75,35 @@ class OggHttp:
 
     def set_title(self, title: str | None, artist: str | None = None) -> None:
         wanted = (title or None, artist or None)
-        if self._idle:  # nothing is being sent: the next listener simply starts with the new chain
-            self._wanted = None
-            self.title, self.writer = wanted, self._writer(wanted)  # OggError: the command fails, logged
-            self.emit(Page(self.channel, b"", restart=True, headers=self.writer.header_pages))
-        else:
-            self._wanted = None if wanted == self.title else wanted
+        self._wanted = None if wanted == self.title else wanted
+        if self._idle and self._wanted is not None:  # nothing is being sent: the next listener starts with it
+            self._restart_with_wanted()
 
-    def _start_chain(self, title: tuple[str | None, str | None], page: bytes) -> None:
-        """After ``page`` (just finished), end this chain with an EOS page and begin the next.
-        The new chain is built first: a title its headers cannot carry leaves the stream as it was."""
+    def _chain(self, title: tuple[str | None, str | None]) -> OggOpusWriter | None:
+        """A writer for a new chain, or None (logged) if its headers cannot carry the title: the
+        stream then goes on as it was."""
         try:
-            writer = self._writer(title)
+            return self._writer(title)
         except OggError as exc:
             log.error("channel %s: title not sent to Ogg listeners: %s", self.channel, exc)
+            return None
+
+    def _restart_with_wanted(self) -> None:
+        wanted, self._wanted = self._wanted, None
+        writer = self._chain(wanted) if wanted is not None else None
+        if wanted is not None and writer is not None:
+            self.title, self.writer = wanted, writer
+            self.emit(Page(self.channel, b"", restart=True, headers=writer.header_pages))
+
+    def _start_chain(self, page: bytes) -> None:
+        """After ``page`` (just finished), end this chain with an EOS page and begin the next."""
+        wanted, self._wanted = self._wanted, None
+        writer = self._chain(wanted) if wanted is not None else None
+        if wanted is None or writer is None:
             self.emit(Page(self.channel, page))
             return
         end = self.writer.flush(eos=True) or b""
-        self.title, self.writer = title, writer
+        self.title, self.writer = wanted, writer
         self.emit(Page(self.channel, page + end + writer.header_pages, headers=writer.header_pages))
 
     def send(self, frame: EncodedFrame) -> None:
@@ -101,8 +112,7 @@ class OggHttp:
         if page is not None:
             self._sent.count(self.listeners, 0, len(page))
             if self._wanted is not None:
-                wanted, self._wanted = self._wanted, None
-                self._start_chain(wanted, page)
+                self._start_chain(page)
             else:
                 self.emit(Page(self.channel, page))
 
@@ -113,6 +123,8 @@ class OggHttp:
             self._idle = True
             self.writer.flush()
             self.emit(Page(self.channel, b"", restart=True))
+            if self._wanted is not None:  # a title that was waiting for a page boundary: now
+                self._restart_with_wanted()
 
     def describe(self) -> dict[str, Any]:
         return {"listeners": self.listeners, "title": self.title[0]}
