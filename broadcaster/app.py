@@ -341,6 +341,7 @@ class BroadcastServer:
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
             "live": describe_live(channel),
             "relays": [run.describe() for run in self.relays.on_channel(cfg.id)],
+            "title": channel.title,
         }
 
     def health(self) -> dict[str, Any]:

@@ -93,6 +93,10 @@ auth_limited_total = Counter(
     "broadcaster_auth_limited_total",
     "Requests refused (429) unchecked because their address failed too often lately, by interface.",
     ["interface"], registry=REGISTRY)
+title_updates_total = Counter(
+    "broadcaster_title_updates_total",
+    "Title changes a studio or operator sent (/admin/metadata) and listeners were given, by channel.",
+    ["channel"], registry=REGISTRY)
 storage_flush_errors_total = Counter(
     "broadcaster_storage_flush_errors_total",
     "Batched log writes that failed and were kept for the next attempt.",

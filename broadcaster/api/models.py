@@ -144,6 +144,8 @@ class Channel(Out):
     sdp: str | None
     live: dict[str, Any] | None = None
     relays: list[dict[str, Any]] = Field([], description="relays on air on the channel (RelayOnAir)")
+    title: str | None = Field(None, description="what plays now, as the studio last said "
+                              "(/admin/metadata); null when none was sent or the live session ended")
 
 
 # --- loudspeakers ---------------------------------------------------------------------------

@@ -139,6 +139,18 @@ class SetListeners(Command):
 
 
 @dataclass(frozen=True)
+class SetTitle(Command):
+    """What is playing on a channel now (a studio's track title), for its Ogg listeners: the
+    Ogg output starts a new chain (new OpusHead and OpusTags with TITLE=) at its next page
+    boundary, so a flood of updates costs at most one chain per page. None: back to the
+    channel's name. Control bounds the length (web/admin.py)."""
+
+    channel: str
+    title: str | None
+    artist: str | None = None
+
+
+@dataclass(frozen=True)
 class SetAddresses(Command):
     """Between core processes: the loudspeakers now subscribed to a channel this process
     plays (the process reading the datagrams keeps the subscriptions, core/shards.py)."""
@@ -207,6 +219,9 @@ class Page(Event):
     channel: str
     data: bytes
     restart: bool = False  # the channel was idle before: what control kept for new listeners is stale
+    # Non-empty: a new Ogg chain begins in ``data`` (after the old one's EOS page); these are its
+    # header pages, which a new listener now starts with, before the pages that follow.
+    headers: bytes = b""
 
 
 @dataclass(frozen=True)

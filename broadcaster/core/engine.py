@@ -281,6 +281,10 @@ class Core:
             channel = self.channels.get(command.channel)
             if channel is not None and "ogg" in channel.by_kind:
                 channel.by_kind["ogg"].set_listeners(command.count)
+        elif isinstance(command, c.SetTitle):
+            channel = self.channels.get(command.channel)
+            if channel is not None and "ogg" in channel.by_kind:
+                channel.by_kind["ogg"].set_title(command.title, command.artist)
         elif isinstance(command, c.AddChannel):
             self._add_channel(command.spec)
         elif isinstance(command, c.SetAddresses):

@@ -109,7 +109,7 @@ class Shards:
             holders = dict.fromkeys(self.inputs.get(command.input_id, {None: None}).values())
             for tag, where in enumerate(holders):
                 self._to(where, dataclasses.replace(command, pcm=self._shared(command.pcm, tag, command.input_id)))
-        elif isinstance(command, c.SetListeners):
+        elif isinstance(command, (c.SetListeners, c.SetTitle)):
             self._to(self.owner.get(command.channel), command)
         elif isinstance(command, c.Query) and command.what == "metrics":
             self._gathers[command.query_id] = _Gather(waiting=1 + len(self.shards))

@@ -15,6 +15,7 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from twisted.web import http_headers
 from twisted.web.server import Request
 
 from broadcaster import __version__
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
     from broadcaster.control.channels import ChannelView
 
 PLAYLISTS = {"m3u": "audio/x-mpegurl", "pls": "audio/x-scpls"}
+
+# Icecast (and Shoutcast) send icy-* header names in lower case and their values as the source
+# gave them: UTF-8 bytes for a Vietnamese name (checked against icecast2 in
+# tests/e2e/test_icecast_admin.py). Players take the names as they come: ffmpeg and mpv make
+# them metadata keys ("icy-name"), a few radios compare them case-sensitively. twisted.web would
+# send "Icy-Name"; its table of unconventional capitalisations keeps ours as Icecast spells them.
+ICY_HEADERS = ("icy-name", "icy-description", "icy-genre", "icy-url", "icy-pub", "icy-br", "icy-metaint")
+_encoder = getattr(http_headers, "_NameEncoder", None)
+if isinstance(getattr(_encoder, "_caseMappings", None), dict):
+    _encoder._caseMappings.update(  # type: ignore[union-attr]
+        {"-".join(w.capitalize() for w in n.split("-")).encode(): n.encode() for n in ICY_HEADERS})
 
 
 def cors(request: Request) -> None:
@@ -52,37 +64,46 @@ def base_url(request: Request) -> str:
     return f"{'https' if request.isSecure() else 'http'}://{host}"
 
 
-def _times(at: float) -> tuple[str, str]:
+def times(at: float) -> tuple[str, str]:
     """Icecast's two spellings of a time: RFC 2822 and ISO 8601 with a numeric zone."""
     return formatdate(at, localtime=True), time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
 
 
+def server_id() -> str:
+    return f"broadcaster {__version__}"
+
+
+def source_fields(app: BroadcastServer, channel: ChannelView, base: str) -> dict[str, Any]:
+    """One mount's fields, as /status-json.xsl and /admin/stats (web/admin.py) both give them."""
+    stream_start, stream_start_iso = times(channel.ready_at)
+    fields: dict[str, Any] = {
+        "audio_info": f"bitrate={app.config.audio.bitrate // 1000};channels=1;samplerate=48000",
+        "genre": "public address",
+        "listener_peak": channel.listener_peak,
+        "listeners": len(channel.listeners),
+        "listenurl": f"{base}/{channel.id}.ogg",
+        "server_description": channel.description,
+        "server_name": channel.name,
+        "server_type": "audio/ogg",
+        "stream_start": stream_start,
+        "stream_start_iso8601": stream_start_iso,
+        "subtype": "Opus",
+    }
+    title = getattr(channel, "title", None)
+    if title:
+        fields["title"] = title  # Icecast shows a mount's title once a source sent one
+    fields["dummy"] = None
+    return fields
+
+
 def status(app: BroadcastServer, request: Request) -> dict[str, Any]:
     base = base_url(request)
-    server_start, server_start_iso = _times(app.started_at)
-    sources = []
-    for channel in app.channels.values():
-        if not channel.config.public or not channel.ready:
-            continue
-        stream_start, stream_start_iso = _times(channel.ready_at)
-        audio = app.config.audio
-        sources.append({
-            "audio_info": f"bitrate={audio.bitrate // 1000};channels=1;samplerate=48000",
-            "genre": "public address",
-            "listener_peak": channel.listener_peak,
-            "listeners": len(channel.listeners),
-            "listenurl": f"{base}/{channel.id}.ogg",
-            "server_description": channel.description,
-            "server_name": channel.name,
-            "server_type": "audio/ogg",
-            "stream_start": stream_start,
-            "stream_start_iso8601": stream_start_iso,
-            "subtype": "Opus",
-            "dummy": None,
-        })
+    server_start, server_start_iso = times(app.started_at)
+    sources = [source_fields(app, channel, base) for channel in app.channels.values()
+               if channel.config.public and channel.ready]
     icestats: dict[str, Any] = {
         "admin": "admin@localhost", "host": request.getRequestHostname().decode("utf-8", "replace"),
-        "location": app.config.schedule.timezone, "server_id": f"broadcaster {__version__}",
+        "location": app.config.schedule.timezone, "server_id": server_id(),
         "server_start": server_start, "server_start_iso8601": server_start_iso}
     if sources:
         icestats["source"] = sources[0] if len(sources) == 1 else sources

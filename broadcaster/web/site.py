@@ -21,10 +21,12 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
+from broadcaster.control.logins import LoginGuard
 from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
 from broadcaster.web import icecast
+from broadcaster.web.admin import IcecastAdmin
 from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
@@ -145,13 +147,16 @@ class Health(_Leaf):
 
 
 class Root(Resource):
-    def __init__(self, server: BroadcastServer) -> None:
+    def __init__(self, server: BroadcastServer, logins: LoginGuard | None = None) -> None:
+        """``logins``: the studio ingest's failed-password record, so that guesses at /admin and at
+        the ingest (the same users and passwords) count against one limit per address."""
         super().__init__()
         self.putChild(b"api", AdminApi(server))
         self.putChild(b"channels", ChannelList(server))
         self.putChild(b"metrics", MetricsPage(server))
         self.putChild(b"healthz", Health(server))
         self.putChild(b"status-json.xsl", IcecastStatus(server))
+        self.putChild(b"admin", IcecastAdmin(server, logins))
         self.app = server
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
@@ -405,11 +410,12 @@ def make_site(server: BroadcastServer) -> HttpPortFactory:
 
     # The API reads raw bodies: twisted must not parse a form-encoded or multipart body into
     # request.args on its own (a 100 MiB multipart upload would be held in memory twice).
-    site = Site(Root(server), parsePOSTFormSubmission=False, reactor=server.reactor)
+    desk = StudioDesk(server)
+    site = Site(Root(server, desk.logins), parsePOSTFormSubmission=False, reactor=server.reactor)
     site.protocol = lambda: _GenericHTTPChannelProtocol(BoundedChannel())  # type: ignore[method-assign]
     site.requestFactory = Limited
     site.displayTracebacks = False
-    return HttpPortFactory(site, StudioDesk(server), server.config.http.max_connections_per_address,
+    return HttpPortFactory(site, desk, server.config.http.max_connections_per_address,
                            call_later=server.reactor.callLater)
 
 
