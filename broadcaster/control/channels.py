@@ -27,6 +27,7 @@ class ChannelView:
         self.header_pages = b""
         self.burst: deque[bytes] = deque(maxlen=burst_pages)
         self.listeners: set[Any] = set()
+        self.taps: set[Any] = set()  # HLS and MP3 encoders (control/transcode.py): listeners to the core
         self.status: dict[str, Any] = {}
         self.live: Any = None  # the studio session on air here (control/studio.py), if any
         self.ready_at = 0.0  # wall-clock time the core built it (Icecast's stream_start)
@@ -52,11 +53,26 @@ class ChannelView:
     def add_listener(self, listener: Any) -> None:
         self.listeners.add(listener)
         self.listener_peak = max(self.listener_peak, len(self.listeners))
-        self._send(c.SetListeners(self.id, len(self.listeners)))
+        self._send(c.SetListeners(self.id, self._consumers))
 
     def remove_listener(self, listener: Any) -> None:
         self.listeners.discard(listener)
-        self._send(c.SetListeners(self.id, len(self.listeners)))
+        self._send(c.SetListeners(self.id, self._consumers))
+
+    # --- taps: the HLS and MP3 encoders take the same pages (control/transcode.py) --------
+
+    @property
+    def _consumers(self) -> int:
+        """What the core is told: a tap needs the pages as much as a listener does."""
+        return len(self.listeners) + len(self.taps)
+
+    def add_tap(self, tap: Any) -> None:
+        self.taps.add(tap)
+        self._send(c.SetListeners(self.id, self._consumers))
+
+    def remove_tap(self, tap: Any) -> None:
+        self.taps.discard(tap)
+        self._send(c.SetListeners(self.id, self._consumers))
 
     def page(self, event: c.Page) -> None:
         if event.restart:
@@ -67,3 +83,5 @@ class ChannelView:
         chunk = frame_chunk(event.data)  # once for every HTTP/1.1 listener
         for listener in list(self.listeners):
             listener.write_page(event.data, chunk)
+        for tap in list(self.taps):
+            tap.write_page(event.data)
