@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2
+# GStreamer as an HLS player (tests/e2e/test_hls.py: souphttpsrc ! hlsdemux ! tsdemux ! avdec_aac).
+TEST_DEBS += gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
 # The peers and players the benchmarks measure against (benchmarks/README.md).
 BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base chromium chromium-driver
 
