@@ -75,6 +75,7 @@ class HlsConfig:
     idle_s: float = 45.0       # the encoder stops this long after the last playlist or segment request
     first_segment_wait_s: float = 10.0  # a request on a cold channel waits this long, then 503 + Retry-After
     bitrate: int = 64000       # AAC bits per second (mono)
+    container: str = "ts"      # "ts" (MPEG-TS, HLS version 3: every player) or "fmp4" (CMAF fragments)
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ def _http(r: _Reader, value: Any) -> HttpConfig:
 
 
 def _hls(r: _Reader, value: Any) -> HlsConfig:
-    d = r.mapping(value, "hls", {"segment_s", "window", "idle_s", "first_segment_wait_s", "bitrate"})
+    d = r.mapping(value, "hls", {"segment_s", "window", "idle_s", "first_segment_wait_s", "bitrate", "container"})
     return HlsConfig(
         segment_s=r.int_range(d, "segment_s", "hls", HlsConfig.segment_s, 2, 6),
         window=r.int_range(d, "window", "hls", HlsConfig.window, 3, 30),
@@ -424,6 +425,7 @@ def _hls(r: _Reader, value: Any) -> HlsConfig:
         first_segment_wait_s=r.float_range(d, "first_segment_wait_s", "hls",
                                            HlsConfig.first_segment_wait_s, 0.0, 30.0),
         bitrate=r.int_range(d, "bitrate", "hls", HlsConfig.bitrate, 16000, 320000),
+        container=r.choice(d, "container", "hls", HlsConfig.container, ("ts", "fmp4")),
     )
 
 

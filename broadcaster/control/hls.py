@@ -1,6 +1,6 @@
 """HLS of each public channel, for phones (iOS Safari cannot play Ogg/Opus) and for any CDN.
 
-AAC-LC in MPEG-TS segments, encoded once per channel and only while someone
+AAC-LC in MPEG-TS segments (or fMP4, ``hls.container``), encoded once per channel and only while someone
 asks for it: the first playlist request starts the channel's encoder (a Tap on
 its Ogg pages, control/transcode.py), and it stops ``hls.idle_s`` after the
 last playlist or segment request. Segment names carry a random session and a
@@ -24,11 +24,12 @@ from twisted.internet.task import LoopingCall
 
 from broadcaster import metrics
 from broadcaster.codecs.encoders import SAMPLE_RATE, AacEncoder
+from broadcaster.codecs.fmp4 import Fmp4Writer, init_segment
 from broadcaster.codecs.mpegts import TsWriter
 from broadcaster.config import HlsConfig
 from broadcaster.control.transcode import OpusPages, Runner, Tap
 
-SEGMENT_TYPE = "video/mp2t"
+CONTENT_TYPES = {"ts": "video/mp2t", "m4s": "video/mp4", "mp4": "video/mp4"}  # by file extension
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 KEEP_EXTRA = 6  # segments still served after they leave the playlist (a player or CDN a little behind)
 
@@ -44,16 +45,21 @@ class Segment:
 class HlsWindow:
     """The rolling live window: the last ``window`` segments listed, a few more kept. Pure."""
 
-    def __init__(self, segment_s: int, window: int, first_sequence: int, session: str) -> None:
+    def __init__(self, segment_s: int, window: int, first_sequence: int, session: str,
+                 init: bytes | None = None) -> None:
+        """``init``: the fMP4 initialisation segment (then segments are .m4s); None for MPEG-TS."""
         self.segment_s = segment_s
         self.window = window
         self.session = session
         self.next_sequence = first_sequence
+        self.extension = "ts" if init is None else "m4s"
         self._segments: deque[Segment] = deque(maxlen=window + KEEP_EXTRA)
         self._by_name: dict[str, Segment] = {}
+        self.init = None if init is None else Segment(-1, f"{session}-init.mp4", 0.0, init)
 
     def add(self, duration_s: float, data: bytes) -> Segment:
-        segment = Segment(self.next_sequence, f"{self.session}-{self.next_sequence}.ts", duration_s, data)
+        name = f"{self.session}-{self.next_sequence}.{self.extension}"
+        segment = Segment(self.next_sequence, name, duration_s, data)
         self.next_sequence += 1
         if len(self._segments) == self._segments.maxlen:
             self._by_name.pop(self._segments[0].name, None)
@@ -62,6 +68,8 @@ class HlsWindow:
         return segment
 
     def get(self, name: str) -> Segment | None:
+        if self.init is not None and name == self.init.name:
+            return self.init
         return self._by_name.get(name)
 
     @property
@@ -73,27 +81,32 @@ class HlsWindow:
         same window serves /channels/{id}/hls/index.m3u8 and the aliases elsewhere."""
         listed = list(self._segments)[-self.window:]
         target = max([self.segment_s] + [int(s.duration_s + 0.5) for s in listed])
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{target}",
+        lines = ["#EXTM3U", f"#EXT-X-VERSION:{3 if self.init is None else 7}", f"#EXT-X-TARGETDURATION:{target}",
                  f"#EXT-X-MEDIA-SEQUENCE:{listed[0].sequence if listed else self.next_sequence}"]
+        if self.init is not None:
+            lines.append(f'#EXT-X-MAP:URI="{prefix}{self.init.name}"')
         for segment in listed:
             lines += [f"#EXTINF:{segment.duration_s:.3f},", prefix + segment.name]
         return "\n".join(lines) + "\n"
 
 
 class Segmenter:
-    """Ogg pages in, MPEG-TS segments out: Opus decoded, AAC encoded, cut every
+    """Ogg pages in, MPEG-TS (or fMP4) segments out: Opus decoded, AAC encoded, cut every
     ``segment_s`` seconds at an AAC frame boundary. Lives on the transcode thread."""
 
-    def __init__(self, segment_s: int, bitrate: int) -> None:
+    def __init__(self, segment_s: int, bitrate: int, container: str = "ts") -> None:
         self._pcm = OpusPages()
         self._aac = AacEncoder(bitrate)
-        self._ts = TsWriter(SAMPLE_RATE, self._aac.frame_samples)
+        self._ts: TsWriter | Fmp4Writer = (TsWriter(SAMPLE_RATE, self._aac.frame_samples) if container == "ts"
+                                           else Fmp4Writer(self._aac.frame_samples))
+        self._adts = container == "ts"  # fMP4 carries raw AAC frames: the 7-byte ADTS header goes
         self._frames: list[bytes] = []
         self._per_segment = round(segment_s * SAMPLE_RATE / self._aac.frame_samples)
         self._first_sample = 0
 
     def feed(self, pages: bytes) -> list[tuple[float, bytes]]:
-        self._frames += self._aac.encode(self._pcm.decode(pages))
+        frames = self._aac.encode(self._pcm.decode(pages))
+        self._frames += frames if self._adts else [frame[7:] for frame in frames]
         out = []
         while len(self._frames) >= self._per_segment:
             frames, self._frames = self._frames[:self._per_segment], self._frames[self._per_segment:]
@@ -129,9 +142,11 @@ class HlsChannel:
             self.start()
 
     def start(self) -> None:
-        segment_s = self.config.segment_s
-        self.window = HlsWindow(segment_s, self.config.window, int(self._wall() // segment_s), secrets.token_hex(4))
-        segmenter = Segmenter(segment_s, self.config.bitrate)
+        segment_s, container = self.config.segment_s, self.config.container
+        init = init_segment(SAMPLE_RATE, 1, self.config.bitrate) if container == "fmp4" else None
+        self.window = HlsWindow(segment_s, self.config.window, int(self._wall() // segment_s), secrets.token_hex(4),
+                                init)
+        segmenter = Segmenter(segment_s, self.config.bitrate, container)
         self._tap = Tap(self.channel, "hls", segmenter.feed, self._made, self._run)
         self._tap.start()
 

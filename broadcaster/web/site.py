@@ -139,7 +139,7 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
 def hls_file(app: BroadcastServer, request: Request, channel_id: str, name: str) -> Any:
     """/channels/{id}/hls/index.m3u8 and its segments (web/streams.py)."""
     channel = app.channels.get(channel_id)
-    if channel is None or not (name == "index.m3u8" or name.endswith(".ts")):
+    if channel is None or not (name == "index.m3u8" or name.rpartition(".")[2] in streams.SEGMENT_EXTENSIONS):
         return error(request, "hls", 404, "not_found", f"no HLS file {name!r} for {channel_id!r}; see GET /channels")
     if not channel.config.public:
         return error(request, "hls", 403, "not_public", f"channel {channel_id!r} is not open to public HTTP listening")

@@ -5,7 +5,8 @@ and be ready):
 
 - ``/channels/{id}/hls/index.m3u8`` and the aliases ``/channels/{id}.m3u8`` and
   ``/{id}.m3u8`` (one playlist; segment URIs are relative to whichever was asked);
-- ``/channels/{id}/hls/{session}-{sequence}.ts``;
+- ``/channels/{id}/hls/{session}-{sequence}.ts`` (with ``hls.container: fmp4``:
+  ``{session}-init.mp4`` and ``{session}-{sequence}.m4s``);
 - ``/channels/{id}.mp3`` and ``/{id}.mp3``.
 
 Caching is for an nginx or CDN in front: a segment's name is never reused, so it
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
-from broadcaster.control.hls import PLAYLIST_TYPE, SEGMENT_TYPE, HlsWindow
+from broadcaster.control.hls import CONTENT_TYPES, PLAYLIST_TYPE, HlsWindow
 from broadcaster.control.mp3 import serve_mp3
 from broadcaster.web import icecast
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
     from broadcaster.control.channels import ChannelView
 
+SEGMENT_EXTENSIONS = tuple(CONTENT_TYPES)
 SEGMENT_CACHE = b"public, max-age=31536000, immutable"
 PLAYLIST_CACHE = b"no-cache"
 
@@ -86,7 +88,7 @@ def hls_segment(app: BroadcastServer, request: Request, channel: ChannelView, na
                       "reload the playlist")
     request.setHeader(b"Cache-Control", SEGMENT_CACHE)
     metrics.transcoded_bytes_sent_total.labels(channel.id, "hls").inc(len(segment.data))
-    return respond_bytes(request, "hls", segment.data, SEGMENT_TYPE)
+    return respond_bytes(request, "hls", segment.data, CONTENT_TYPES[name.rpartition(".")[2]])
 
 
 def respond_bytes(request: Request, route: str, data: bytes, content_type: str) -> bytes:

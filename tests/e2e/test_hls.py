@@ -209,3 +209,19 @@ def test_with_keep_burst_on_too(server: RunningServer) -> None:
     probe = subprocess.run([str(FFPROBE), "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
                             server.url("/ch-b.m3u8")], capture_output=True, text=True, timeout=60)
     assert set(probe.stdout.split()) == {"aac"}, probe.stderr
+
+
+@needs_ffmpeg
+def test_ffmpeg_plays_fmp4_segments(tmp_path: Path) -> None:
+    running = start_server(write_config(tmp_path, extra={"hls": {"container": "fmp4", "segment_s": 2}}))
+    try:
+        url = running.url("/channels/ch-a/hls/index.m3u8")
+        lines = fetch(url)[2].decode().splitlines()
+        init = next(line for line in lines if line.startswith("#EXT-X-MAP:")).split('"')[1]
+        for name in (init, lines[-1]):
+            status, headers, data = fetch(urllib.parse.urljoin(url, name))
+            assert status == 200 and headers["Content-Type"] == "video/mp4"
+            assert data[4:8] == (b"ftyp" if name == init else b"moof")
+        assert_tone(decode(running.url("/ch-a.m3u8"), tmp_path / "heard.raw", 4), 440.0, 3.5)
+    finally:
+        running.stop()

@@ -18,13 +18,14 @@ from twisted.internet.task import Clock
 
 from broadcaster import metrics
 from broadcaster.codecs.encoders import AacEncoder
+from broadcaster.codecs.fmp4 import init_segment
 from broadcaster.codecs.mpegts import PACKET, PAT_SECTION, PMT_SECTION, TsWriter, adts_header, crc32_mpeg
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
 from broadcaster.config import ChannelConfig, ConfigError, HlsConfig, load_config
 from broadcaster.control.channels import ChannelView
-from broadcaster.control.hls import HlsChannel, HlsDesk, HlsWindow
+from broadcaster.control.hls import HlsChannel, HlsDesk, HlsWindow, Segmenter
 from broadcaster.core import commands as c
 
 RATE = 48000
@@ -105,6 +106,33 @@ def test_segments_decode_back_to_the_tone_with_running_timestamps() -> None:
     with av.open(io.BytesIO(second), format="mpegts") as container:
         packet = next(p for p in container.demux(container.streams.audio[0]) if p.pts is not None)
         assert packet.pts == 10 * 90000 + 94 * 1024 * 90000 // RATE  # it starts where the first ended
+
+
+def test_fmp4_init_and_fragments_decode_back_to_the_tone() -> None:
+    segmenter = Segmenter(2, 64000, "fmp4")
+    _, pages = ogg_pages(5)
+    segments = [data for page in pages for _, data in segmenter.feed(page)]
+    assert len(segments) == 2
+    init = init_segment(RATE, 1, 64000)
+    assert init[4:8] == b"ftyp" and segments[0][4:8] == b"moof"
+    with av.open(io.BytesIO(init + segments[0] + segments[1]), format="mp4") as container:
+        stream = container.streams.audio[0]
+        assert (stream.codec_context.name, stream.codec_context.profile, stream.rate) == ("aac", "LC", RATE)
+        frames = list(container.decode(stream))
+    assert frames[0].pts == 0 and frames[-1].pts == (2 * 94 - 1) * 1024  # tfdt: the second runs on from the first
+    audio = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
+    steady = audio[RATE:]
+    assert abs(dominant_frequency(steady) - 440.0) < 2.0
+    assert abs(rms_dbfs(steady) - (-12.0)) < 1.0
+
+
+def test_an_fmp4_playlist_names_its_init_segment() -> None:
+    window = HlsWindow(segment_s=2, window=3, first_sequence=5, session="s", init=b"init")
+    window.add(2.005, b"frag")
+    lines = window.playlist("p/").splitlines()
+    assert lines[1] == "#EXT-X-VERSION:7" and lines[4] == '#EXT-X-MAP:URI="p/s-init.mp4"'
+    assert lines[-1] == "p/s-5.m4s"
+    assert window.get("s-init.mp4").data == b"init"  # type: ignore[union-attr]
 
 
 # --- the window -----------------------------------------------------------------------
@@ -251,7 +279,7 @@ def test_hls_and_mp3_sections(tmp_path: Path) -> None:
                     encoding="utf-8")
     config = load_config(path)
     assert (config.hls.segment_s, config.hls.idle_s, config.mp3.bitrate, config.mp3.metaint) == (2, 5.0, 128000, 8192)
-    for bad, key in (("hls: {segment_s: 10}", "hls.segment_s"), ("hls: {container: fmp4}", "hls.container"),
+    for bad, key in (("hls: {segment_s: 10}", "hls.segment_s"), ("hls: {container: webm}", "hls.container"),
                      ("mp3: {metaint: 0}", "mp3.metaint")):
         path.write_text(MINIMAL + bad + "\n", encoding="utf-8")
         with pytest.raises(ConfigError) as caught:
