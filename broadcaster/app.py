@@ -103,7 +103,7 @@ class BroadcastServer:
         self.devices.on_ack = self.alerts.acknowledged
         self.edge = EdgeRelay(self) if config.edge.links else None
         # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
-        self.transcode = TranscodeThread(reactor)
+        self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
         self.hls = HlsDesk(config.hls, self.transcode.run, reactor, self.wall)
         self.mp3 = Mp3Desk(config.mp3, self.transcode.run, -(-config.http.burst_ms // config.http.page_ms))
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}

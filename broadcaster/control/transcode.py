@@ -60,22 +60,27 @@ class OpusPages:
 
 
 class TranscodeThread:
-    """The one thread every tap's work runs on; started on first use, stopped with the server."""
+    """The one thread every tap's work runs on; started on first use, stopped with the server
+    (or at reactor shutdown, whichever comes first). Tests pass a pool that runs work at once."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, pool: Any = None) -> None:
         self.reactor = reactor
+        self._given = pool
         self._pool: ThreadPool | None = None
 
     def run(self, work: Callable[[bytes], Any], data: bytes) -> Deferred[Any]:
+        if self._given is not None:
+            return deferToThreadPool(self.reactor, self._given, work, data)
         if self._pool is None:
             self._pool = ThreadPool(1, 1, "transcode")
             self._pool.start()
+            self.reactor.addSystemEventTrigger("during", "shutdown", self.stop)
         return deferToThreadPool(self.reactor, self._pool, work, data)
 
     def stop(self) -> None:
         if self._pool is not None:
-            self._pool.stop()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.stop()
 
 
 class Tap(Generic[T]):
