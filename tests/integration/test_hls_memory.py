@@ -97,3 +97,24 @@ def test_a_slow_mp3_listener_is_dropped_and_the_encoder_stops_with_the_last(serv
     assert dropped._value.get() == before + 1
     assert server.app.mp3.channels["ch-a"].listeners == set()
     assert view.taps == set(), "no MP3 listener left: no MP3 encoder"
+
+
+def test_mp3_listeners_get_a_new_title_at_their_next_metadata_block(server: Server) -> None:
+    view = server.app.channels["ch-a"]
+    listener = Client(server, "/ch-a.mp3", ("Icy-MetaData: 1",))
+    plain = Client(server, "/channels/ch-a.mp3")
+    server.advance(3)
+    view.title = "Bản tin sáng"  # type: ignore[attr-defined]  # what /admin/metadata sets (ChannelView.title)
+    server.advance(5)
+    assert len(view.taps) == 1 and len(server.app.mp3.channels["ch-a"].listeners) == 2
+    _, _, body = listener.response()
+    titles, pos = [], 16000
+    while pos < len(body):
+        size = body[pos] * 16
+        titles.append(body[pos + 1:pos + 1 + size].rstrip(b"\0").decode("utf-8"))
+        pos += 1 + size + 16000
+    assert titles[0] == "StreamTitle='Kênh A';", "no title set yet: the channel's name"
+    assert "StreamTitle='Bản tin sáng';" in titles[1:]
+    assert set(titles[1:]) <= {"", "StreamTitle='Bản tin sáng';"}
+    _, plain_headers, plain_body = plain.response()
+    assert "icy-metaint" not in plain_headers and b"StreamTitle" not in plain_body
