@@ -162,10 +162,10 @@ class HlsChannel:
     def segment(self, name: str) -> Segment | None:
         """A segment still kept, if the encoder runs; asking for one keeps the encoder running
         (a CDN fetching segments counts as a listener) but never starts it."""
-        if self.window is None:
-            return None
-        self.last_request = self._clock.seconds()
-        return self.window.get(name)
+        found = self.window.get(name) if self.window is not None else None
+        if found is not None:
+            self.last_request = self._clock.seconds()
+        return found
 
     def idle(self, now: float) -> bool:
         """Nobody asked for ``idle_s`` (a request still waiting for the first segment is asking)."""
@@ -198,8 +198,14 @@ class HlsChannel:
                 self._waiting.remove(waiter)
                 waiter.callback(None)
 
-        self._clock.callLater(self.config.first_segment_wait_s, give_up)
-        return waiter
+        timer = self._clock.callLater(self.config.first_segment_wait_s, give_up)
+
+        def answered(window: HlsWindow | None) -> HlsWindow | None:
+            if timer.active():
+                timer.cancel()
+            return window
+
+        return waiter.addCallback(answered)
 
 
 class HlsDesk:
