@@ -30,11 +30,14 @@ from broadcaster.control.channels import ChannelView
 from broadcaster.control.coreproc import udp_socket
 from broadcaster.control.devices import Devices, Online
 from broadcaster.control.edge import EdgeRelay
+from broadcaster.control.hls import HlsDesk
+from broadcaster.control.mp3 import Mp3Desk
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
 from broadcaster.control.relays import RelayDesk
 from broadcaster.control.schedule import Schedule, ScheduleError
 from broadcaster.control.studio import describe_live
+from broadcaster.control.transcode import TranscodeThread
 from broadcaster.control.workers import ProcessWorkers
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
@@ -101,6 +104,10 @@ class BroadcastServer:
                                 pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
         self.edge = EdgeRelay(self) if config.edge.links else None
+        # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
+        self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
+        self.hls = HlsDesk(config.hls, self.transcode.run, reactor, self.wall)
+        self.mp3 = Mp3Desk(config.mp3, self.transcode.run, -(-config.http.burst_ms // config.http.page_ms))
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
         self.started_at = self.wall()  # Icecast's server_start
@@ -157,6 +164,9 @@ class BroadcastServer:
             self.http_port.stopListening()
         self.alerts.stop()
         self.relays.stop()
+        self.hls.stop()
+        self.mp3.stop()
+        self.transcode.stop()
         if self.edge is not None:
             self.edge.stop()
         for session in {view.live for view in self.channels.values() if view.live is not None}:
@@ -338,6 +348,8 @@ class BroadcastServer:
             "multicast": None if cfg.multicast is None else {
                 "group": cfg.multicast.group, "port": cfg.multicast.port, "ttl": cfg.multicast.ttl},
             "stream": f"/channels/{cfg.id}.ogg",
+            "hls": f"/channels/{cfg.id}/hls/index.m3u8" if cfg.public else None,
+            "mp3": f"/channels/{cfg.id}.mp3" if cfg.public else None,
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
             "live": describe_live(channel),
             "relays": [run.describe() for run in self.relays.on_channel(cfg.id)],

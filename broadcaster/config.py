@@ -67,6 +67,26 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class HlsConfig:
+    """HLS of each public channel (control/hls.py): AAC-LC in MPEG-TS, encoded only while asked for."""
+
+    segment_s: int = 4         # seconds per segment (2-6); also the playlist's target duration
+    window: int = 6            # segments listed in the live playlist
+    idle_s: float = 45.0       # the encoder stops this long after the last playlist or segment request
+    first_segment_wait_s: float = 10.0  # a request on a cold channel waits this long, then 503 + Retry-After
+    bitrate: int = 64000       # AAC bits per second (mono)
+    container: str = "ts"      # "ts" (MPEG-TS, HLS version 3: every player) or "fmp4" (CMAF fragments)
+
+
+@dataclass(frozen=True)
+class Mp3Config:
+    """The MP3 listener stream (control/mp3.py), encoded only while someone listens."""
+
+    bitrate: int = 64000       # bits per second (mono)
+    metaint: int = 16000       # audio bytes between ICY metadata blocks (Icecast's default)
+
+
+@dataclass(frozen=True)
 class SpeakerPolicy:
     keepalive_s: float = 5.0
     missed_keepalives: int = 3
@@ -190,6 +210,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    hls: HlsConfig = field(default_factory=HlsConfig)
+    mp3: Mp3Config = field(default_factory=Mp3Config)
     speakers: SpeakerPolicy = field(default_factory=SpeakerPolicy)
     storage: StorageConfig = field(default_factory=StorageConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
@@ -304,11 +326,13 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
-    top = r.mapping(document, "", {"server", "audio", "http", "speakers", "storage", "live", "relay",
-                                   "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
+    top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
+                                   "relay", "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
+    hls = _hls(r, top.get("hls"))
+    mp3 = _mp3(r, top.get("mp3"))
     speakers = _speaker_policy(r, top.get("speakers"))
     storage = _storage(r, top.get("storage"), base_dir)
     live = _live(r, top.get("live"), base_dir)
@@ -321,8 +345,8 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
-    return Config(path=file, server=server, audio=audio, http=http, speakers=speakers, storage=storage,
-                  live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
+    return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
+                  storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge)
 
@@ -406,6 +430,27 @@ def _http(r: _Reader, value: Any) -> HttpConfig:
         max_connections_per_address=r.int_range(d, "max_connections_per_address", "http",
                                                 HttpConfig.max_connections_per_address, 1, 100_000),
         keep_burst=r.typed(d, "keep_burst", "http", bool, HttpConfig.keep_burst),
+    )
+
+
+def _hls(r: _Reader, value: Any) -> HlsConfig:
+    d = r.mapping(value, "hls", {"segment_s", "window", "idle_s", "first_segment_wait_s", "bitrate", "container"})
+    return HlsConfig(
+        segment_s=r.int_range(d, "segment_s", "hls", HlsConfig.segment_s, 2, 6),
+        window=r.int_range(d, "window", "hls", HlsConfig.window, 3, 30),
+        idle_s=r.float_range(d, "idle_s", "hls", HlsConfig.idle_s, 1.0, 3600.0),
+        first_segment_wait_s=r.float_range(d, "first_segment_wait_s", "hls",
+                                           HlsConfig.first_segment_wait_s, 0.0, 30.0),
+        bitrate=r.int_range(d, "bitrate", "hls", HlsConfig.bitrate, 16000, 320000),
+        container=r.choice(d, "container", "hls", HlsConfig.container, ("ts", "fmp4")),
+    )
+
+
+def _mp3(r: _Reader, value: Any) -> Mp3Config:
+    d = r.mapping(value, "mp3", {"bitrate", "metaint"})
+    return Mp3Config(
+        bitrate=r.int_range(d, "bitrate", "mp3", Mp3Config.bitrate, 32000, 320000),
+        metaint=r.int_range(d, "metaint", "mp3", Mp3Config.metaint, 256, 1_000_000),
     )
 
 

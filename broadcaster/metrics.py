@@ -201,6 +201,33 @@ connections_refused_total = Counter(
     ["reason"], registry=REGISTRY)
 
 
+# --- HLS and MP3 listener streams (control/transcode.py, hls.py, mp3.py) ----------
+
+transcoders = Gauge(
+    "broadcaster_transcoders",
+    "AAC (hls) or MP3 (mp3) encoders running: one per channel and kind while anyone listens, never per listener.",
+    ["kind"], registry=REGISTRY)
+transcode_seconds = Histogram(
+    "broadcaster_transcode_seconds",
+    "Time to decode one Ogg page of a channel and re-encode it (hls: AAC and MPEG-TS; mp3), on the transcode thread.",
+    ["kind"], buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=REGISTRY)
+transcode_pages_dropped_total = Counter(
+    "broadcaster_transcode_pages_dropped_total",
+    "Ogg pages not re-encoded because the transcode thread was behind (each is about a second of audio).",
+    ["channel", "kind"], registry=REGISTRY)
+hls_segments_total = Counter(
+    "broadcaster_hls_segments_total",
+    "HLS segments made, by channel.",
+    ["channel"], registry=REGISTRY)
+mp3_listeners = Gauge(
+    "broadcaster_mp3_listeners",
+    "Current MP3 listeners, by channel.",
+    ["channel"], registry=REGISTRY)
+transcoded_bytes_sent_total = Counter(
+    "broadcaster_transcoded_bytes_sent_total",
+    "Bytes of HLS segments and playlists (hls) and of MP3 streams (mp3) written to clients.",
+    ["channel", "kind"], registry=REGISTRY)
+
 # --- cheap counting in the audio loop -------------------------------------------
 #
 # A prometheus_client inc() or observe() takes a lock and costs 2-9 µs; a channel

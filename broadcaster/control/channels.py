@@ -37,6 +37,7 @@ class ChannelView:
         self.header_pages = b""
         self.burst: deque[bytes] = deque(maxlen=burst_pages)
         self.listeners: set[Any] = set()
+        self.taps: set[Any] = set()  # HLS and MP3 encoders (control/transcode.py): listeners to the core
         self.status: dict[str, Any] = {}
         self._live: Any = None
         self.title: str | None = None  # what plays now, as a studio said (/admin/metadata); None: unknown
@@ -86,12 +87,27 @@ class ChannelView:
         self.joined[listener] = (next(LISTENER_IDS), self.clock())
         self.listener_connections += 1
         self.listener_peak = max(self.listener_peak, len(self.listeners))
-        self._send(c.SetListeners(self.id, len(self.listeners)))
+        self._send(c.SetListeners(self.id, self._consumers))
 
     def remove_listener(self, listener: Any) -> None:
         self.listeners.discard(listener)
         self.joined.pop(listener, None)
-        self._send(c.SetListeners(self.id, len(self.listeners)))
+        self._send(c.SetListeners(self.id, self._consumers))
+
+    # --- taps: the HLS and MP3 encoders take the same pages (control/transcode.py) --------
+
+    @property
+    def _consumers(self) -> int:
+        """What the core is told: a tap needs the pages as much as a listener does."""
+        return len(self.listeners) + len(self.taps)
+
+    def add_tap(self, tap: Any) -> None:
+        self.taps.add(tap)
+        self._send(c.SetListeners(self.id, self._consumers))
+
+    def remove_tap(self, tap: Any) -> None:
+        self.taps.discard(tap)
+        self._send(c.SetListeners(self.id, self._consumers))
 
     def page(self, event: c.Page) -> None:
         if event.restart or event.headers:
@@ -106,3 +122,5 @@ class ChannelView:
         self.bytes_sent += len(event.data) * len(self.listeners)
         for listener in list(self.listeners):
             listener.write_page(event.data, chunk)
+        for tap in list(self.taps):
+            tap.write_page(event.data)

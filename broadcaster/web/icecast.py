@@ -43,7 +43,7 @@ def cors(request: Request) -> None:
     request.setHeader(b"Access-Control-Allow-Origin", b"*")
     request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
     request.setHeader(b"Access-Control-Allow-Headers", b"Icy-MetaData, Range")
-    request.setHeader(b"Access-Control-Expose-Headers", b"Icy-Name, Icy-Description, Icy-Pub")
+    request.setHeader(b"Access-Control-Expose-Headers", b"Icy-Name, Icy-Description, Icy-Pub, Icy-Metaint, Icy-Br")
 
 
 def preflight(request: Request) -> bytes:

@@ -25,7 +25,7 @@ from broadcaster.control.logins import LoginGuard
 from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
-from broadcaster.web import icecast
+from broadcaster.web import icecast, streams
 from broadcaster.web.admin import IcecastAdmin
 from broadcaster.web.sdp import channel_sdp
 
@@ -63,7 +63,10 @@ class _Leaf(Resource):
 
 
 class ChannelList(_Leaf):
-    def render_GET(self, request: Request) -> bytes:  # noqa: N802
+    def render_GET(self, request: Request) -> Any:  # noqa: N802
+        parts = request.postpath or []
+        if len(parts) == 3 and parts[1] == b"hls":  # /channels/{id}/hls/{file}
+            return hls_file(self.app, request, parts[0].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace"))
         if request.postpath and request.postpath != [b""]:
             return channel_file(self.app, request, b"/".join(request.postpath).decode("utf-8", "replace"))
         return respond(request, "channels", 200, [self.app.describe_channel(c) for c in self.app.channels.values()])
@@ -75,7 +78,7 @@ class ChannelList(_Leaf):
 
 
 class MountAlias(_Leaf):
-    """/{channel}.ogg, .m3u and .pls at the root, as Icecast names its mounts."""
+    """/{channel}.ogg, .mp3, .m3u8, .m3u and .pls at the root, as Icecast names its mounts."""
 
     def render_GET(self, request: Request) -> Any:  # noqa: N802
         return channel_file(self.app, request, (request.prepath or [b""])[-1].decode("utf-8", "replace"))
@@ -95,11 +98,14 @@ class IcecastStatus(_Leaf):
         return icecast.preflight(request)
 
 
+STREAMS = ("ogg", "mp3", "m3u8", *icecast.PLAYLISTS)  # the mount names served at the root too
+
+
 def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
-    """A channel's stream (.ogg), playlists (.m3u, .pls) or multicast session (.sdp)."""
+    """A channel's stream (.ogg, .mp3), playlists (.m3u8 for HLS, .m3u, .pls) or multicast session (.sdp)."""
     channel_id, _, extension = name.rpartition(".")
     channel = app.channels.get(channel_id)
-    if channel is None or extension not in ("ogg", "sdp", *icecast.PLAYLISTS):
+    if channel is None or extension not in ("sdp", *STREAMS):
         return error(request, "channels", 404, "not_found", f"no channel stream {name!r}; see GET /channels")
     if not channel.ready:  # the core has not built it yet (just started, or just added)
         request.setHeader(b"Retry-After", b"1")
@@ -118,7 +124,11 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
     if extension in icecast.PLAYLISTS:
         return respond(request, "playlist", 200, icecast.playlist(channel, extension, icecast.base_url(request)),
                        icecast.PLAYLISTS[extension])
-    listeners = sum(len(c.listeners) for c in app.channels.values())
+    if extension == "m3u8":
+        return streams.hls_playlist(app, request, channel)
+    if extension == "mp3":
+        return streams.mp3_stream(app, request, channel)
+    listeners = sum(len(c.listeners) for c in app.channels.values()) + app.mp3.listeners
     if listeners >= app.config.http.max_listeners:
         metrics.listeners_dropped_total.labels(channel_id, "full").inc()
         return error(request, "stream", 503, "full",
@@ -126,6 +136,21 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
     metrics.http_requests_total.labels("stream", "200").inc()
     return serve_stream(request, channel, max_backlog_bytes=app.config.http.max_backlog_bytes,
                         on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())
+
+
+def hls_file(app: BroadcastServer, request: Request, channel_id: str, name: str) -> Any:
+    """/channels/{id}/hls/index.m3u8 and its segments (web/streams.py)."""
+    channel = app.channels.get(channel_id)
+    if channel is None or not (name == "index.m3u8" or name.rpartition(".")[2] in streams.SEGMENT_EXTENSIONS):
+        return error(request, "hls", 404, "not_found", f"no HLS file {name!r} for {channel_id!r}; see GET /channels")
+    if not channel.config.public:
+        return error(request, "hls", 403, "not_public", f"channel {channel_id!r} is not open to public HTTP listening")
+    if not channel.ready:
+        request.setHeader(b"Retry-After", b"1")
+        return error(request, "hls", 503, "starting", f"channel {channel_id!r} is starting; retry in a second")
+    if name == "index.m3u8":
+        return streams.hls_playlist(app, request, channel)
+    return streams.hls_segment(app, request, channel, name)
 
 
 class MetricsPage(_Leaf):
@@ -161,7 +186,7 @@ class Root(Resource):
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
         channel_id, dot, extension = path.decode("utf-8", "replace").rpartition(".")
-        if dot and extension in ("ogg", *icecast.PLAYLISTS) and channel_id in self.app.channels:
+        if dot and extension in STREAMS and channel_id in self.app.channels:
             return MountAlias(self.app)
         return NotFound()
 
