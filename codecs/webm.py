@@ -24,6 +24,14 @@ SIMPLE_BLOCK, BLOCK = 0xA3, 0xA1
 MASTERS = frozenset((SEGMENT, TRACKS, TRACK_ENTRY, CLUSTER, BLOCK_GROUP))
 READ = frozenset((EBML, TRACK_NUMBER, TRACK_TYPE, CODEC_ID, CODEC_PRIVATE, SIMPLE_BLOCK, BLOCK))
 RESYNC_IDS = (CLUSTER.to_bytes(4, "big"), EBML.to_bytes(4, "big"))
+# Once clusters flow, only these may appear (a cluster's children, and the top-level elements that
+# may follow clusters): anything else is junk, not an element to skip.
+CLUSTER_LEVEL = frozenset((
+    0xE7, 0xA7, 0xAB, SIMPLE_BLOCK, BLOCK_GROUP, BLOCK, 0x9B, 0xFB, 0x75A1, 0xA4, 0x75A2, 0xEC, 0xBF, 0x5854,
+    0x8E, 0xC8, 0xCB, 0xCC, 0xCD,  # inside a BlockGroup: slices, reference frame and the like
+    CLUSTER, EBML, SEGMENT, 0x1C53BB6B, 0x1254C367, 0x114D9B74, 0x1549A966, TRACKS, 0x1043A770, 0x1941A469,
+))
+MAX_BLOCK = 256 << 10  # an audio block (even laced) is a few kilobytes
 MAX_ELEMENT = 1 << 20  # a block, or a CodecPrivate: far below this in any audio stream
 MAX_SKIP = 64 << 20  # an element to skip larger than this is junk, not metadata
 TRACK_TYPE_AUDIO = 2
@@ -120,6 +128,8 @@ class WebmReader:
         self.audio: Track | None = None
         self.doc_type = "webm"
         self.errors = 0
+        self._in_clusters = False
+        self._resyncing = False
 
     def feed(self, data: bytes) -> list[tuple[Track, bytes]]:
         buf = self._buf
@@ -132,6 +142,8 @@ class WebmReader:
                 self._skip -= n
                 if self._skip:
                     return out
+            if self._resyncing and not self._resync_step():
+                return out
             try:
                 head = self._element_head()
             except WebmError:
@@ -140,11 +152,16 @@ class WebmReader:
             if head is None:
                 return out
             element, size, header = head
+            if self._in_clusters and (element not in CLUSTER_LEVEL
+                                      or (element in (SIMPLE_BLOCK, BLOCK) and size > MAX_BLOCK)):
+                self._resync()
+                continue
             if element in MASTERS:
                 del buf[:header]
                 self._in_junk = False
                 if element in (TRACK_ENTRY, CLUSTER):
                     self._commit_entry()
+                self._in_clusters = element in (CLUSTER, BLOCK_GROUP) or (self._in_clusters and element == SEGMENT)
                 continue
             if size < 0 or (element in READ and size > MAX_ELEMENT) or size > MAX_SKIP:
                 self._resync()
@@ -173,7 +190,7 @@ class WebmReader:
 
     def _element(self, element: int, body: bytes, out: list[tuple[Track, bytes]]) -> None:
         if element == EBML:
-            self._tracks, self._entry, self.audio = {}, {}, None
+            self._tracks, self._entry, self.audio, self._in_clusters = {}, {}, None, False
             self.doc_type = self._doc_type(body)
         elif element in (TRACK_NUMBER, TRACK_TYPE):
             self._entry[element] = int.from_bytes(body, "big")
@@ -223,10 +240,54 @@ class WebmReader:
         return "webm"
 
     def _resync(self) -> None:
-        """Skip to the next Cluster or EBML header: one run of junk counts once."""
+        """Junk: find the next Cluster, EBML header, or a SimpleBlock of our track that is followed
+        by another cluster-level element. One run of junk counts once."""
         if not self._in_junk:
             self._in_junk = True
             self.errors += 1
+        self._resyncing = True
+
+    def _resync_step(self) -> bool:
+        """Step towards the next place parsing can resume; False when more bytes are needed to tell."""
         buf = self._buf
-        found = [i for i in (buf.find(marker, 1) for marker in RESYNC_IDS) if i > 0]
-        del buf[:min(found) if found else max(1, len(buf) - 3)]
+        pos = 1
+        while True:
+            found = [i for i in (buf.find(marker, pos) for marker in (*RESYNC_IDS, b"\xa3")) if i > 0]
+            if not found:
+                del buf[:max(0, len(buf) - 3)]
+                return False
+            pos = min(found)
+            if buf[pos] != SIMPLE_BLOCK:
+                break
+            verdict = self._plausible_block(pos)
+            if verdict is None:
+                del buf[:pos]
+                return False
+            if verdict:
+                break
+            pos += 1
+        del buf[:pos]
+        self._resyncing = False
+        return True
+
+    def _plausible_block(self, pos: int) -> bool | None:
+        """Whether a SimpleBlock of the audio track starts at pos and another element follows it
+        (None: not enough bytes yet)."""
+        buf = self._buf
+        try:
+            size = read_vint(buf, pos + 1, marker=False)
+            if size is None:
+                return None
+            if size[0] < 4 or size[0] > MAX_BLOCK:
+                return False
+            start = pos + 1 + size[1]
+            if start >= len(buf):
+                return None
+            if self.audio is not None and buf[start] != 0x80 | self.audio.number:
+                return False
+            after = read_vint(buf, start + size[0], marker=True)
+        except WebmError:
+            return False
+        if after is None:
+            return None
+        return after[0] in CLUSTER_LEVEL
