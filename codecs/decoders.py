@@ -224,6 +224,8 @@ class OggDecoder:
             return
         if page.serial != self._serial or self._stream is None:
             return  # a stream beside ours (Skeleton, video), or one whose BOS page was lost
+        if not packet:
+            return  # a nil packet (liquidsoap ends each chain's EOS page with one): nothing to play
         if not self._stream.packet(packet, out):
             self.errors += 1
 
