@@ -193,3 +193,15 @@ def test_matroska_lacing() -> None:
     assert block_frames(ebml + b"".join(frames)) == (1, frames)
     with pytest.raises(WebmError):
         block_frames(xiph[:-400])
+
+
+def test_chains_without_eos_pages_keep_the_ogg_reader_bounded() -> None:
+    """A console whose chains never end with an EOS page (or junk with valid pages of endless serials)."""
+    from broadcaster.codecs.ogg import MAX_STREAMS, OggOpusWriter
+
+    decoder = OggDecoder()
+    for serial in range(300):
+        writer = OggOpusWriter(serial=serial + 1, pre_skip=312, page_samples=960)
+        decoder.feed(writer.header_pages)
+    assert len(decoder.reader._streams) <= MAX_STREAMS
+    assert decoder.errors == 0
