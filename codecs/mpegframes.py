@@ -12,6 +12,7 @@ Pure: bytes in, frames out; memory is at most one frame plus what was fed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MP3, AAC = "mp3", "aac"
@@ -29,6 +30,21 @@ _BITRATES = {
 _RATES = {0: (11025, 12000, 8000), 2: (22050, 24000, 16000), 3: (44100, 48000, 32000)}
 ADTS_RATE_INDICES = 13  # 96 kHz .. 7.35 kHz; the rest are reserved
 HEADER_BYTES = 10  # enough to tell an ID3v2 header, an MPEG header or an ADTS header
+JUNK_CHECKS, JUNK_CHECK_BYTES = 64, 256  # candidate headers checked in junk: 64 a feed, and one per 256 bytes
+
+
+def _byte_class(accept: list[int]) -> bytes:
+    return b"[" + b"".join(re.escape(bytes([b])) for b in accept) + b"]"
+
+
+# Where a frame or a tag could start: junk is stepped over at C speed, not byte by byte in Python
+# (a flood of 0xFF, or random bytes, costs a regex scan, not a header check per byte).
+_MPEG_1 = [b for b in range(0xE0, 0x100) if (b >> 3) & 3 != 1 and (b >> 1) & 3 != 0]
+_MPEG_2 = [b for b in range(256) if b >> 4 not in (0, 15) and (b >> 2) & 3 != 3]
+_ADTS_1 = [b for b in range(256) if b & 0xF6 == 0xF0]
+_ADTS_2 = [b for b in range(256) if (b >> 2) & 0xF < ADTS_RATE_INDICES]
+_CANDIDATE = re.compile(b"\xff" + _byte_class(_MPEG_1) + _byte_class(_MPEG_2) + b"|\xff" + _byte_class(_ADTS_1)
+                        + _byte_class(_ADTS_2) + b"|ID3|TAG")
 
 
 @dataclass(frozen=True)
@@ -112,10 +128,14 @@ class MpegFramer:
         self.junk_runs = 0  # runs of bytes that are neither frames nor tags: damage
         self.junk_bytes = 0
         self.tags = 0  # ID3 tags and Xing/Info frames skipped: not damage
+        self._budget = 0
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
         buf += data
+        # Header checks in junk are Python work per candidate: bounded per byte fed, so bytes crafted
+        # to look like headers every few bytes cost no more than a plain decode (the rest is dropped).
+        self._budget = JUNK_CHECKS + len(data) // JUNK_CHECK_BYTES
         out: list[Frame] = []
         while True:
             if self._skip:
@@ -160,7 +180,8 @@ class MpegFramer:
             self._in_junk = True
             self.junk_runs += 1
         self._synced = False
-        candidates = [i for i in (buf.find(b"\xff", 1), buf.find(b"ID3", 1), buf.find(b"TAG", 1)) if i > 0]
-        n = min(candidates) if candidates else max(1, len(buf) - 2)
+        self._budget -= 1
+        found = _CANDIDATE.search(buf, 1) if self._budget > 0 else None
+        n = found.start() if found is not None else max(1, len(buf) - 2)
         del buf[:n]
         self.junk_bytes += n

@@ -32,6 +32,7 @@ CLUSTER_LEVEL = frozenset((
     CLUSTER, EBML, SEGMENT, 0x1C53BB6B, 0x1254C367, 0x114D9B74, 0x1549A966, TRACKS, 0x1043A770, 0x1941A469,
 ))
 MAX_BLOCK = 256 << 10  # an audio block (even laced) is a few kilobytes
+JUNK_CHECKS, JUNK_CHECK_BYTES = 64, 256  # SimpleBlock candidates checked in junk: 64 a feed, one per 256 bytes
 MAX_ELEMENT = 1 << 20  # a block, or a CodecPrivate: far below this in any audio stream
 MAX_SKIP = 64 << 20  # an element to skip larger than this is junk, not metadata
 TRACK_TYPE_AUDIO = 2
@@ -130,11 +131,14 @@ class WebmReader:
         self.errors = 0
         self._in_clusters = False
         self._resyncing = False
+        self._budget = 0
 
     def feed(self, data: bytes) -> list[tuple[Track, bytes]]:
         buf = self._buf
         buf += data
         out: list[tuple[Track, bytes]] = []
+        # Candidates in junk cost Python work each: bounded per byte fed (the rest of crafted junk is dropped).
+        self._budget = JUNK_CHECKS + len(data) // JUNK_CHECK_BYTES
         while True:
             if self._skip:
                 n = min(self._skip, len(buf))
@@ -250,22 +254,26 @@ class WebmReader:
     def _resync_step(self) -> bool:
         """Step towards the next place parsing can resume; False when more bytes are needed to tell."""
         buf = self._buf
-        pos = 1
+        ahead = {marker: buf.find(marker, 1) for marker in (*RESYNC_IDS, b"\xa3")}
         while True:
-            found = [i for i in (buf.find(marker, pos) for marker in (*RESYNC_IDS, b"\xa3")) if i > 0]
+            found = [i for i in ahead.values() if i > 0]
             if not found:
                 del buf[:max(0, len(buf) - 3)]
                 return False
             pos = min(found)
             if buf[pos] != SIMPLE_BLOCK:
                 break
+            self._budget -= 1
+            if self._budget <= 0:  # over budget: only a Cluster or EBML header resumes now
+                ahead[b"\xa3"] = -1
+                continue
             verdict = self._plausible_block(pos)
             if verdict is None:
                 del buf[:pos]
                 return False
             if verdict:
                 break
-            pos += 1
+            ahead[b"\xa3"] = buf.find(b"\xa3", pos + 1)
         del buf[:pos]
         self._resyncing = False
         return True
