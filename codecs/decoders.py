@@ -35,6 +35,7 @@ DECODED_TYPES = frozenset((
     "audio/aac", "audio/aacp", "audio/x-aac", "audio/mp4a-latm",
     "audio/webm", "video/webm", "audio/x-matroska", "video/x-matroska", "audio/matroska",
 ))
+OGG_MAGIC, EBML_MAGIC = b"OggS", b"\x1a\x45\xdf\xa3"
 GENERIC_TYPES = frozenset(("", "application/octet-stream", "binary/octet-stream", "audio/*", "*/*"))
 
 
@@ -77,6 +78,12 @@ def describe(head: bytes) -> str:
         return "AMR"
     if head.startswith(b"\x30\x26\xb2\x75"):
         return "ASF/WMA"
+    if head.startswith(OGG_MAGIC):
+        return "Ogg"
+    if head.startswith(EBML_MAGIC):
+        return "WebM/Matroska"
+    if head.startswith(b"ID3") or head[:1] == b"\xff":
+        return "MPEG audio"
     if head and all(32 <= b < 127 or b in b"\r\n\t" for b in head[:64]):
         return "text"
     return f"unrecognised data (starting {head[:8].hex(' ')})"
@@ -306,9 +313,6 @@ class WebmDecoder:
         else:
             raise UnsupportedFormat(f"{kind.capitalize()} with {track.codec_id or 'an unnamed codec'}")
         self.format, self._track = f"{kind}/{track.codec_id[2:].lower()}", track
-
-
-OGG_MAGIC, EBML_MAGIC = b"OggS", b"\x1a\x45\xdf\xa3"
 
 
 def sniff_decoder(head: bytes) -> StreamDecoder | None:

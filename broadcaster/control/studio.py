@@ -4,9 +4,12 @@ The ingest connection (protocols/ingest.py) hands each source request to
 ``StudioDesk.open``: HTTP Basic credentials are checked against the stored
 users, the mount names a channel (``/ingest/{channel}``) or zones
 (``/ingest/zone/{zone}[,{zone}...]``: all their channels), and an operator
-may only go live inside its zones. A session decodes the stream once and
-pushes the PCM to a LiveSource on every target channel, records the session
-to an Ogg/Opus file, and writes one broadcast-log entry per channel.
+may only go live inside its zones. A declared format we cannot decode, or a
+console whose last stream here was unplayable, is refused (415) before the
+200. A session decodes the stream once (the format told from its bytes) and,
+from its first decodable audio, pushes the PCM to a LiveSource on every
+target channel, records the session to an Ogg/Opus file, and writes one
+broadcast-log entry per channel.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ CONSOLES = {
 }
 
 
-def make_server(tmp_path: Path) -> RunningServer:
-    config = write_config(tmp_path, extra={"live": {"target_delay_ms": 200, "stall_timeout_ms": 2500}})
+def make_server(tmp_path: Path, target_delay_ms: int = 200) -> RunningServer:
+    config = write_config(tmp_path, extra={"live": {"target_delay_ms": target_delay_ms, "stall_timeout_ms": 2500}})
     from broadcaster.config import load_config
     from broadcaster.storage import KeySealer, Storage, seed_from_config
 
@@ -71,6 +71,16 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
 @pytest.fixture
 def studio(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
     server = make_server(tmp_path)
+    yield server, tmp_path
+    server.stop()
+
+
+@pytest.fixture
+def buffered_studio(tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    """A live buffer of 1.5 s from the start: liquidsoap sends its Ogg pages in bursts (a FLAC page is a
+    second of audio), and the jitter buffer's start (0.2 s, growing after each late arrival) would put
+    underrun gaps on air that have nothing to do with track changes."""
+    server = make_server(tmp_path, target_delay_ms=1500)
     yield server, tmp_path
     server.stop()
 
@@ -202,12 +212,13 @@ output.icecast({encoder}, host="127.0.0.1", port={port}, user="op-a", password="
 @pytest.mark.skipif(LIQUIDSOAP is None, reason="liquidsoap is installed by `make test`")
 @pytest.mark.parametrize("encoder, fmt", [("%mp3(id3v2=true)", "mp3"), ("%vorbis", "ogg/vorbis"),
                                           ("%opus", "ogg/opus"), ("%ogg(%flac)", "ogg/flac")])
-def test_liquidsoap_track_changes_are_not_damage(studio: tuple[RunningServer, Path], encoder: str, fmt: str) -> None:
+def test_liquidsoap_track_changes_are_not_damage(buffered_studio: tuple[RunningServer, Path], encoder: str,
+                                                fmt: str) -> None:
     """Tracks in a sequence: in Ogg each is a new chained stream (new serial, new headers, an empty
     packet to end the last), in MP3 the frames just go on. The tracks are heard in order with no gap
     between them, and nothing is counted as damage. (A fourth track is there because liquidsoap may
     hang up before its encoder's last page leaves: whether that tail is heard is not the question.)"""
-    server, tmp_path = studio
+    server, tmp_path = buffered_studio
     tracks = (600.0, 800.0, 1000.0, 1200.0)
     tones = [tone_file(tmp_path / f"track-{f}.wav", f, -12.0, 1.5) for f in tracks]
     script = tmp_path / "console.liq"
@@ -235,6 +246,35 @@ def test_liquidsoap_track_changes_are_not_damage(studio: tuple[RunningServer, Pa
     for f in (600.0, 800.0, 1000.0):
         assert sequence.count(f) >= 4, f"{f} Hz heard for about 1.5 s: {sequence}"
     first, last = sequence.index(600.0), len(sequence) - 1 - sequence[::-1].index(1000.0)
-    assert all(sequence[first:last + 1]), f"no gap at the track changes: {sequence}"
+    underruns = metric(server, "broadcaster_live_underruns_total", {"channel": "ch-a"})
+    assert all(sequence[first:last + 1]), f"no gap at the track changes: {sequence}, {underruns} underruns"
     assert metric(server, "broadcaster_ingest_bytes_total", {"format": fmt}) > 0
     assert metric(server, "broadcaster_ingest_decode_errors_total", {"format": fmt}) == 0
+
+
+def test_a_stream_that_never_gives_audio_is_ended_as_unplayable(studio: tuple[RunningServer, Path]) -> None:
+    """Ogg that is only ever headers (a new chain every 100 bytes, never an audio packet): after
+    FIRST_AUDIO_BYTES the session ends as unplayable, having put nothing on air."""
+    from broadcaster.codecs.ogg import OggOpusWriter
+    from broadcaster.control.studio import FIRST_AUDIO_BYTES
+
+    server, tmp_path = studio
+    sock = raw_source(server, "/ingest/ch-a")
+    assert reply(sock).startswith("HTTP/1.1 100")
+    headers = b"".join(OggOpusWriter(serial=i + 1, pre_skip=312, page_samples=960).header_pages
+                       for i in range(100))
+    sent = 0
+    sock.settimeout(10)
+    try:
+        while sent < 2 * FIRST_AUDIO_BYTES:
+            sock.sendall(headers)
+            sent += len(headers)
+        closed = sock.recv(100) == b""
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    sock.close()
+    assert closed and sent > FIRST_AUDIO_BYTES // 2, "the server hung up on it"
+    assert wait_until(lambda: metric(server, "broadcaster_ingest_refused_total",
+                                     {"reason": "unsupported_format"}) == 1)
+    assert metric(server, "broadcaster_ingest_decode_errors_total", {"format": "ogg/opus"}) == 0
+    assert live(server) is None and log_rows(tmp_path) == [] and recordings(tmp_path) == []
