@@ -26,6 +26,7 @@ FLAG_EOS = 0x04
 MAX_SEGMENTS = 255
 MAX_BACKLOG = 1 << 20  # a reader holding more unparsed bytes than this is looking at junk
 MAX_PACKET = 1 << 20  # no sane Opus packet comes close; bounds memory for hostile input
+MAX_STREAMS = 64  # logical streams tracked at once: chains without EOS pages must not grow it forever
 
 # capture, version, header_type, granule, serial, sequence, crc, page_segments
 _HEADER = struct.Struct("<4sBBqIIIB")
@@ -353,9 +354,10 @@ class OggReader:
                     if parts is not None:
                         yield bytes(parts), page
                     parts = bytearray()
-            if page.eos:
-                self._streams.pop(page.serial, None)
-            else:
+            self._streams.pop(page.serial, None)  # re-inserted last: the oldest-seen stream is dropped first
+            if not page.eos:
                 self._streams[page.serial] = ((page.sequence + 1) & 0xFFFFFFFF, parts)
+                if len(self._streams) > MAX_STREAMS:
+                    del self._streams[next(iter(self._streams))]
             if overflow:
                 raise OggError(f"packet in stream {page.serial:#010x} exceeds {MAX_PACKET} bytes")

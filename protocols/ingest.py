@@ -6,7 +6,8 @@ chunking. twisted.web cannot take such a body, so the port's protocol looks
 at the request line first: ``PUT`` and ``SOURCE`` go to ``IngestConnection``,
 everything else to the ordinary twisted.web channel. The connection only
 parses and frames; whether the source may go on air is the controller's
-decision (broadcaster/studio.py).
+decision (broadcaster/control/studio.py), made before the ``200``: a format
+refusal (415) must reach the client before it starts sending audio.
 """
 
 from __future__ import annotations

@@ -4,9 +4,12 @@ The ingest connection (protocols/ingest.py) hands each source request to
 ``StudioDesk.open``: HTTP Basic credentials are checked against the stored
 users, the mount names a channel (``/ingest/{channel}``) or zones
 (``/ingest/zone/{zone}[,{zone}...]``: all their channels), and an operator
-may only go live inside its zones. A session decodes the stream once and
-pushes the PCM to a LiveSource on every target channel, records the session
-to an Ogg/Opus file, and writes one broadcast-log entry per channel.
+may only go live inside its zones. A declared format we cannot decode, or a
+console whose last stream here was unplayable, is refused (415) before the
+200. A session decodes the stream once (the format told from its bytes) and,
+from its first decodable audio, pushes the PCM to a LiveSource on every
+target channel, records the session to an Ogg/Opus file, and writes one
+broadcast-log entry per channel.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import numpy as np
 from twisted.internet.defer import Deferred
 
 from broadcaster import metrics
-from broadcaster.codecs.decoders import StreamDecoder, sniff_decoder
+from broadcaster.codecs.decoders import StreamDecoder, UnsupportedFormat, check_declared_type, describe, sniff_decoder
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
 from broadcaster.codecs.pcm import Audio
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
 from broadcaster.control.logins import LoginGuard
 from broadcaster.control.space import DiskFull, is_full, require
+from broadcaster.control.unplayable import UnplayableSources
 from broadcaster.core.commands import AddInput, InputEnded, LiveAudio, LiveEnd, RemoveInput
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.live import LiveSpec
@@ -40,10 +44,14 @@ from broadcaster.protocols.ingest import Refusal, SourceRequest
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
     from broadcaster.control.channels import ChannelView as Channel
+    from broadcaster.control.records import Entry
 
 log = logging.getLogger(__name__)
 MOUNT = re.compile(r"^/ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))$")
-SNIFF_BYTES = 64 * 1024  # give up on a stream that is neither Ogg nor MP3 after this much
+HEAD_BYTES = 64  # the first bytes of a stream, kept to name its format if it cannot be played
+# A stream that has given no audio after this much is unplayable (the longest headers, Vorbis with a
+# big comment or Ogg/FLAC with a picture, are far below it).
+FIRST_AUDIO_BYTES = 512 * 1024
 
 
 class SessionRecording:
@@ -77,39 +85,37 @@ class SessionRecording:
 
 
 class LiveSession:
+    """One studio connection. It goes on air (broadcast-log entry, recording, input on the channels)
+    only with its first decodable audio: a stream that turns out unplayable leaves no log row, no
+    recording and no blip on air, only one log line, and its console is refused before 200 when it
+    comes back (StudioDesk.unplayable)."""
+
     def __init__(self, desk: StudioDesk, principal: Principal, request: SourceRequest,
-                 channels: list[Channel]) -> None:
+                 channels: list[Channel], mount: str) -> None:
         self.desk = desk
         self.id = uuid.uuid4().hex[:12]
         self.principal = principal
         self.channels = channels
+        self.peer, self.mount = request.peer, mount
+        self.signature = signature(request)
         self.name = request.headers.get("ice-name") or f"live {principal.name}"
         self.description = request.headers.get("ice-description", "")
         self.decoder: StreamDecoder | None = None
         self._head = b""
         self.bytes = 0
         self.closed = False
+        self.on_air = False
         self.connection: Any = None
+        self.recording: SessionRecording | None = None
+        self.entry: Entry | None = None
+        self.input_id = "l-" + self.id
         settings = desk.app.config.live
         # No bytes for this long and the connection is dropped: a studio whose
         # network died without a FIN must not hold the channel.
         self.idle_timeout_s = max(30.0, 3 * settings.stall_timeout_ms / 1000)
         self.last_data = desk.app.reactor.seconds()
-        # Records first, so a failure here leaves nothing on air and nothing half-made.
-        day = time.strftime("%Y-%m-%d")
-        self.recording: SessionRecording | None = SessionRecording(settings.recordings_dir / day / f"{self.id}.ogg")
-        self.entry = desk.app.records.open(channels, "live", self.name, principal.name,
-                                             detail=f"recording={self.recording.path}")
-        self.input_id = "l-" + self.id
-        spec = LiveSpec(target_delay_s=settings.target_delay_ms / 1000, max_delay_s=settings.max_delay_ms / 1000,
-                        stall_s=settings.stall_timeout_ms / 1000, name=self.name)
-        desk.app.track(self.input_id, lambda event: None, self._ended)
-        desk.app.core.send(AddInput(self.input_id, tuple(c.id for c in channels), spec, priority=int(Priority.LIVE)))
         for channel in channels:
-            channel.live = self
-        metrics.live_sessions.inc()
-        log.info("live session %s (%s) by %s from %s on %s", self.id, self.name, principal.name, request.peer,
-                 ", ".join(c.id for c in channels))
+            channel.live = self  # held while the format is found: a second source gets 409
 
     def attach(self, connection: Any) -> None:
         self.connection = connection
@@ -123,27 +129,13 @@ class LiveSession:
     def feed(self, data: bytes) -> None:
         self.bytes += len(data)
         self.last_data = self.desk.app.reactor.seconds()
-        if self.decoder is None:
-            self._head += data
-            try:
-                self.decoder = sniff_decoder(self._head)
-                if self.decoder is None and len(self._head) > SNIFF_BYTES:
-                    raise ValueError("no audio format recognised")
-            except ValueError as exc:
-                metrics.ingest_refused_total.labels("unsupported_format").inc()
-                raise Refusal(415, "unsupported_format", f"{exc}: send Ogg/Opus or MP3") from None
-            if self.decoder is None:
-                return
-            data, self._head = self._head, b""
-        errors = self.decoder.errors
         try:
-            chunks = self.decoder.feed(data)
-        except ValueError as exc:  # e.g. an Ogg stream that is not Opus
-            metrics.ingest_refused_total.labels("unsupported_format").inc()
+            chunks = self._decode(data)
+        except UnsupportedFormat as exc:
+            self._unplayable(exc)
             raise Refusal(415, "unsupported_format", str(exc)) from None
-        metrics.ingest_bytes_total.labels(self.decoder.format).inc(len(data))
-        if self.decoder.errors > errors:
-            metrics.ingest_decode_errors_total.labels(self.decoder.format).inc(self.decoder.errors - errors)
+        if chunks and not self.on_air:
+            self._go_on_air()
         core = self.desk.app.core
         for pcm in chunks:
             core.send(LiveAudio(self.input_id, pcm.astype(np.float32, copy=False).tobytes()))
@@ -153,8 +145,67 @@ class LiveSession:
                 except OSError as exc:  # a full disk stops the recording, never the broadcast
                     log.error("live session %s: recording stopped: %s", self.id, exc)
                     self.recording = None
+                    assert self.entry is not None
                     self.desk.app.records.note(self.entry, f"recording stopped at {self.desk.app.wall():.0f}: "
                                                            f"{exc.strerror or exc}")
+
+    def _decode(self, data: bytes) -> list[Audio]:
+        if self.decoder is None:
+            earlier = self._head  # fewer bytes than it takes to tell a format
+            self._head = (earlier + data)[:HEAD_BYTES]
+            self.decoder = sniff_decoder(self._head)
+            if self.decoder is None:
+                return []
+            data = earlier + data
+        elif not self.on_air and len(self._head) < HEAD_BYTES:
+            self._head += data[:HEAD_BYTES - len(self._head)]  # kept to name the format if it fails
+        decoder = self.decoder
+        errors = decoder.errors
+        chunks = [chunk for chunk in decoder.feed(data) if chunk.size]
+        metrics.ingest_bytes_total.labels(decoder.format).inc(len(data))
+        if decoder.errors > errors:
+            metrics.ingest_decode_errors_total.labels(decoder.format).inc(decoder.errors - errors)
+        if not chunks and not self.on_air and self.bytes > FIRST_AUDIO_BYTES:
+            raise UnsupportedFormat(f"{describe(self._head)} (read as {decoder.format})",
+                                    f": no audio in its first {FIRST_AUDIO_BYTES // 1024} KiB")
+        return chunks
+
+    def _unplayable(self, exc: UnsupportedFormat) -> None:
+        """One log line for a console that sends what we cannot play; its retries are refused
+        before 200 (and only counted) for unplayable.HOLD_S."""
+        metrics.ingest_refused_total.labels("unsupported_format").inc()
+        desk = self.desk
+        desk.unplayable.remember(self.peer, self.mount, self.signature, exc.name, desk.app.reactor.seconds())
+        log.warning("studio stream from %s (user %s, %s) on %s is unplayable, session %s ended after %d bytes%s: "
+                    "%s; the same console is refused with 415 for %.0f s", self.peer, self.principal.name,
+                    self.signature[1] or "no user agent", self.mount, self.id, self.bytes,
+                    " on air" if self.on_air else ", nothing went on air", exc, desk.unplayable.hold_s)
+
+    def _go_on_air(self) -> None:
+        """First decodable audio: record it, log it, put it on the channels."""
+        desk, settings = self.desk, self.desk.app.config.live
+        day = time.strftime("%Y-%m-%d")
+        try:
+            self.recording = SessionRecording(settings.recordings_dir / day / f"{self.id}.ogg")
+        except OSError as exc:  # nothing went on air: the console is hung up on
+            log.error("live session %s from %s refused: its recording could not be made: %s", self.id,
+                      self.peer, exc)
+            reason = "disk_full" if is_full(exc) else "internal"
+            metrics.ingest_refused_total.labels(reason).inc()
+            raise Refusal(507 if reason == "disk_full" else 500, reason, str(exc)) from None
+        self.on_air = True
+        desk.unplayable.forget(self.peer, self.mount)
+        self.entry = desk.app.records.open(self.channels, "live", self.name, self.principal.name,
+                                           detail=f"recording={self.recording.path}")
+        spec = LiveSpec(target_delay_s=settings.target_delay_ms / 1000, max_delay_s=settings.max_delay_ms / 1000,
+                        stall_s=settings.stall_timeout_ms / 1000, name=self.name)
+        desk.app.track(self.input_id, lambda event: None, self._ended)
+        desk.app.core.send(AddInput(self.input_id, tuple(c.id for c in self.channels), spec,
+                                    priority=int(Priority.LIVE)))
+        metrics.live_sessions.inc()
+        assert self.decoder is not None
+        log.info("live session %s (%s, %s) by %s from %s on %s", self.id, self.name, self.decoder.format,
+                 self.principal.name, self.peer, ", ".join(c.id for c in self.channels))
 
     def _ended(self, event: InputEnded) -> None:
         if event.how == "refused":  # the channel went away under the session
@@ -171,24 +222,30 @@ class LiveSession:
         if self.closed:
             return
         self.closed = True
-        self.desk.app.untrack(self.input_id)
-        self.desk.app.core.send(LiveEnd(self.input_id))  # what is buffered plays out, then the channel falls back
         for channel in self.channels:
             if channel.live is self:
                 channel.live = None
+        if not self.on_air:  # nothing was played, logged or recorded
+            log.debug("studio connection %s from %s closed before any audio, %d bytes", self.id, self.peer,
+                      self.bytes)
+            return
+        self.desk.app.untrack(self.input_id)
+        self.desk.app.core.send(LiveEnd(self.input_id))  # what is buffered plays out, then the channel falls back
         if self.recording is not None:
             try:
                 self.recording.close()
             except OSError as exc:
                 log.error("live session %s: closing the recording failed: %s", self.id, exc)
         outcome = outcome or ("completed" if clean else "failed")
+        assert self.entry is not None
         self.desk.app.records.close(self.entry, outcome)
         metrics.live_sessions.dec()
         log.info("live session %s ended (%s), %d bytes", self.id, outcome, self.bytes)
 
     def kick(self) -> None:
         """Take this session off air at once (a stalled studio replaced by a new source)."""
-        self.desk.app.core.send(RemoveInput(self.input_id))
+        if self.on_air:
+            self.desk.app.core.send(RemoveInput(self.input_id))
         if self.connection is not None:
             self.connection.hang_up()  # closes the session as failed and drops the socket
         else:
@@ -199,19 +256,37 @@ class StudioDesk:
     def __init__(self, app: BroadcastServer) -> None:
         self.app = app
         self.logins = LoginGuard()
+        self.unplayable = UnplayableSources()
 
     def open(self, request: SourceRequest) -> Deferred[LiveSession]:
         """Check the password off the reactor (scrypt takes tens of milliseconds),
-        then decide on the reactor. An address with too many recent failures is
-        refused before any password check: a flood costs no scrypt."""
+        then decide on the reactor. An address with too many recent failures, a
+        declared format we cannot decode, or a console whose stream just turned
+        out unplayable, is refused before any password check: a flood or a
+        reconnect loop costs no scrypt."""
         user, password = self._credentials(request)
         now = self.app.reactor.seconds()
         if not self.logins.allowed(request.peer, now):
             wait = self.logins.retry_after_s(request.peer, now)
             raise self._refuse(429, "too_many_failures",
                                f"too many wrong passwords from {request.peer}; try again in {wait:.0f} s")
+        self._playable(request, now)
         check = self.app.storage.users.by_password(user, password)  # the auth pool: a flood waits there
         return check.addCallback(self._decide, request)
+
+    def _playable(self, request: SourceRequest, now: float) -> None:
+        """415 before 200: the decision must come before the answer, since Icecast source clients
+        (libshout, ffmpeg) send no audio until they have it."""
+        try:
+            check_declared_type(request.headers.get("content-type", ""))
+        except UnsupportedFormat as exc:
+            raise self._refuse(415, "unsupported_format", str(exc)) from None
+        failure = self.unplayable.refused(request.peer, mount_of(request), signature(request), now)
+        if failure is not None:
+            wait = failure.at + self.unplayable.hold_s - now
+            raise self._refuse(415, "unsupported_format",
+                               f"{UnsupportedFormat(failure.seen)} (this console's last stream here, "
+                               f"{now - failure.at:.0f} s ago; change the format, or try again in {wait:.0f} s)")
 
     def _decide(self, row: dict[str, Any] | None, request: SourceRequest) -> LiveSession:
         if row is None:
@@ -220,7 +295,7 @@ class StudioDesk:
             raise self._refuse(401, "unauthenticated", "wrong user name or password")
         self.logins.succeeded(request.peer)
         principal = Principal.from_row(row, request.peer)
-        path = unquote(request.path.split("?", 1)[0])
+        path = mount_of(request)
         match = MOUNT.match(path)
         if match is None:
             raise self._refuse(404, "unknown_mount", f"no mount {path!r}: use /ingest/CHANNEL or /ingest/zone/ZONE")
@@ -249,13 +324,7 @@ class StudioDesk:
         self._room()
         for stale in set(current):
             stale.kick()  # a dead studio connection must not lock the channel
-        try:
-            return LiveSession(self, principal, request, channels)
-        except OSError as exc:
-            if is_full(exc):  # the recording could not be made: nothing went on air
-                raise self._refuse(507, "disk_full", str(DiskFull(self.app.config.live.recordings_dir, None,
-                                                                   "live session refused"))) from None
-            raise
+        return LiveSession(self, principal, request, channels, path)
 
     def _room(self) -> None:
         """A live session is recorded (the record of what went on air): with the recordings' disk
@@ -284,9 +353,18 @@ class StudioDesk:
         return Refusal(status, reason, message)
 
 
+def mount_of(request: SourceRequest) -> str:
+    return unquote(request.path.split("?", 1)[0])
+
+
+def signature(request: SourceRequest) -> tuple[str, str]:
+    """What tells one console's attempts from another's behind the same address and mount."""
+    return request.headers.get("content-type", ""), request.headers.get("user-agent", "")
+
+
 def describe_live(channel: Any) -> dict[str, Any] | None:
     session: LiveSession | None = getattr(channel, "live", None)
-    if session is None:
+    if session is None or not session.on_air:
         return None
     live = channel.status.get("live", {}).get(session.input_id, {})
     return {"session": session.id, "name": session.name, "by": session.principal.name,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from broadcaster.codecs.decoders import OggDecoder, PyAvDecoder, StreamDecoder, _AvAudio
+from broadcaster.codecs.decoders import MpegAudioDecoder, OggDecoder, StreamDecoder, WebmDecoder, _AvAudio
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
 from broadcaster.core.lifetime import die_with_parent
 from broadcaster.protocols.hls import MasterPlaylist, MediaPlaylist, PlaylistError, SegmentCursor, parse
@@ -41,6 +41,7 @@ from broadcaster.relay.pacer import Pacer
 
 CHUNK_S = 0.1
 HLS_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
+MPEG_TYPES = ("audio/mpeg", "audio/mp3", "audio/x-mpeg", "audio/aac", "audio/aacp", "audio/x-aac")
 NO_AUDIO_BYTES = 1 << 20  # a stream that decodes to nothing in its first MiB is not audio we can play
 HEADER = struct.Struct(">cI")
 
@@ -63,20 +64,16 @@ class Settings:
 
 def stream_decoder(head: bytes, content_type: str) -> StreamDecoder:
     """The decoder for an Icecast/Shoutcast stream. A listener joins an MP3 or AAC mount at any
-    byte, not at a frame, so the declared type decides for those; Ogg (whose pages Icecast
-    starts a listener on, headers first) is told by its bytes, and an undeclared stream by the
-    first frame sync found."""
+    byte, not at a frame: the MPEG framer finds the first frame and tells MP3 from ADTS by its
+    header. Ogg (Icecast starts a listener on a page, headers first) and WebM are told by their
+    magic."""
     if head.startswith(b"OggS"):
         return OggDecoder()
-    if content_type in ("audio/aac", "audio/aacp", "audio/x-aac"):
-        return PyAvDecoder("aac")
-    if content_type in ("audio/mpeg", "audio/mp3", "audio/x-mpeg"):
-        return PyAvDecoder("mp3")
-    for at in range(len(head) - 1):
-        if head[at] == 0xFF and head[at + 1] & 0xF6 == 0xF0:  # ADTS: sync, layer 00
-            return PyAvDecoder("aac")
-        if head[at] == 0xFF and head[at + 1] & 0xE0 == 0xE0 and head[at + 1] & 0x06:
-            return PyAvDecoder("mp3")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return WebmDecoder()
+    if content_type in MPEG_TYPES or any(head[at] == 0xFF and head[at + 1] & 0xE0 == 0xE0
+                                         for at in range(len(head) - 1)):
+        return MpegAudioDecoder()
     raise RelayRefused(f"the upstream sends {content_type or 'unrecognised bytes'}, not Ogg, MP3, AAC or HLS")
 
 

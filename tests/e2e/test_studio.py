@@ -115,11 +115,12 @@ def test_studio_goes_on_air_and_the_channel_falls_back_after(studio: tuple[Runni
 
 
 def raw_source(server: RunningServer, mount: str, user: str = "op-a", password: str = PASSWORD,
-               method: str = "PUT") -> socket.socket:
+               method: str = "PUT", content_type: str = "audio/ogg", user_agent: str = "") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
     credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
-    sock.sendall(f"{method} {mount} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n"
-                 "Content-Type: audio/ogg\r\nice-name: Bản tin\r\nExpect: 100-continue\r\n\r\n".encode())
+    agent = f"User-Agent: {user_agent}\r\n" if user_agent else ""
+    sock.sendall(f"{method} {mount} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n{agent}"
+                 f"Content-Type: {content_type}\r\nice-name: Bản tin\r\nExpect: 100-continue\r\n\r\n".encode())
     return sock
 
 

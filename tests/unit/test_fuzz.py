@@ -12,11 +12,13 @@ which belongs in the ``@example`` list of its property once the bug is fixed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import io
 import json
 import os
+import subprocess
 import tempfile
 import time
 import wave
@@ -35,6 +37,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from broadcaster.api import models
 from broadcaster.api.call import MAX_JSON_BYTES, ApiError, Call
 from broadcaster.codecs.audiofile import AudioFileError, load_audio
+from broadcaster.codecs.decoders import UnsupportedFormat, sniff_decoder
 from broadcaster.codecs.ogg import OggError, OggOpusWriter, OggReader
 from broadcaster.config import SpeakerPolicy
 from broadcaster.control.auth import Principal
@@ -376,6 +379,41 @@ def test_ogg_damaged_stream_only_ogg_error(packets: list[bytes], data: st.DataOb
         reader.feed(chunk)
         drain(reader, got, errors)
     assert sum(map(len, got)) <= len(damaged)
+
+
+# --- 3b. Studio stream decoders ------------------------------------------------------------------------
+
+STUDIO_FORMATS = {"mp3": (["-c:a", "libmp3lame"], "mp3"), "adts": (["-c:a", "aac"], "adts"),
+                  "ogg-flac": (["-c:a", "flac"], "ogg"), "ogg-vorbis": (["-c:a", "libvorbis"], "ogg"),
+                  "webm": (["-c:a", "libopus"], "webm"), "matroska": (["-c:a", "libopus"], "matroska")}
+
+
+@functools.cache
+def studio_stream(name: str) -> bytes:
+    """A fifth of a second of a tone as ffmpeg muxes it for a studio console."""
+    codec, muxer = STUDIO_FORMATS[name]
+    result = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.2",
+                             *codec, "-f", muxer, "-"], check=True, capture_output=True)
+    return result.stdout
+
+
+@budget(ci=60)
+@given(st.sampled_from(sorted(STUDIO_FORMATS)), st.data())
+def test_studio_decoders_on_damaged_streams_only_unsupported_format(name: str, data: st.DataObject) -> None:
+    """Any damage to any format, in any chunks: audio, counted errors, or UnsupportedFormat; never
+    another exception, and the decoders' buffers stay bounded."""
+    damaged = data.draw(mutations(studio_stream(name), max_ops=6), label="damaged")
+    cuts = data.draw(st.lists(st.integers(0, 2**16), max_size=6), label="cuts")
+    try:
+        decoder = sniff_decoder(damaged[:64])
+        if decoder is None:
+            return
+        for chunk in chunked(damaged, cuts):
+            for audio in decoder.feed(chunk):
+                assert audio.dtype == np.float32 and np.all(np.isfinite(audio))
+    except UnsupportedFormat:
+        return
+    assert decoder.errors >= 0
 
 
 # --- 4. Icecast request heads ---------------------------------------------------------------------------
