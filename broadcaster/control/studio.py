@@ -47,7 +47,10 @@ if TYPE_CHECKING:
     from broadcaster.control.records import Entry
 
 log = logging.getLogger(__name__)
-MOUNT = re.compile(r"^/ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))$")
+# /ingest/CHANNEL, /ingest/zone/ZONE[,ZONE...], or a mount as Icecast users name them: /CHANNEL.ogg
+# (.mp3, .aac, .opus, .webm...) or /CHANNEL, what BUTT, Mixxx and liquidsoap are set up with.
+MOUNT = re.compile(r"^/(?:ingest/(?:zone/(?P<zones>[^/]+)|(?P<channel>[^/]+))"
+                   r"|(?P<alias>[^/.]+)(?:\.(?:ogg|oga|opus|mp3|aac|webm|mka|flac))?)$")
 HEAD_BYTES = 64  # the first bytes of a stream, kept to name its format if it cannot be played
 # A stream that has given no audio after this much is unplayable (the longest headers, Vorbis with a
 # big comment or Ogg/FLAC with a picture, are far below it).
@@ -298,11 +301,13 @@ class StudioDesk:
         path = mount_of(request)
         match = MOUNT.match(path)
         if match is None:
-            raise self._refuse(404, "unknown_mount", f"no mount {path!r}: use /ingest/CHANNEL or /ingest/zone/ZONE")
-        if match["channel"]:
-            channel = self.app.channels.get(match["channel"])
+            raise self._refuse(404, "unknown_mount", f"no mount {path!r}: use /ingest/CHANNEL, /CHANNEL.ogg "
+                               "or /ingest/zone/ZONE")
+        if match["channel"] or match["alias"]:
+            name = match["channel"] or match["alias"]
+            channel = self.app.channels.get(name)
             if channel is None:
-                raise self._refuse(404, "unknown_mount", f"no channel {match['channel']!r}")
+                raise self._refuse(404, "unknown_mount", f"no channel {name!r}")
             channels = [channel]
         else:
             zones = [z for z in match["zones"].split(",") if z]

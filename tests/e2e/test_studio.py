@@ -139,7 +139,10 @@ def test_refusals_are_clear_and_counted(studio: tuple[RunningServer, Path]) -> N
     cases = [("/ingest/ch-a", "op-a", "wrong-password", "401", "unauthenticated"),
              ("/ingest/ch-b", "op-a", PASSWORD, "403", "forbidden"),
              ("/ingest/zone/commune-b", "op-a", PASSWORD, "403", "forbidden"),
-             ("/ingest/nope", "op-a", PASSWORD, "404", "unknown_mount")]
+             ("/ingest/nope", "op-a", PASSWORD, "404", "unknown_mount"),
+             ("/ch-b.mp3", "op-a", PASSWORD, "403", "forbidden"),  # Icecast-style mount names
+             ("/nope.ogg", "op-a", PASSWORD, "404", "unknown_mount"),
+             ("/a/b.ogg", "op-a", PASSWORD, "404", "unknown_mount")]
     for mount, user, password, status, reason in cases:
         before = metric(server, "broadcaster_ingest_refused_total", {"reason": reason})
         sock = raw_source(server, mount, user, password)
@@ -155,7 +158,7 @@ def test_second_source_gets_409_and_the_first_stays_on_air(studio: tuple[Running
     console = ffmpeg_source(server, wav, ["-c:a", "libopus"], "ogg")
     try:
         assert wait_until(lambda: live(server) is not None), "the first console goes on air"
-        second = raw_source(server, "/ingest/ch-a", method="SOURCE")
+        second = raw_source(server, "/ch-a.ogg", method="SOURCE")  # Icecast's name for the same channel
         head = reply(second)
         second.close()
         assert head.startswith("HTTP/1.0 409") and "already live" in head, head
