@@ -302,8 +302,8 @@ class IcecastAdmin(Resource):
             channel.set_title(name or None, by or None)
             metrics.title_updates_total.labels(channel.id).inc()
             live = channel.live
-            if live is not None and id(live) not in noted:  # one note for a session on several channels
-                noted.add(id(live))
+            if live is not None and live.entry is not None and id(live) not in noted:
+                noted.add(id(live))  # one note for a session on several channels; none before it is on air
                 self.app.records.note(live.entry, f"title: {shown or '(cleared)'} (by {principal.name})")
             log.info("channel %s: title %r set by %s", channel.id, shown, principal.name)
         return iceresponse("Metadata update successful")
@@ -313,7 +313,15 @@ class IcecastAdmin(Resource):
         if not sessions:
             raise AdminError(400, f"Source does not exist: no studio is live on mount {mount!r}")
         for session in sessions.values():
-            self.app.records.note(session.entry, f"source removed by {principal.name} (/admin/killsource)")
+            # A session on more channels than the mount names (a zone mount: the province live on every
+            # commune) is taken off all of them: the caller must be allowed on all of them, as going live is.
+            try:
+                authorize(principal, Action.WRITE, [c.config.zone for c in session.channels], self.app.zones)
+            except Forbidden as exc:
+                raise AdminError(403, f"the studio on {mount!r} is live on more channels than yours: {exc}") from None
+        for session in sessions.values():
+            if session.entry is not None:  # a console not on air yet has no broadcast-log entry
+                self.app.records.note(session.entry, f"source removed by {principal.name} (/admin/killsource)")
             log.info("live session %s removed by %s through /admin/killsource", session.id, principal.name)
             session.kick()
         return iceresponse("Source Removed")

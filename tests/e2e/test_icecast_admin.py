@@ -313,3 +313,36 @@ def test_admin_documents_errors_and_icy_headers_match_icecast(studio: tuple[Runn
             gst = subprocess.run(["gst-launch-1.0", "-t", "souphttpsrc", f"location={url}", "iradio-mode=true",
                                   "num-buffers=3", "!", "fakesink"], capture_output=True, text=True, timeout=30)
             assert "organization: Kênh ch-a" in gst.stdout, gst.stdout[-2000:]
+
+
+def test_killsource_needs_every_channel_of_the_session_and_a_console_not_yet_on_air_is_no_500(
+        studio: tuple[RunningServer, str]) -> None:
+    server, _ = studio
+    # A console that has its 100 Continue but has sent no audio yet: a title and a kill must not fail.
+    sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+    credentials = base64.b64encode(f"op-a:{PASSWORD}".encode()).decode()
+    sock.sendall(f"PUT /ch-a.ogg HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n"
+                 "Content-Type: audio/ogg\r\nExpect: 100-continue\r\n\r\n".encode())
+    assert sock.recv(4096).startswith(b"HTTP/1.1 100")
+    status, _, body = call(server.url("/admin/metadata?mount=/ch-a.ogg&mode=updinfo&song=S%E1%BB%9Bm"), "op-a")
+    assert status == 200 and b"successful" in body, body
+    status, _, body = call(server.url("/admin/killsource?mount=/ch-a.ogg"), "op-a")
+    assert (status, b"Source Removed" in body) in ((200, True), (400, False)), (status, body)
+    sock.close()
+    # The province live on every commune (a zone mount): a commune operator may not take it off the air.
+    console = subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-f", "lavfi", "-i", "sine=frequency=880:duration=20",
+         "-c:a", "libopus", "-f", "ogg", "-content_type", "audio/ogg",
+         f"icecast://boss:{PASSWORD}@127.0.0.1:{server.http_port}/ingest/zone/province"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: channel(server, "ch-b").get("live") is not None), "the province is live"
+        status, _, body = call(server.url("/admin/killsource?mount=/ch-a.ogg"), "op-a")
+        assert status == 403 and b"more channels than yours" in body, (status, body)
+        assert channel(server, "ch-b")["live"] is not None
+        status, _, body = call(server.url("/admin/killsource?mount=/ch-a.ogg"), "boss")
+        assert status == 200 and b"Source Removed" in body, body
+        assert wait_until(lambda: channel(server, "ch-b").get("live") is None), "off every channel"
+    finally:
+        console.kill()
+        console.wait()
