@@ -9,6 +9,7 @@ server answered, and what it counted, logged and recorded."""
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -104,6 +105,29 @@ def heard_on_the_channel(server: RunningServer, out: Path) -> np.ndarray:
     return np.asarray(audio)
 
 
+class ChannelRecording:
+    """The channel's listener stream recorded by ffmpeg from before the console starts until ``stop``
+    (then PLAYOUT_S more, so everything the console sent has played): unlike the burst, it does not
+    depend on how long the console took to start and to leave."""
+
+    def __init__(self, server: RunningServer, out: Path) -> None:
+        self.out = out
+        self.process = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-i", server.url("/channels/ch-a.ogg"),
+                                         "-t", "120", "-ac", "1", "-ar", "48000", str(out)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> np.ndarray:
+        time.sleep(PLAYOUT_S)
+        self.process.send_signal(signal.SIGINT)  # ffmpeg finishes the file it is writing
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        audio, _ = soundfile.read(str(self.out), dtype="float32")
+        return np.asarray(audio)
+
+
 def windows(audio: np.ndarray, frequency_hz: float) -> list[bool]:
     """Per quarter second: is it this tone, and loud (a -12 dBFS tone, not silence)?"""
     out = []
@@ -190,7 +214,8 @@ def test_an_unplayable_body_ends_its_session_and_the_retry_is_refused_before_200
     assert live_sessions(server) == 0 and live(server) is None
     assert log_rows(tmp_path) == [] and recordings(tmp_path) == []
     # a console sending something playable from the same address goes on air at once, and is the only row
-    good = console(server, wav, ["-c:a", "libopus", "-f", "ogg", "-content_type", "audio/ogg"])
+    long_enough = tone_file(tmp_path / "good.wav", 880.0, -12.0, 6.0)  # on air long enough to be seen, loaded
+    good = console(server, long_enough, ["-c:a", "libopus", "-f", "ogg", "-content_type", "audio/ogg"])
     assert wait_until(lambda: live(server) is not None)
     assert good.wait(30) == 0
     assert wait_until(lambda: live(server) is None)
@@ -225,6 +250,7 @@ def test_liquidsoap_track_changes_are_not_damage(buffered_studio: tuple[RunningS
     script.write_text(LIQUIDSOAP_SCRIPT.format(
         tracks=", ".join(f'once(single("{t}"))' for t in tones), encoder=encoder, port=server.http_port,
         password=PASSWORD))
+    recording = ChannelRecording(server, tmp_path / "heard.wav")
     with tempfile.TemporaryFile("w+") as output:
         process = subprocess.Popen([str(LIQUIDSOAP), str(script)], stdout=output, stderr=subprocess.STDOUT,
                                    text=True)
@@ -238,7 +264,7 @@ def test_liquidsoap_track_changes_are_not_damage(buffered_studio: tuple[RunningS
         output.seek(0)
         said = output.read()
     assert wait_until(lambda: live(server) is None), said[-2000:]
-    audio = heard_on_the_channel(server, tmp_path / "heard.wav")
+    audio = recording.stop()
     per_tone = {f: windows(audio, f) for f in tracks}
     sequence = [next((f for f in tracks if per_tone[f][i]), 0.0) for i in range(len(per_tone[600.0]))]
     order = [f for i, f in enumerate(sequence) if f and (i == 0 or sequence[i - 1] != f)]
