@@ -336,7 +336,9 @@ class BroadcastServer:
 
     # --- views -----------------------------------------------------------------------
 
-    def describe_channel(self, channel: ChannelView) -> dict[str, Any]:
+    def describe_channel(self, channel: ChannelView, detail: bool = False) -> dict[str, Any]:
+        """``detail``: for an authenticated caller (the API): relays' URLs and failure reasons too,
+        which the public /channels must not show (a paid upstream's token, an internal DNS answer)."""
         cfg = channel.config
         return {
             "id": cfg.id,
@@ -352,7 +354,7 @@ class BroadcastServer:
             "mp3": f"/channels/{cfg.id}.mp3" if cfg.public else None,
             "sdp": f"/channels/{cfg.id}.sdp" if cfg.multicast else None,
             "live": describe_live(channel),
-            "relays": [run.describe() for run in self.relays.on_channel(cfg.id)],
+            "relays": [run.describe(detail) for run in self.relays.on_channel(cfg.id)],
             "title": channel.title,
         }
 

@@ -130,6 +130,7 @@ class RelayConfig:
     max_buffer_s: float = 30.0        # beyond this the oldest audio is dropped: the relay stays near live
     stall_timeout_ms: int = 1000      # no audio for this long: the channel falls back to its idle programme
     backoff_max_s: float = 5.0        # reconnects back off from 1 s to this
+    max_workers: int = 8              # upstreams fetched at once (one worker process each, shared by channels)
 
 
 @dataclass(frozen=True)
@@ -517,6 +518,7 @@ def _relay(r: _Reader, value: Any) -> RelayConfig:
         max_buffer_s=r.float_range(d, "max_buffer_s", k, RelayConfig.max_buffer_s, 2.0, 600.0),
         stall_timeout_ms=r.int_range(d, "stall_timeout_ms", k, RelayConfig.stall_timeout_ms, 100, 60000),
         backoff_max_s=r.float_range(d, "backoff_max_s", k, RelayConfig.backoff_max_s, 1.0, 3600.0),
+        max_workers=r.int_range(d, "max_workers", k, RelayConfig.max_workers, 1, 256),
     )
 
 

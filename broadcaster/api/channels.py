@@ -10,7 +10,8 @@ from broadcaster.control.auth import Action
 async def list_channels(call: Call) -> Reply:
     limit, offset = call.paging()
     page = await call.storage.channels.ids_page(call.visible(), limit, offset)
-    items = [call.app.describe_channel(call.app.channels[r["id"]]) for r in page.items if r["id"] in call.app.channels]
+    items = [call.app.describe_channel(call.app.channels[r["id"]], detail=True) for r in page.items
+             if r["id"] in call.app.channels]
     return 200, Page[Channel](items=[Channel.model_validate(i) for i in items], total=page.total, limit=limit,
                               offset=offset)
 
@@ -20,7 +21,7 @@ async def get_channel(call: Call) -> Reply:
     if channel is None:
         raise ApiError(404, "not_found", f"no channel {call.params['id']!r}")
     call.authorize(Action.READ, channel.config.zone)
-    return 200, Channel.model_validate(call.app.describe_channel(channel))
+    return 200, Channel.model_validate(call.app.describe_channel(channel, detail=True))
 
 
 async def create_channel(call: Call) -> Reply:
@@ -30,7 +31,7 @@ async def create_channel(call: Call) -> Reply:
         raise ApiError(400, "bad_reference", f"zone: no zone {body.zone!r}")
     await call.storage.channels.create(call.actor, body.id, body.name, body.zone, body.public)
     await facade(call.app.reload_channels)
-    return 201, Channel.model_validate(call.app.describe_channel(call.app.channels[body.id]))
+    return 201, Channel.model_validate(call.app.describe_channel(call.app.channels[body.id], detail=True))
 
 
 ID = Param("id", "the channel's id", where="path", required=True)

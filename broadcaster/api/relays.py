@@ -13,7 +13,7 @@ from typing import Any
 from broadcaster.api.call import ApiError, Call, Param, Reply, Route
 from broadcaster.api.models import Page, Relay, RelayCreate, RelayOnAir, RelayStart
 from broadcaster.control.auth import Action
-from broadcaster.control.relays import RelayItem
+from broadcaster.control.relays import RelayItem, RelaysBusy
 from broadcaster.core.mixer import PRIORITY_NAMES
 from broadcaster.relay.fetch import url_problem
 
@@ -87,12 +87,18 @@ async def start_relay(call: Call) -> Reply:
     if not usable(call, row, channel.config.zone):
         raise ApiError(400, "bad_reference", f"relay {row['id']!r} belongs to zone {row['zone']!r}, "
                                              f"not above channel {channel.id!r}")
-    for run in call.app.relays.on_channel(channel.id):
-        if run.kind == "relay":
-            run.stop("cut")  # one relay on demand per channel: the new one replaces it
+    before = [r for r in call.app.relays.on_channel(channel.id) if r.kind == "relay"]
     item = RelayItem(row["id"], row["name"], row["url"], row["zone"])
-    run = call.app.relays.start(item, [channel], kind="relay", title=row["name"], by=call.principal.name,
-                                priority=int(PRIORITY_NAMES[body.priority]), end_at=call.app.wall() + body.duration_s)
+    try:
+        run = call.app.relays.start(item, [channel], kind="relay", title=row["name"], by=call.principal.name,
+                                    priority=int(PRIORITY_NAMES[body.priority]),
+                                    end_at=call.app.wall() + body.duration_s)
+    except RelaysBusy as exc:
+        raise ApiError(503, "busy", str(exc), retry_after_s=60) from None
+    for old in before:
+        # One relay on demand per channel: the new one replaces it. Started first, so the same relay
+        # asked for again (to extend it) keeps its worker and the channel never drops to its loop.
+        old.stop("cut")
     return 201, RelayOnAir.model_validate(run.describe())
 
 

@@ -83,6 +83,7 @@ class ProgrammeRunner:
         self.failed: dict[tuple[str, float], float] = {}  # occurrences whose media would not load -> their end
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
         self.relaying: dict[tuple[str, float], float] = {}  # relay occurrences started -> their end
+        self.relay_runs: dict[tuple[str, float], Any] = {}  # and their runs (control/relays.py RelayRun)
 
     def _decoding(self) -> Any:
         """Programmes are decoded in two threads of their own, not the reactor's pool of ten:
@@ -110,6 +111,11 @@ class ProgrammeRunner:
         for done in (self.failed, self.relaying):
             for key in [k for k, end in done.items() if end < now]:
                 del done[key]
+        for key, run in list(self.relay_runs.items()):
+            if run.ended or key not in self.relaying:
+                del self.relay_runs[key]
+            elif self.schedule.get(key[0]) is None and not run.on_air:
+                run.stop("removed")  # deleted before its start: it does not play (one on air finishes)
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start <= now:  # what is already running was started (or skipped) by due()
                 continue
@@ -162,7 +168,7 @@ class ProgrammeRunner:
 
     def _relay(self, occurrence: Occurrence) -> None:
         """A relay programme: its worker started RELAY_LEAD_S early, on air from the start to the end."""
-        from broadcaster.control.relays import RelayItem
+        from broadcaster.control.relays import RelayItem, RelaysBusy
 
         key, programme = occurrence.key, occurrence.programme
         if key in self.relaying:
@@ -183,14 +189,32 @@ class ProgrammeRunner:
                 return
             now = self.app.wall()
             start_at = self.app.reactor.seconds() + (occurrence.start - now) if occurrence.start > now else None
+            # A media programme paused under an alert and running late gives way, as to any programme.
+            ids = set(c.id for c in channels)
+            cuts = tuple(p.input_id for p in self.plays.values() if set(p.channels) & ids)
+            try:
+                run = self.app.relays.start(RelayItem(row["id"], row["name"], row["url"], row["zone"]), channels,
+                                            kind="scheduled", title=programme.title, by="schedule",
+                                            priority=programme.priority, end_at=occurrence.end,
+                                            start_at=start_at, detail=f"programme={programme.id}", cuts=cuts)
+            except RelaysBusy as exc:
+                not_played(str(exc))
+                return
             metrics.programmes_total.labels("started").inc()
-            self.app.relays.start(RelayItem(row["id"], row["name"], row["url"], row["zone"]), channels,
-                                  kind="scheduled", title=programme.title, by="schedule",
-                                  priority=programme.priority, end_at=occurrence.end, start_at=start_at,
-                                  detail=f"programme={programme.id}")
+            self.relay_runs[key] = run
+
+        def not_played(reason: str) -> None:
+            log.error("programme %s (%s) not relayed: %s", programme.id, programme.title, reason)
+            metrics.programmes_total.labels("failed").inc()
+            channels = self._channels(occurrence)
+            if channels:
+                entry = self.app.records.open(channels, "scheduled", programme.title, "schedule",
+                                              detail=f"programme={programme.id} relay={programme.relay} "
+                                                     f"not played: {reason}")
+                self.app.records.close(entry, "failed")
 
         def failed(failure: Any) -> None:
-            log.error("programme %s: cannot read its relay: %s", programme.id, failure.getErrorMessage())
+            not_played(f"its relay could not be read: {failure.getErrorMessage()}")
 
         self.app.storage.relays.get(programme.relay).addCallbacks(found, failed)
 

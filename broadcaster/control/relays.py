@@ -61,6 +61,10 @@ class RelayItem:
     zone: str
 
 
+class RelaysBusy(Exception):
+    """relay.max_workers relays are fetched already: another upstream would take a core from the audio."""
+
+
 class _WorkerProtocol(ProcessProtocol):
     """Frames from the worker's stdout; its stderr (tracebacks) into our log, bounded."""
 
@@ -221,11 +225,12 @@ class RelayRun:
 
     def __init__(self, desk: RelayDesk, item: RelayItem, channels: list[ChannelView], *, kind: str, title: str,
                  by: str, priority: int, end_at: float | None, start_at: float | None = None,
-                 on_preempt: str = "pause", detail: str = "") -> None:
+                 on_preempt: str = "pause", detail: str = "", cuts: tuple[str, ...] = ()) -> None:
         self.desk = desk
         self.app = desk.app
         self.item = item
         self.channels = channels
+        self.cuts = cuts
         self.kind, self.title, self.by, self.priority = kind, title, by, priority
         self.end_at, self.start_at, self.on_preempt = end_at, start_at, on_preempt
         self.detail = detail
@@ -245,7 +250,7 @@ class RelayRun:
                         name=self.title)
         self.app.track(self.id, lambda event: None, self._ended)
         self.app.core.send(AddInput(self.id, tuple(c.id for c in self.channels), spec, priority=self.priority,
-                                    on_preempt=self.on_preempt, start_at=self.start_at))
+                                    on_preempt=self.on_preempt, start_at=self.start_at, cuts=self.cuts))
         lead = 0.0 if self.start_at is None else self.start_at - self.app.reactor.seconds()
         if lead > 0:  # a scheduled relay starts its worker early, so its first second is not lost to connecting
             self._open_call = self.app.reactor.callLater(lead, self._open_entry)
@@ -266,6 +271,11 @@ class RelayRun:
             self.app.records.note(self.entry, note)
         self._early_notes.clear()
 
+    @property
+    def on_air(self) -> bool:
+        """Past its start time (its broadcast-log entry is open)."""
+        return self.entry is not None
+
     def note(self, text: str) -> None:
         if self.entry is not None:
             self.app.records.note(self.entry, text)
@@ -283,7 +293,7 @@ class RelayRun:
                 call.cancel()
         self.app.core.send(RemoveInput(self.id))
         self.app.untrack(self.id)
-        if self.entry is None and outcome != "completed":
+        if self.entry is None and outcome not in ("completed", "removed"):
             self._open_entry()  # refused before its start time: the log still says it did not play
         if self.entry is not None:
             self.app.records.close(self.entry, outcome)
@@ -297,12 +307,17 @@ class RelayRun:
         if not self._channels_left and not self.ended:
             self.stop({"removed": "cut", "refused": "failed"}.get(event.how, "stopped"))
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, detail: bool = True) -> dict[str, Any]:
+        """``detail``: the URL and the last failure's reason (not for the public /channels)."""
         feed = self.feed
-        return {"id": self.id, "relay": self.item.id, "name": self.item.name, "url": self.item.url,
-                "state": feed.state if feed else "connecting", "reason": feed.reason if feed else "",
-                "buffer_s": feed.buffer_s if feed else 0.0, "reconnects": feed.reconnects if feed else 0,
-                "ends_at": self.end_at, "title": self.title}
+        view: dict[str, Any] = {"id": self.id, "relay": self.item.id, "name": self.item.name,
+                                "state": feed.state if feed else "connecting",
+                                "buffer_s": feed.buffer_s if feed else 0.0,
+                                "reconnects": feed.reconnects if feed else 0, "ends_at": self.end_at,
+                                "title": self.title}
+        if detail:
+            view.update(url=self.item.url, reason=feed.reason if feed else "")
+        return view
 
 
 class RelayDesk:
@@ -326,6 +341,9 @@ class RelayDesk:
         feed = self.feeds.get(item.id)
         if feed is not None and (feed.item.url != item.url or feed.state == "refused"):
             feed = None  # the library's URL changed, or it was refused: a fresh worker for this run
+        if feed is None and sum(1 for f in self.feeds.values() if f.runs) >= self.app.config.relay.max_workers:
+            raise RelaysBusy(f"{self.app.config.relay.max_workers} relays are on air already "
+                             "(relay.max_workers); stop one first")
         run = RelayRun(self, item, channels, **how)
         self.runs[run.id] = run
         if feed is None:

@@ -43,6 +43,23 @@ class Limits:
     max_fetch_s: float = 60.0  # a playlist or segment trickled slower than this is refused (a slowloris)
 
 
+# IPv6 prefixes that carry an IPv4 address a gateway forwards to (NAT64, 6to4): Python counts them
+# as global, but 64:ff9b::10.0.0.1 reaches the LAN through a NAT64 gateway.
+EMBEDDING = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"),
+             ipaddress.ip_network("2002::/16"))
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if any(address in network for network in EMBEDDING):
+            return False
+    return True
+
+
 def url_problem(url: str, allow_private: bool) -> str | None:
     """Why url cannot be a relay's upstream, from the text alone (no DNS: the API answers at
     once; a name is resolved, and checked, when the relay plays), or None."""
@@ -61,7 +78,7 @@ def url_problem(url: str, allow_private: bool) -> str | None:
         address = ipaddress.ip_address(parts.hostname)
     except ValueError:
         return None
-    if not allow_private and (not address.is_global or address.is_multicast):
+    if not allow_private and not is_public(address):
         return f"{address} is not a public address (relay.allow_private is false)"
     return None
 
@@ -77,7 +94,7 @@ def public_address(host: str, port: int, allow_private: bool) -> tuple[int, str]
     if not allow_private:
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if not address.is_global or address.is_multicast:
+            if not is_public(address):
                 raise RelayRefused(f"{host!r} resolves to {address}, which is not a public address "
                                    "(relay.allow_private is false)")
     family, _, _, _, sockaddr = infos[0]

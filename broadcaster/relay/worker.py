@@ -132,6 +132,7 @@ class Relay:
         self.stopping = threading.Event()
         self.up = False
         self.bytes = 0
+        self.high_water_s = max(settings.prime_s + 1.0, 0.8 * settings.max_buffer_s)
 
     # --- output ------------------------------------------------------------------------------
 
@@ -152,9 +153,18 @@ class Relay:
         if not self.up:
             self.up = True
             self.event("up", url=self.settings.url)
-        with self.lock:
-            for pcm in chunks:
+        for pcm in chunks:
+            # Back-pressure: an upstream faster than real time (a file on a CDN, an ended playlist)
+            # waits here, in the fetch thread, rather than being decoded as fast as the network goes
+            # and dropped.
+            while self._full() and not self.stopping.wait(CHUNK_S):
+                pass
+            with self.lock:
                 self.pacer.push(pcm)
+
+    def _full(self) -> bool:
+        with self.lock:
+            return self.pacer.depth_s > self.high_water_s
 
     def play(self) -> None:
         """The pacing loop (main thread): a chunk every CHUNK_S on the monotonic clock."""
@@ -283,6 +293,7 @@ class Relay:
 
 def main(argv: list[str]) -> int:
     die_with_parent(os.getppid())
+    os.nice(10)  # a relay's decoding gives way to the core and control: the audio loop never waits for it
     settings = Settings.from_json(argv[1])
     relay = Relay(settings, sys.stdout.buffer)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))

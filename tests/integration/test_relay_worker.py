@@ -294,3 +294,24 @@ def test_icecast_ogg_opus_mount() -> None:
     audio = pushed(relay)
     assert audio.size > 48000 and abs(dominant_frequency(audio) - 440) < 3
     assert [e["event"] for e in out.parsed()[1]][:1] == ["up"]
+
+
+def test_addresses_that_tunnel_to_the_lan_are_not_public() -> None:
+    for url in ("http://[64:ff9b::a00:1]/x", "http://[2002:7f00:1::]/x", "http://[::ffff:10.0.0.1]/x",
+                "http://[64:ff9b:1::a00:1]/x", "http://0.0.0.0/x", "http://169.254.169.254/latest"):
+        assert url_problem(url, allow_private=False), url
+    assert url_problem("http://[2001:4860:4860::8888]/x", allow_private=False) is None
+
+
+def test_an_upstream_faster_than_real_time_waits_instead_of_being_dropped(tmp_path: Path, serve: Any) -> None:
+    mp3 = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "sine=frequency=660:duration=20",
+                          "-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3", "-"], capture_output=True, check=True,
+                         timeout=60).stdout
+    relay, _ = relay_for(serve(lambda r: answer(r, mp3, "audio/mpeg")) + "/file.mp3", max_buffer_s=5.0)
+    fetching = threading.Thread(target=relay.once, daemon=True)
+    fetching.start()
+    fetching.join(3.0)
+    assert fetching.is_alive(), "the fetch waits while the buffer is full"
+    assert relay.pacer.dropped == 0 and relay.pacer.depth_s <= 5.0
+    relay.stopping.set()
+    fetching.join(5.0)

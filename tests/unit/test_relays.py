@@ -195,3 +195,27 @@ def test_a_scheduled_relay_opens_its_entry_at_its_start_time() -> None:
     app.reactor.advance(5)
     entry = app.records.entries[0]
     assert "cannot reach the upstream" in entry["notes"][0], "what happened before the start is kept"
+
+
+def test_the_public_view_has_no_url_or_reason_and_workers_are_capped() -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from broadcaster.control.relays import RelaysBusy
+
+    desk, app = desk_and_app()
+    app.config = replace(app.config, relay=replace(app.config.relay, max_workers=1))
+    run = desk.start(VOV1, [Channel("ch-a")], kind="relay", title="VOV1", by="op-a",  # type: ignore[list-item]
+                     priority=30, end_at=None)
+    app.reactor.spawned[0].event("down", reason="'station.example' resolves to 10.0.0.5")
+    assert "url" not in run.describe(detail=False) and "reason" not in run.describe(detail=False)
+    assert "10.0.0.5" in run.describe()["reason"]
+    other = RelayItem("rl-vov2", "VOV2", "https://station.example/vov2/playlist.m3u8", "province")
+    with pytest.raises(RelaysBusy, match="max_workers"):
+        desk.start(other, [Channel("ch-b")], kind="relay", title="VOV2", by="op-b",  # type: ignore[list-item]
+                   priority=30, end_at=None)
+    # The same relay again is no new worker: not refused.
+    desk.start(VOV1, [Channel("ch-b")], kind="relay", title="VOV1", by="op-b",  # type: ignore[list-item]
+               priority=30, end_at=None)
+    assert len(app.reactor.spawned) == 1
