@@ -62,6 +62,7 @@ class HttpConfig:
     burst_ms: int = 10000  # Chromium starts at once only with about this much (benchmarks/faststart.py)
     max_backlog_bytes: int = 256 * 1024
     max_listeners: int = 2000  # per server: each holds a socket and up to max_backlog_bytes
+    max_transcoders: int = 24  # HLS and MP3 encoders at once (one transcode thread does about 40, docs/hls.md)
     max_connections_per_address: int = 64  # open connections from one IP address (NAT: a commune office)
     keep_burst: bool = True  # a channel nobody hears still encodes, so its first listener starts at once
 
@@ -421,7 +422,7 @@ def _audio(r: _Reader, value: Any) -> AudioConfig:
 
 def _http(r: _Reader, value: Any) -> HttpConfig:
     d = r.mapping(value, "http", {"page_ms", "burst_ms", "max_backlog_bytes", "max_listeners",
-                                  "max_connections_per_address", "keep_burst"})
+                                  "max_connections_per_address", "keep_burst", "max_transcoders"})
     return HttpConfig(
         page_ms=r.int_range(d, "page_ms", "http", HttpConfig.page_ms, 20, 5000),
         burst_ms=r.int_range(d, "burst_ms", "http", HttpConfig.burst_ms, 0, 30000),
@@ -431,6 +432,7 @@ def _http(r: _Reader, value: Any) -> HttpConfig:
         max_connections_per_address=r.int_range(d, "max_connections_per_address", "http",
                                                 HttpConfig.max_connections_per_address, 1, 100_000),
         keep_burst=r.typed(d, "keep_burst", "http", bool, HttpConfig.keep_burst),
+        max_transcoders=r.int_range(d, "max_transcoders", "http", HttpConfig.max_transcoders, 0, 1000),
     )
 
 

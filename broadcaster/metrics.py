@@ -113,6 +113,10 @@ live_sessions = Gauge(
     "broadcaster_live_sessions",
     "Studio sessions on air now.",
     registry=REGISTRY)
+transcoders_refused_total = Counter(
+    "broadcaster_transcoders_refused_total",
+    "HLS playlists and MP3 streams refused (503) because http.max_transcoders encoders were running.",
+    ["kind"], registry=REGISTRY)
 relays_on_air = Gauge(
     "broadcaster_relays_on_air",
     "Relays playing now (scheduled or on demand), whether their upstream is up or not.",

@@ -51,10 +51,31 @@ def playlist_prefix(request: Request, channel_id: str) -> str:
     return f"channels/{channel_id}/hls/"
 
 
+def transcoders_full(app: BroadcastServer, request: Request, channel: ChannelView, kind: str) -> bytes | None:
+    """A 503 when starting one more HLS or MP3 encoder would pass http.max_transcoders: anyone may
+    ask for a public channel's HLS or MP3, and each encoder costs about 2.4 % of a core on the one
+    transcode thread; past its capacity every channel's HLS and MP3 would break, not just the last."""
+    desk = app.hls if kind == "hls" else app.mp3
+    current = desk.channels.get(channel.id)
+    if current is not None and current.running:
+        return None
+    running = (sum(1 for h in app.hls.channels.values() if h.running)
+               + sum(1 for m in app.mp3.channels.values() if m.running))
+    if running < app.config.http.max_transcoders:
+        return None
+    metrics.transcoders_refused_total.labels(kind).inc()
+    request.setHeader(b"Retry-After", b"60")
+    return _error(request, kind, 503, "busy", f"{running} HLS and MP3 encoders are running, the most this server "
+                  f"runs (http.max_transcoders); the Ogg stream /channels/{channel.id}.ogg plays meanwhile")
+
+
 def hls_playlist(app: BroadcastServer, request: Request, channel: ChannelView) -> Any:
     """The live playlist; on a cold channel, once its first segment exists (the encoder starts
     now), or 503 with Retry-After if that takes longer than hls.first_segment_wait_s."""
     icecast.cors(request)
+    refused = transcoders_full(app, request, channel, "hls")
+    if refused is not None:
+        return refused
     prefix = playlist_prefix(request, channel.id)
 
     def answer(window: HlsWindow | None) -> None:
@@ -104,6 +125,9 @@ def mp3_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> 
         metrics.listeners_dropped_total.labels(channel.id, "full").inc()
         return _error(request, "stream", 503, "full",
                       f"the server has its maximum of {listeners} listeners; try again later")
+    refused = transcoders_full(app, request, channel, "mp3")
+    if refused is not None:
+        return refused
     metrics.http_requests_total.labels("mp3", "200").inc()
     channel_id = channel.id
     return serve_mp3(request, app.mp3.of(channel), max_backlog_bytes=app.config.http.max_backlog_bytes,

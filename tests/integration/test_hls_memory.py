@@ -118,3 +118,21 @@ def test_mp3_listeners_get_a_new_title_at_their_next_metadata_block(server: Serv
     assert set(titles[1:]) <= {"", "StreamTitle='Bản tin sáng';"}
     _, plain_headers, plain_body = plain.response()
     assert "icy-metaint" not in plain_headers and b"StreamTitle" not in plain_body
+
+
+def test_encoders_past_max_transcoders_are_refused_with_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+
+    def patch(doc: dict[str, Any]) -> None:
+        doc["http"] = {"keep_burst": False, "max_transcoders": 1}
+        doc["hls"] = {"segment_s": 2, "window": 3, "idle_s": 5, "first_segment_wait_s": 8}
+
+    server = Server(tmp_path, patch)
+    Client(server, "/ch-a.m3u8")
+    assert len(server.app.channels["ch-a"].taps) == 1, "the first encoder starts"
+    for path in ("/ch-b.mp3", "/ch-b.m3u8", "/ch-a.mp3"):
+        status, headers, body = Client(server, path).response()
+        assert status == 503 and b"max_transcoders" in body and headers["retry-after"] == "60", (path, body)
+    assert server.app.channels["ch-b"].taps == set(), "nothing started for the refused"
+    again = Client(server, "/ch-a.m3u8")
+    assert again.response()[0] != 503, "the running encoder serves more requests"
