@@ -15,17 +15,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pytest
-import soundfile
 
 from benchmarks.common import HlsUpstream, icecast_peer, icecast_source, icecast_sources, icecast_status
-from broadcaster.codecs.pcm import dominant_frequency
+from benchmarks.relay import RELAY_HZ, timeline
 from tests.conftest import Api, prepare, run_speaker, start_server, wait_until
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
-RELAY_HZ = 660.0
-IDLE_HZ = 440.0  # ch-a's loop in the test configuration
 FAST = {"relay": {"allow_private": True, "stall_timeout_ms": 1000, "backoff_max_s": 2.0, "buffer_s": 0.5}}
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -40,19 +36,8 @@ def hls(tmp_path: Path) -> Iterator[HlsUpstream]:
 
 
 def heard(wav: Path) -> list[str]:
-    """What the loudspeaker heard, second by second, as runs: "relay", "idle" or "silence"."""
-    audio, rate = soundfile.read(str(wav), dtype="float32")
-    runs: list[str] = []
-    for start in range(0, len(audio) - rate + 1, rate // 2):
-        window = audio[start:start + rate]
-        if float(np.sqrt(np.mean(window ** 2))) < 0.01:
-            what = "silence"
-        else:
-            frequency = dominant_frequency(window)
-            what = "relay" if abs(frequency - RELAY_HZ) < 5 else "idle" if abs(frequency - IDLE_HZ) < 5 else "?"
-        if not runs or runs[-1] != what:
-            runs.append(what)
-    return [r for r in runs if r != "?"]  # a window across a change has both tones
+    """What the loudspeaker heard, in order of change: "relay", "idle" or "silence"."""
+    return [what for _, what in timeline(wav, step_s=0.5)]
 
 
 def relay_entries(api: Api, kind: str) -> list[dict[str, Any]]:
