@@ -89,7 +89,7 @@ def describe(head: bytes) -> str:
     return f"unrecognised data (starting {head[:8].hex(' ')})"
 
 
-class _AvAudio:
+class AvAudio:
     """PyAV frames → 48 kHz mono float32, resampled as a stream (no clicks at chunk edges)."""
 
     def __init__(self) -> None:
@@ -113,10 +113,10 @@ class _AvAudio:
         return np.asarray(self._resampler.resample_chunk(mono.astype(np.float32)), dtype=np.float32)
 
 
-class _AvCodec:
+class AvCodec:
     """One PyAV decoder (imported on first use: only studios sending these formats pay for it)."""
 
-    def __init__(self, codec: str, audio: _AvAudio, extradata: bytes | None = None) -> None:
+    def __init__(self, codec: str, audio: AvAudio, extradata: bytes | None = None) -> None:
         import av
 
         self._av = av
@@ -164,16 +164,16 @@ class _OpusStream:
 class _VorbisStream:
     """Ogg/Vorbis: three header packets become the decoder's extradata, then audio."""
 
-    def __init__(self, identification: bytes, audio: _AvAudio) -> None:
+    def __init__(self, identification: bytes, audio: AvAudio) -> None:
         self._headers = [identification]
         self._audio = audio
-        self._codec: _AvCodec | None = None
+        self._codec: AvCodec | None = None
 
     def packet(self, packet: bytes, out: list[Audio]) -> bool:
         if self._codec is None:
             self._headers.append(packet)
             if len(self._headers) == 3:
-                self._codec = _AvCodec("vorbis", self._audio, vorbis_extradata(*self._headers))
+                self._codec = AvCodec("vorbis", self._audio, vorbis_extradata(*self._headers))
             return True
         return self._codec.decode(packet, out)
 
@@ -184,10 +184,10 @@ class _FlacStream:
 
     STREAMINFO = slice(17, 51)  # 0x7F FLAC, version, header count, fLaC, block header: then 34 bytes
 
-    def __init__(self, first: bytes, audio: _AvAudio) -> None:
+    def __init__(self, first: bytes, audio: AvAudio) -> None:
         if len(first) < self.STREAMINFO.stop:
             raise OggError("truncated Ogg/FLAC header")
-        self._codec = _AvCodec("flac", audio, first[self.STREAMINFO])
+        self._codec = AvCodec("flac", audio, first[self.STREAMINFO])
 
     def packet(self, packet: bytes, out: list[Audio]) -> bool:
         if not packet or packet[0] != 0xFF:
@@ -212,7 +212,7 @@ class OggDecoder:
         self.errors = 0
         self._serial: int | None = None
         self._stream: _OggStream | None = None
-        self._audio = _AvAudio()  # shared across chains: a resampler kept warm between tracks
+        self._audio = AvAudio()  # shared across chains: a resampler kept warm between tracks
 
     def feed(self, data: bytes) -> list[Audio]:
         self.reader.feed(data)
@@ -261,8 +261,8 @@ class MpegAudioDecoder:
         self.framer = MpegFramer()
         self.format = "mpeg"
         self.errors = 0
-        self._audio = _AvAudio()
-        self._codecs: dict[str, _AvCodec] = {}
+        self._audio = AvAudio()
+        self._codecs: dict[str, AvCodec] = {}
 
     def feed(self, data: bytes) -> list[Audio]:
         out: list[Audio] = []
@@ -270,7 +270,7 @@ class MpegAudioDecoder:
         for frame in self.framer.feed(data):
             codec = self._codecs.get(frame.codec)
             if codec is None:
-                codec = self._codecs[frame.codec] = _AvCodec(frame.codec, self._audio)
+                codec = self._codecs[frame.codec] = AvCodec(frame.codec, self._audio)
             self.format = frame.codec
             if not codec.decode(frame.data, out):
                 self.errors += 1
@@ -287,8 +287,8 @@ class WebmDecoder:
         self.format = "webm"
         self.errors = 0
         self._track: Track | None = None
-        self._stream: _OpusStream | _AvCodec | None = None
-        self._audio = _AvAudio()
+        self._stream: _OpusStream | AvCodec | None = None
+        self._audio = AvAudio()
 
     def feed(self, data: bytes) -> list[Audio]:
         out: list[Audio] = []
@@ -309,7 +309,7 @@ class WebmDecoder:
         if track.codec_id == "A_OPUS":
             self._stream = _OpusStream()
         elif track.codec_id == "A_VORBIS":
-            self._stream = _AvCodec("vorbis", self._audio, track.codec_private)
+            self._stream = AvCodec("vorbis", self._audio, track.codec_private)
         else:
             raise UnsupportedFormat(f"{kind.capitalize()} with {track.codec_id or 'an unnamed codec'}")
         self.format, self._track = f"{kind}/{track.codec_id[2:].lower()}", track
@@ -331,6 +331,6 @@ def sniff_decoder(head: bytes) -> StreamDecoder | None:
     raise UnsupportedFormat(describe(head))
 
 
-__all__ = ["GENERIC_TYPES", "DECODED_TYPES", "MP3", "MpegAudioDecoder", "OggDecoder", "StreamDecoder",
-           "SUPPORTED", "UnsupportedFormat", "WebmDecoder", "check_declared_type", "describe",
+__all__ = ["AvAudio", "AvCodec", "GENERIC_TYPES", "DECODED_TYPES", "MP3", "MpegAudioDecoder", "OggDecoder",
+           "StreamDecoder", "SUPPORTED", "UnsupportedFormat", "WebmDecoder", "check_declared_type", "describe",
            "sniff_decoder", "vorbis_extradata"]

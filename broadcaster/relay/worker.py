@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from broadcaster.codecs.decoders import MpegAudioDecoder, OggDecoder, StreamDecoder, WebmDecoder, _AvAudio
+from broadcaster.codecs.decoders import AvAudio, AvCodec, MpegAudioDecoder, OggDecoder, StreamDecoder, WebmDecoder
 from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
 from broadcaster.core.lifetime import die_with_parent
 from broadcaster.protocols.hls import MasterPlaylist, MediaPlaylist, PlaylistError, SegmentCursor, parse
@@ -85,9 +85,9 @@ class SegmentDecoder:
         import av  # the worker pays for PyAV, control does not
 
         self._av = av
-        self._codec: Any = None
+        self._codec: AvCodec | None = None
         self._codec_name = ""
-        self._audio = _AvAudio()
+        self._audio = AvAudio()
 
     def decode(self, data: bytes, init: bytes = b"") -> list[Audio]:
         av = self._av
@@ -109,17 +109,15 @@ class SegmentDecoder:
             stream = streams[0]
             name = stream.codec_context.name
             if self._codec is None or name != self._codec_name:
-                self._codec = av.CodecContext.create(name, "r")
-                if stream.codec_context.extradata:
-                    self._codec.extradata = stream.codec_context.extradata
+                self._codec = AvCodec(name, self._audio, stream.codec_context.extradata or None)
                 self._codec_name = name
             try:
                 for packet in container.demux(stream):
                     if packet.size:
-                        out.extend(self._audio.convert(f) for f in self._codec.decode(packet))
+                        self._codec.decode(bytes(packet), out)  # a damaged packet is skipped
             except av.error.FFmpegError:
                 pass  # a damaged tail: what decoded plays
-        return [chunk for chunk in out if chunk.size]
+        return out
 
 
 class Relay:
