@@ -106,16 +106,22 @@ def frame_chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def stream_headers(request: Request, content_type: bytes, name: str, description: str) -> None:
+    """What a player and an Icecast directory expect of a listener stream (Ogg or MP3): never
+    cached, and icy-name/description as raw UTF-8, as icecast2 sends them."""
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Cache-Control", b"no-cache, no-store")
+    request.setHeader(b"Pragma", b"no-cache")
+    request.setHeader(b"icy-name", name.encode("utf-8"))
+    request.setHeader(b"icy-description", description.encode("utf-8"))
+    request.setHeader(b"icy-pub", b"1")
+    request.setHeader(b"Server", b"broadcaster")
+
+
 def serve_stream(request: Request, stream: Stream, *, max_backlog_bytes: int,
                  on_drop: Callable[[str], None]) -> object:
     """Answer a GET with the stream: headers a player and an Icecast directory expect."""
-    request.setHeader(b"Content-Type", b"audio/ogg")
-    request.setHeader(b"Cache-Control", b"no-cache, no-store")
-    request.setHeader(b"Pragma", b"no-cache")
-    request.setHeader(b"icy-name", stream.name.encode("utf-8"))
-    request.setHeader(b"icy-description", stream.description.encode("utf-8"))
-    request.setHeader(b"icy-pub", b"1")
-    request.setHeader(b"Server", b"broadcaster")
+    stream_headers(request, b"audio/ogg", stream.name, stream.description)
     if request.method == b"HEAD":
         return b""
     OggListener(request, stream, max_backlog_bytes, on_drop).start()

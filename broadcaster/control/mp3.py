@@ -23,7 +23,7 @@ from broadcaster.codecs.encoders import Mp3Encoder
 from broadcaster.config import Mp3Config
 from broadcaster.control.transcode import OpusPages, Runner, Tap
 from broadcaster.protocols.icy import IcyInserter
-from broadcaster.protocols.listener import OggListener, frame_chunk
+from broadcaster.protocols.listener import OggListener, frame_chunk, stream_headers
 
 
 def title_of(channel: Any) -> str:
@@ -145,14 +145,8 @@ def serve_mp3(request: Request, mp3: Mp3Channel, *, max_backlog_bytes: int,
               on_drop: Callable[[str], None]) -> object:
     """Answer a GET with the MP3 stream and the headers Icecast gives an MP3 mount."""
     icy = (request.getHeader(b"icy-metadata") or b"").strip() == b"1"
-    request.setHeader(b"Content-Type", b"audio/mpeg")
-    request.setHeader(b"Cache-Control", b"no-cache, no-store")
-    request.setHeader(b"Pragma", b"no-cache")
-    request.setHeader(b"icy-name", mp3.name.encode("utf-8"))
-    request.setHeader(b"icy-description", mp3.description.encode("utf-8"))
-    request.setHeader(b"icy-pub", b"1")
+    stream_headers(request, b"audio/mpeg", mp3.name, mp3.description)
     request.setHeader(b"icy-br", str(mp3.config.bitrate // 1000).encode("ascii"))
-    request.setHeader(b"Server", b"broadcaster")
     if icy:
         request.setHeader(b"icy-metaint", str(mp3.config.metaint).encode("ascii"))
     if request.method == b"HEAD":

@@ -128,11 +128,9 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
         return streams.hls_playlist(app, request, channel)
     if extension == "mp3":
         return streams.mp3_stream(app, request, channel)
-    listeners = sum(len(c.listeners) for c in app.channels.values()) + app.mp3.listeners
-    if listeners >= app.config.http.max_listeners:
-        metrics.listeners_dropped_total.labels(channel_id, "full").inc()
-        return error(request, "stream", 503, "full",
-                     f"the server has its maximum of {listeners} listeners; try again later")
+    full = streams.listeners_full(app, request, channel_id)
+    if full is not None:
+        return full
     metrics.http_requests_total.labels("stream", "200").inc()
     return serve_stream(request, channel, max_backlog_bytes=app.config.http.max_backlog_bytes,
                         on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())

@@ -51,6 +51,16 @@ def playlist_prefix(request: Request, channel_id: str) -> str:
     return f"channels/{channel_id}/hls/"
 
 
+def listeners_full(app: BroadcastServer, request: Request, channel_id: str) -> bytes | None:
+    """A 503 when the server has http.max_listeners listeners already, Ogg and MP3 together."""
+    listeners = sum(len(c.listeners) for c in app.channels.values()) + app.mp3.listeners
+    if listeners < app.config.http.max_listeners:
+        return None
+    metrics.listeners_dropped_total.labels(channel_id, "full").inc()
+    return _error(request, "stream", 503, "full", f"the server has its maximum of {listeners} listeners; "
+                  "try again later")
+
+
 def transcoders_full(app: BroadcastServer, request: Request, channel: ChannelView, kind: str) -> bytes | None:
     """A 503 when starting one more HLS or MP3 encoder would pass http.max_transcoders: anyone may
     ask for a public channel's HLS or MP3, and each encoder costs about 2.4 % of a core on the one
@@ -120,12 +130,7 @@ def respond_bytes(request: Request, route: str, data: bytes, content_type: str) 
 
 def mp3_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> Any:
     icecast.cors(request)
-    listeners = sum(len(c.listeners) for c in app.channels.values()) + app.mp3.listeners
-    if listeners >= app.config.http.max_listeners:
-        metrics.listeners_dropped_total.labels(channel.id, "full").inc()
-        return _error(request, "stream", 503, "full",
-                      f"the server has its maximum of {listeners} listeners; try again later")
-    refused = transcoders_full(app, request, channel, "mp3")
+    refused = listeners_full(app, request, channel.id) or transcoders_full(app, request, channel, "mp3")
     if refused is not None:
         return refused
     metrics.http_requests_total.labels("mp3", "200").inc()
