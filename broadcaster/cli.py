@@ -100,12 +100,16 @@ def _storage(args: argparse.Namespace) -> tuple[Config, Storage]:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from broadcaster.control.auth import ROLES
+    from broadcaster.control.auth import PERMISSIONS, ROLES
     from broadcaster.storage import Conflict
 
     config, storage = _storage(args)
     if args.role not in ROLES:
         print(f"--role must be one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    wrong = [p for p in args.permission if p not in PERMISSIONS]
+    if wrong:
+        print(f"--permission {wrong[0]!r}: must be one of {', '.join(PERMISSIONS)}", file=sys.stderr)
         return 2
     if args.role != "admin" and not args.zone:
         print("an operator or viewer needs at least one --zone", file=sys.stderr)
@@ -124,7 +128,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
             print("a password needs at least 8 characters", file=sys.stderr)
             return 2
     try:
-        storage.add_user(args.name, args.role, args.zone, password)
+        storage.add_user(args.name, args.role, args.zone, password, permissions=tuple(args.permission))
     except Conflict:
         print(f"a user named {args.name!r} already exists", file=sys.stderr)
         return 1
@@ -256,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--role", required=True, help="admin, operator or viewer")
     add.add_argument("--zone", action="append", default=[], help="a zone the user may act in (repeat)")
+    add.add_argument("--permission", action="append", default=[],
+                     help="grant bulletin.create or bulletin.approve beyond the role's (repeat)")
     add.add_argument("--password", action="store_true", help="also set a password (prompted; for studio ingest)")
     add.add_argument("--token", action="store_true", help="print a new API token for the user")
     add.set_defaults(func=cmd_user_add)

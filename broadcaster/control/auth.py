@@ -4,22 +4,35 @@ Roles: ``admin`` may do everything; ``operator`` may read and change what
 lies inside its zones (loudspeakers, media, broadcasts) but nothing
 province-wide; ``viewer`` may only read inside its zones. A zone scope covers
 the whole subtree below it, so a commune operator sees its hamlets.
+
+Permissions name the bulletin work apart from the roles, because the people
+differ: a commune's editor writes bulletins and its chairman approves them,
+and neither runs the loudspeakers. ``bulletin.create`` (write, edit, submit,
+withdraw) and ``bulletin.approve`` (approve, reject) come with the operator
+role and may be granted to a viewer (``broadcaster user add --permission``);
+they hold within the user's zones like everything else.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 ROLES = ("admin", "operator", "viewer")
+PERMISSIONS = ("bulletin.create", "bulletin.approve")
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset(PERMISSIONS), "operator": frozenset(PERMISSIONS), "viewer": frozenset()}
 
 
 class Action(Enum):
     READ = "read"
     WRITE = "write"      # inside the caller's zones
     PROVINCE = "province"  # structure: zones, channels, users (admin only)
+    BULLETIN_CREATE = "bulletin.create"    # write, edit, submit and withdraw bulletins in the caller's zones
+    BULLETIN_APPROVE = "bulletin.approve"  # approve or reject them
 
 
 class Forbidden(Exception):
@@ -34,11 +47,20 @@ class Principal:
     remote: str | None = None
     token: str | None = None  # the public id of the API token it came with
     token_expires_at: float | None = None
+    granted: frozenset[str] = frozenset()  # permissions beyond the role's (PERMISSIONS)
 
     @classmethod
     def from_row(cls, row: dict[str, Any], remote: str | None = None) -> Principal:
+        granted = row.get("permissions") or ()
+        if isinstance(granted, str):
+            granted = json.loads(granted)
         return cls(name=row["name"], role=row["role"], zones=tuple(row.get("zones", ())), remote=remote,
-                   token=row.get("token_id"), token_expires_at=row.get("token_expires_at"))
+                   token=row.get("token_id"), token_expires_at=row.get("token_expires_at"),
+                   granted=frozenset(p for p in granted if p in PERMISSIONS))
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        return ROLE_PERMISSIONS.get(self.role, frozenset()) | self.granted
 
 
 @dataclass
@@ -89,7 +111,10 @@ def authorize(principal: Principal, action: Action, zones: Iterable[str], tree: 
         return
     if action is Action.PROVINCE:
         raise Forbidden(f"{principal.role} {principal.name!r} may not change the province's structure")
-    if action is Action.WRITE and principal.role != "operator":
+    if action in (Action.BULLETIN_CREATE, Action.BULLETIN_APPROVE):
+        if action.value not in principal.permissions:
+            raise Forbidden(f"{principal.role} {principal.name!r} lacks the permission {action.value}")
+    elif action is Action.WRITE and principal.role != "operator":
         raise Forbidden(f"{principal.role} {principal.name!r} has read-only access")
     for zone in zones:
         if not tree.within(zone, principal.zones):

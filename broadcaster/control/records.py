@@ -113,10 +113,12 @@ class Records:
 
         return DeferredList(waiting).addCallback(flush)
 
-    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> Entry:
-        """One entry per channel (ChannelView or ChannelConfig), started now."""
+    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "",
+             source: str = "local") -> Entry:
+        """One entry per channel (ChannelView or ChannelConfig), started now. ``source``: local,
+        province, central (a bulletin sent down) or relay."""
         pairs = [(getattr(ch, "config", ch).id, getattr(ch, "config", ch).zone) for ch in channels]
-        entry = Entry(self.logs, Play.new(pairs, kind, item, by, self.wall(), detail))
+        entry = Entry(self.logs, Play.new(pairs, kind, item, by, self.wall(), detail, source))
         if not entry.settled:
             self._entries = [e for e in self._entries if not e.settled]
             self._entries.append(entry)

@@ -266,7 +266,8 @@ class RelayRun:
     def _open_entry(self) -> None:
         self.entry = self.app.records.open(self.channels, self.kind, self.title, self.by,
                                            detail=f"relay={self.item.id} url={self.item.url}"
-                                                  + (f" {self.detail}" if self.detail else ""))
+                                                  + (f" {self.detail}" if self.detail else ""),
+                                           source="relay")
         for note in self._early_notes:
             self.app.records.note(self.entry, note)
         self._early_notes.clear()

@@ -80,8 +80,9 @@ class Storage:
             log.error("storage: %d queued rows could not be written before closing: %s", self.logs.pending(), exc)
         self.db.close()
 
-    def add_user(self, name: str, role: str, zones: list[str], password: str | None = None) -> int:
-        return self.users.add_sync(name, role, zones, password)
+    def add_user(self, name: str, role: str, zones: list[str], password: str | None = None,
+                 permissions: tuple[str, ...] = ()) -> int:
+        return self.users.add_sync(name, role, zones, password, permissions=permissions)
 
     def new_token(self, user: str, label: str = "", days: float = TOKEN_DAYS, now: float | None = None) -> str:
         """A new API token's secret (tests, the CLI)."""

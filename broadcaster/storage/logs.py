@@ -100,25 +100,28 @@ class Play:
     by: str
     started_at: float
     detail: str = ""
+    source: str = "local"  # where it came from: local, province, central, relay (SOURCES)
 
     @classmethod
     def new(cls, channels: Sequence[tuple[str, str]], kind: str, item: str, by: str, now: float,
-            detail: str = "") -> Play:
+            detail: str = "", source: str = "local") -> Play:
         """``channels``: (channel id, channel zone) pairs."""
         return cls(tuple((uuid.uuid4().hex, channel, zone) for channel, zone in channels), kind, item, by, now,
-                   detail)
+                   detail, source)
 
     @property
     def uids(self) -> list[str]:
         return [uid for uid, _, _ in self.rows]
 
     def inserts(self) -> list[tuple[str, tuple[Any, ...]]]:
-        return [(OPEN_PLAY, (uid, channel, zone, self.kind, self.item, self.started_at, self.by, self.detail))
+        return [(OPEN_PLAY, (uid, channel, zone, self.kind, self.item, self.started_at, self.by, self.detail,
+                             self.source))
                 for uid, channel, zone in self.rows]
 
 
-OPEN_PLAY = ("INSERT OR IGNORE INTO broadcast_log (uid, channel, zone, kind, item, started_at, started_by, detail) "
-             "VALUES (?,?,?,?,?,?,?,?)")
+OPEN_PLAY = ("INSERT OR IGNORE INTO broadcast_log (uid, channel, zone, kind, item, started_at, started_by, detail, "
+             "source) VALUES (?,?,?,?,?,?,?,?,?)")
+SOURCES = ("local", "province", "central", "relay")  # a broadcast's source, for the yearly report
 BROADCAST_COLUMNS = "id, channel, zone, kind, item, started_at, ended_at, started_by, outcome, detail"
 AUDIT_COLUMNS = "id, at, actor, action, target, zone, remote, detail"
 

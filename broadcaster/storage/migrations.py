@@ -174,5 +174,73 @@ MIGRATIONS: list[str] = [
     CREATE INDEX relays_zone ON relays (zone);
     ALTER TABLE programmes ADD COLUMN relay TEXT;
     """,
+    # 9: bulletins (written, approved, scheduled, played: control/bulletins.py, docs/bulletins.md), their
+    #    plays per slot and channel (what the province link reports up), extra permissions per user
+    #    (bulletin.create, bulletin.approve beside the role's own), where a broadcast came from
+    #    (local, province, central, relay: the yearly report's hours by source), and the outcome of
+    #    every alert (loudspeakers commanded and acknowledged: the yearly report's share).
+    """
+    ALTER TABLE users ADD COLUMN permissions TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE broadcast_log ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
+    CREATE TABLE bulletins (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        summary TEXT NOT NULL DEFAULT '',
+        body TEXT NOT NULL DEFAULT '',
+        media TEXT,
+        speech TEXT,
+        category TEXT NOT NULL DEFAULT '',
+        class TEXT NOT NULL CHECK (class IN ('thong-thuong', 'uu-tien', 'khan-cap')),
+        language TEXT NOT NULL DEFAULT 'vi',
+        valid_from REAL,
+        valid_until REAL,
+        zones TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        source TEXT NOT NULL DEFAULT 'local' CHECK (source IN ('local', 'province', 'central')),
+        origin TEXT,
+        origin_id TEXT,
+        state TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        version INTEGER NOT NULL DEFAULT 1,
+        approved_content TEXT,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_by TEXT,
+        updated_at REAL,
+        submitted_by TEXT,
+        submitted_at REAL,
+        approved_by TEXT,
+        approved_at REAL,
+        next_at REAL
+    );
+    CREATE INDEX bulletins_state ON bulletins (state);
+    CREATE UNIQUE INDEX bulletins_origin ON bulletins (origin, origin_id) WHERE origin_id IS NOT NULL;
+    CREATE TABLE bulletin_plays (
+        id INTEGER PRIMARY KEY,
+        bulletin TEXT NOT NULL,
+        slot REAL NOT NULL,
+        channel TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        outcome TEXT,
+        online INTEGER,
+        acknowledged INTEGER,
+        UNIQUE (bulletin, slot, channel)
+    );
+    CREATE INDEX bulletin_plays_time ON bulletin_plays (started_at);
+    CREATE TABLE alert_results (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        zones TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        bulletin TEXT,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        commanded INTEGER NOT NULL DEFAULT 0,
+        acknowledged INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX alert_results_time ON alert_results (started_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,6 +14,7 @@ request: a busy console does not make a write per call.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
@@ -38,7 +39,7 @@ def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any
 
 
 def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any] | None:
-    user = one(conn, "SELECT u.id, u.name, u.role, t.id AS token_id, t.last_used_at AS token_used_at, "
+    user = one(conn, "SELECT u.id, u.name, u.role, u.permissions, t.id AS token_id, t.last_used_at AS token_used_at, "
                      "t.expires_at AS token_expires_at FROM tokens t JOIN users u ON u.id = t.user_id "
                      "WHERE t.token_hash = ?", (hash_token(token),))
     if user is None:
@@ -49,7 +50,7 @@ def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any
 
 
 def _by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
-    user = one(conn, "SELECT id, name, role, password_hash FROM users WHERE name = ?", (name,))
+    user = one(conn, "SELECT id, name, role, permissions, password_hash FROM users WHERE name = ?", (name,))
     return _with_zones(conn, user) if user else None
 
 
@@ -62,13 +63,15 @@ def _password_matches(user: dict[str, Any] | None, password: str) -> dict[str, A
 
 
 def _add(conn: sqlite3.Connection, actor: Actor, name: str, role: str, zones: list[str],
-         password: str | None) -> int:
-    cursor = conn.execute("INSERT INTO users (name, role, password_hash, created_at) VALUES (?,?,?,?)",
-                          (name, role, hash_password(password) if password else None, time.time()))
+         password: str | None, permissions: tuple[str, ...] = ()) -> int:
+    cursor = conn.execute("INSERT INTO users (name, role, password_hash, created_at, permissions) VALUES (?,?,?,?,?)",
+                          (name, role, hash_password(password) if password else None, time.time(),
+                           json.dumps(sorted(set(permissions)))))
     user_id = int(cursor.lastrowid or 0)
     for zone in zones:
         conn.execute("INSERT INTO user_zones (user_id, zone) VALUES (?,?)", (user_id, zone))
-    audit_txn(conn, actor, "user.add", name, None, f"role={role} zones={','.join(zones)}")
+    audit_txn(conn, actor, "user.add", name, None, f"role={role} zones={','.join(zones)}"
+              + (f" permissions={','.join(sorted(set(permissions)))}" if permissions else ""))
     return user_id
 
 
@@ -145,12 +148,13 @@ class UserRepository:
         return _password_matches(self.db.run_sync(_by_name, name), password)
 
     def add(self, name: str, role: str, zones: list[str], password: str | None = None,
-            actor: Actor = CLI) -> Deferred[int]:
-        return self.db.run("users.add", _add, actor, name, role, zones, password)
+            actor: Actor = CLI, permissions: tuple[str, ...] = ()) -> Deferred[int]:
+        return self.db.run("users.add", _add, actor, name, role, zones, password, permissions)
 
     def add_sync(self, name: str, role: str, zones: list[str], password: str | None = None,
-                 actor: Actor = CLI) -> int:
-        return self.db.run_sync(_add, actor, name, role, zones, password)
+                 actor: Actor = CLI, permissions: tuple[str, ...] = ()) -> int:
+        """``permissions``: granted beyond the role's (control.auth.PERMISSIONS)."""
+        return self.db.run_sync(_add, actor, name, role, zones, password, permissions)
 
     def new_token(self, user: str, label: str = "", days: float = TOKEN_DAYS, actor: Actor = CLI,
                   now: float | None = None) -> Deferred[dict[str, Any]]:

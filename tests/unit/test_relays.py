@@ -54,9 +54,10 @@ class Records:
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
 
-    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "") -> dict[str, Any]:
+    def open(self, channels: list[Any], kind: str, item: str, by: str, detail: str = "",
+             source: str = "local") -> dict[str, Any]:
         entry = {"channels": [ch.id for ch in channels], "kind": kind, "item": item, "by": by, "detail": detail,
-                 "notes": [], "outcome": None}
+                 "source": source, "notes": [], "outcome": None}
         self.entries.append(entry)
         return entry
 

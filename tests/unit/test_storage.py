@@ -37,22 +37,31 @@ EXPECTED_COLUMNS = {
     "channels": {"id", "name", "zone", "public", "multicast_group", "multicast_port", "multicast_ttl", "loop_path",
                  "loop_gain_db"},
     "loudspeakers": {"id", "name", "zone", "channel", "key_sealed", "volume", "created_at"},
-    "users": {"id", "name", "role", "password_hash", "created_at"},
+    "users": {"id", "name", "role", "password_hash", "created_at", "permissions"},
     "user_zones": {"user_id", "zone"},
     "tokens": {"token_hash", "user_id", "label", "created_at", "id", "expires_at", "last_used_at"},
     "media": {"id", "zone", "title", "filename", "path", "duration_s", "loudness_lufs", "original_lufs", "sha256",
               "size_bytes", "uploaded_by", "created_at"},
     "broadcast_log": {"id", "channel", "zone", "kind", "item", "started_at", "ended_at", "started_by", "outcome",
-                      "detail", "uid"},
+                      "detail", "uid", "source"},
     "audit_log": {"id", "at", "actor", "action", "target", "zone", "remote", "detail"},
     "speaker_sessions": {"id", "loudspeaker", "zone", "channel", "started_at", "ended_at"},
     "meta": {"key", "value"},
     "programmes": {"id", "title", "zones", "media", "start_local", "duration_s", "recurrence", "weekdays", "until",
                    "priority", "on_restart", "on_preempt", "created_by", "created_at", "relay"},
     "relays": {"id", "zone", "name", "url", "created_by", "created_at"},
+    "bulletins": {"id", "title", "summary", "body", "media", "speech", "category", "class", "language", "valid_from",
+                  "valid_until", "zones", "plan", "source", "origin", "origin_id", "state", "reason", "version",
+                  "approved_content", "created_by", "created_at", "updated_by", "updated_at", "submitted_by",
+                  "submitted_at", "approved_by", "approved_at", "next_at"},
+    "bulletin_plays": {"id", "bulletin", "slot", "channel", "zone", "started_at", "ended_at", "outcome", "online",
+                       "acknowledged"},
+    "alert_results": {"id", "title", "zones", "priority", "bulletin", "started_at", "ended_at", "commanded",
+                      "acknowledged"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
-                    "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user", "relays_zone"}
+                    "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user", "relays_zone",
+                    "bulletins_state", "bulletins_origin", "bulletin_plays_time", "alert_results_time"}
 
 
 def assert_current_schema(storage: Storage) -> None:
