@@ -24,7 +24,7 @@ from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
 from broadcaster.codecs.shared import share, sweep
 from broadcaster.config import ChannelConfig, Config, Multicast
-from broadcaster.control.alerts import AlertDesk, EspeakTTS, TextToSpeech
+from broadcaster.control.alerts import AlertDesk
 from broadcaster.control.auth import ZoneTree
 from broadcaster.control.channels import ChannelView
 from broadcaster.control.coreproc import udp_socket
@@ -36,8 +36,10 @@ from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
 from broadcaster.control.relays import RelayDesk
 from broadcaster.control.schedule import Schedule, ScheduleError
+from broadcaster.control.speech import Speech
 from broadcaster.control.studio import describe_live
 from broadcaster.control.transcode import TranscodeThread
+from broadcaster.control.tts import TextToSpeech, Voices
 from broadcaster.control.workers import ProcessWorkers
 from broadcaster.core import commands as c
 from broadcaster.core.commands import CoreSettings
@@ -59,11 +61,11 @@ class BroadcastServer:
     LocalCore in tests. Everything the core reports arrives in ``_event``."""
 
     def __init__(self, config: Config, reactor: Any, storage: Storage | None = None, *,
-                 core: Any = None, tts: TextToSpeech | None | str = "espeak",
+                 core: Any = None, tts: TextToSpeech | Voices | None | str = "espeak",
                  udp: Any = None, wall: Callable[[], float] = time.time, workers: Any = None,
                  pools: dict[str, Any] | None = None) -> None:
-        """Tests pass a LocalCore, a fake TTS, a recording UDP socket, a fake wall clock,
-        inline workers and thread pools that run work at once."""
+        """Tests pass a LocalCore, a fake TTS (it stands in for espeak-ng: tts.espeak_languages), a recording
+        UDP socket, a fake wall clock, inline workers and thread pools that run work at once."""
         self.config = config
         self.reactor = reactor
         self.storage = storage or Storage(config.storage.path, KeySealer.from_file(config.storage.secret_file))
@@ -94,14 +96,10 @@ class BroadcastServer:
         self.schedule = Schedule(ZoneInfo(config.schedule.timezone))
         self.programmes = ProgrammeRunner(self, self.schedule, pool=pools.get("programmes") if pools else None)
         self.relays = RelayDesk(self)
-        if tts == "espeak":
-            try:
-                tts = EspeakTTS()
-            except RuntimeError as exc:
-                log.warning("text alerts will play only their attention signal: %s", exc)
-                tts = None
-        self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None,
-                                pool=pools.get("alerts") if pools else None)
+        # Speech for text (bulletins, previews, alerts): the engine of each language (docs/tts.md).
+        voices = tts if isinstance(tts, Voices) else Voices.from_config(config.tts, espeak=tts)
+        self.speech = Speech(self, voices, pool=pools.get("speech") if pools else None)
+        self.alerts = AlertDesk(self, self.speech, pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
         self.edge = EdgeRelay(self) if config.edge.links else None
         # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
@@ -163,6 +161,7 @@ class BroadcastServer:
         if self.http_port is not None:
             self.http_port.stopListening()
         self.alerts.stop()
+        self.speech.stop()
         self.relays.stop()
         self.hls.stop()
         self.mp3.stop()

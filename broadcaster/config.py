@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ T = TypeVar("T")
 
 FRAME_MS_CHOICES = (20, 40, 60)
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # use with fullmatch
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8}){0,3}")  # BCP-47-ish, lower case: vi, km, vi-vn; fullmatch
 MIN_KEY_LENGTH = 16
 
 
@@ -145,6 +147,29 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class TtsEngineConfig:
+    """A command-line text-to-speech engine for one language (control/tts.py CommandTTS, docs/tts.md)."""
+
+    language: str
+    command: tuple[str, ...]     # argv; "{language}" and "{voice}" are replaced; text on stdin, WAV on stdout
+    voice: str | None = None     # what "{voice}" becomes (default: the language)
+    name: str | None = None      # what logs, metrics and the API call it (default: the program's file name)
+    timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class TtsConfig:
+    """Speech for text (bulletins, alerts): which engine reads which language (docs/tts.md)."""
+
+    espeak_languages: tuple[str, ...] = ("vi", "en")  # served by espeak-ng when it is installed
+    espeak_rate_wpm: int = 140
+    max_text_chars: int = 5000
+    engines: tuple[TtsEngineConfig, ...] = ()  # a command engine takes precedence over espeak-ng
+    workers: int = 2                 # renders at once (threads; the engines run as processes)
+    max_waiting: int = 8             # renders queued beyond those; more are refused (503)
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     token_days: int = 90  # a new API token's lifetime; POST /api/v1/tokens may ask for less, never more
 
@@ -221,6 +246,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -329,7 +355,8 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
-                                   "relay", "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
+                                   "relay", "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge",
+                                   "tts"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -342,13 +369,14 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     schedule = _schedule(r, top.get("schedule"))
     alerts = _alerts(r, top.get("alerts"))
     api = _api(r, top.get("api"))
+    tts = _tts(r, top.get("tts"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
-                  storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
+                  storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, api=api, tts=tts,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge)
 
@@ -544,6 +572,59 @@ def _alerts(r: _Reader, value: Any) -> AlertConfig:
 def _api(r: _Reader, value: Any) -> ApiConfig:
     d = r.mapping(value, "api", {"token_days"})
     return ApiConfig(token_days=r.int_range(d, "token_days", "api", ApiConfig.token_days, 1, 3650))
+
+
+def _language(r: _Reader, value: Any, key: str) -> str:
+    if not isinstance(value, str) or not LANGUAGE_PATTERN.fullmatch(value.lower()):
+        raise r.fail(key, f"expected a language code such as vi, km or vi-VN, got {value!r}")
+    return value.lower()
+
+
+def _tts(r: _Reader, value: Any) -> TtsConfig:
+    d = r.mapping(value, "tts", {"espeak_languages", "espeak_rate_wpm", "max_text_chars", "engines", "workers",
+                                 "max_waiting"})
+    espeak = tuple(_language(r, v, f"tts.espeak_languages[{i}]")
+                   for i, v in enumerate(r.sequence(d.get("espeak_languages", list(TtsConfig.espeak_languages)),
+                                                    "tts.espeak_languages")))
+    engines: list[TtsEngineConfig] = []
+    raw = d.get("engines") or {}
+    if not isinstance(raw, dict):
+        raise r.fail("tts.engines", f"expected a mapping of language codes to engines, got {_kind(raw)}")
+    for language, item in raw.items():
+        k = f"tts.engines.{language}"
+        code = _language(r, language, k)
+        if any(e.language == code for e in engines):
+            raise r.fail(k, f"language {code!r} has two engines")
+        e = r.mapping(item, k, {"command", "voice", "name", "timeout_s"})
+        command = e.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(a, str) and a for a in command):
+            raise r.fail(f"{k}.command", "expected the engine's argv as a non-empty list of non-empty strings, "
+                                         'such as ["piper", "--model", "/opt/piper/vi.onnx", "--output_file", "-"]')
+        for i, arg in enumerate(command):
+            fields = _placeholders(arg)
+            if fields is None or not fields <= {"language", "voice"}:
+                raise r.fail(f"{k}.command[{i}]", f"{arg!r}: the only placeholders are {{language}} and {{voice}} "
+                                                  "(write a literal brace twice: {{ }})")
+        engines.append(TtsEngineConfig(
+            language=code, command=tuple(command), voice=r.typed(e, "voice", k, str),
+            name=r.typed(e, "name", k, str),
+            timeout_s=r.float_range(e, "timeout_s", k, TtsEngineConfig.timeout_s, 1.0, 600.0)))
+    return TtsConfig(
+        espeak_languages=espeak,
+        espeak_rate_wpm=r.int_range(d, "espeak_rate_wpm", "tts", TtsConfig.espeak_rate_wpm, 80, 450),
+        max_text_chars=r.int_range(d, "max_text_chars", "tts", TtsConfig.max_text_chars, 10, 100_000),
+        engines=tuple(engines),
+        workers=r.int_range(d, "workers", "tts", TtsConfig.workers, 1, 4),
+        max_waiting=r.int_range(d, "max_waiting", "tts", TtsConfig.max_waiting, 0, 100),
+    )
+
+
+def _placeholders(arg: str) -> set[str] | None:
+    """The {names} in one argument, or None if its braces do not parse."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(arg) if name is not None}
+    except ValueError:
+        return None
 
 
 def _schedule(r: _Reader, value: Any) -> ScheduleConfig:

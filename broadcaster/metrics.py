@@ -190,6 +190,15 @@ tts_seconds = Histogram(
     "broadcaster_tts_seconds",
     "Time to synthesise an alert's text.",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0), registry=REGISTRY)
+speech_renders_total = Counter(
+    "broadcaster_speech_renders_total",
+    "Text rendered to speech (bulletins, previews, alerts), by engine and outcome (ok, failed, silent, "
+    "too_long; no_voice and busy with engine \"none\").",
+    ["engine", "outcome"], registry=REGISTRY)
+speech_render_seconds = Histogram(
+    "broadcaster_speech_render_seconds",
+    "Time to render a text to normalised speech, by engine (the engine's run and the loudness gain).",
+    ["engine"], buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0), registry=REGISTRY)
 speaker_commands_total = Counter(
     "broadcaster_speaker_commands_total",
     "Commands sent to loudspeakers (amplifier and volume for alerts), and acknowledgements received.",

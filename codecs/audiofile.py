@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile
@@ -18,8 +20,17 @@ class AudioFileError(ValueError):
 
 def load_audio(path: str | Path) -> Audio:
     """The whole file as 48 kHz mono float32 (programmes are minutes, not hours)."""
+    return _load(str(path), str(path))
+
+
+def load_audio_bytes(data: bytes, name: str) -> Audio:
+    """The same from an audio file held in memory (a TTS engine's WAV); ``name`` is for messages."""
+    return _load(io.BytesIO(data), name)
+
+
+def _load(source: str | BinaryIO, path: str) -> Audio:
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        data, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioFileError(f"{path}: cannot decode audio: {exc}") from exc
     if data.shape[0] == 0:

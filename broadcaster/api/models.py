@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from broadcaster.config import ID_PATTERN, MIN_KEY_LENGTH
+from broadcaster.config import ID_PATTERN, LANGUAGE_PATTERN, MIN_KEY_LENGTH
 
 T = TypeVar("T")
 
@@ -44,6 +44,14 @@ def _device_key(value: str) -> str:
     return value
 
 
+def _language(value: str) -> str:
+    if not LANGUAGE_PATTERN.fullmatch(value.lower()):
+        raise PydanticCustomError("bad_value", "must be a language code such as vi, km or vi-VN, got {value}",
+                                  {"value": repr(value)})
+    return value.lower()
+
+
+Language = Annotated[str, AfterValidator(_language), Field(max_length=32, description="a language code: vi, km, en")]
 Ident = Annotated[str, AfterValidator(_ident),
                   Field(json_schema_extra={"pattern": f"^{ID_PATTERN.pattern}$", "maxLength": 64})]
 Volume = Annotated[int, Field(ge=0, le=100)]
@@ -327,6 +335,23 @@ class Alert(Out):
 
 class Cancelled(Out):
     cancelled: list[str]
+
+
+# --- speech ------------------------------------------------------------------------------------
+
+class SpeechPreview(Body):
+    text: str = Field(min_length=1, description="the text to read; at most tts.max_text_chars (5000) characters")
+    language: Language = "vi"
+
+
+class SpeechLanguage(Out):
+    language: str
+    engine: str = Field(description="espeak-ng, or the name of the command engine configured under tts.engines")
+
+
+class SpeechLanguages(Out):
+    languages: list[SpeechLanguage] = Field(description="every language text can be read in; any other is refused")
+    max_text_chars: int
 
 
 # --- logs and reports --------------------------------------------------------------------------------

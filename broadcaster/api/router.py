@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
 from broadcaster.api import alerts, channels, logs, loudspeakers, media, programmes, relays, reports, tokens, zones
+from broadcaster.api import speech as speech_api
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
@@ -61,6 +62,7 @@ ROUTES: list[Route] = [
     *programmes.ROUTES,
     *relays.ROUTES,
     *alerts.ROUTES,
+    *speech_api.ROUTES,
     *logs.ROUTES,
     *reports.ROUTES,
     *tokens.ROUTES,
@@ -199,5 +201,5 @@ class AdminApi(Resource):
                 request.write(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
             else:
                 request.setHeader(b"Content-Type", content_type.encode("ascii"))
-                request.write(str(body).encode("utf-8"))
+                request.write(body if isinstance(body, bytes) else str(body).encode("utf-8"))
         request.finish()

@@ -21,16 +21,12 @@ amplifier on.
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -39,6 +35,7 @@ from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
 from broadcaster.codecs.pcm import Audio
 from broadcaster.codecs.shared import SharedPcm, discard, share
+from broadcaster.control.tts import NoVoice
 from broadcaster.core.commands import AddInput, InputEnded, InputStarted, RemoveInput, SetMessage
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.alert import AlertSpec
@@ -47,38 +44,11 @@ from broadcaster.storage.logs import Actor
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
     from broadcaster.control.records import Entry
+    from broadcaster.control.speech import Speech
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY_S = 30.0
 RESTORE_AFTER_RESTART_S = 300.0  # loudspeakers come back over seconds to minutes after a restart
-
-
-class TextToSpeech(Protocol):
-    name: str
-
-    def synthesize(self, text: str, language: str = "vi") -> Audio:
-        """Blocking: call from a worker thread. Returns 48 kHz mono audio."""
-
-
-class EspeakTTS:
-    """espeak-ng with its Vietnamese voice: small, offline, always installable.
-    A better engine plugs in behind the same interface."""
-
-    name = "espeak-ng"
-
-    def __init__(self, executable: str | None = None, rate_wpm: int = 140) -> None:
-        found = executable or shutil.which("espeak-ng")
-        if found is None:
-            raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-        self.executable = found
-        self.rate_wpm = rate_wpm
-
-    def synthesize(self, text: str, language: str = "vi") -> Audio:
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "speech.wav"
-            subprocess.run([self.executable, "-v", language, "-s", str(self.rate_wpm), "-w", str(wav), "--", text],
-                           check=True, capture_output=True, timeout=120)
-            return load_audio(wav)
 
 
 @dataclass
@@ -119,10 +89,11 @@ class DuplicateCap(ValueError):
 
 
 class AlertDesk:
-    def __init__(self, app: BroadcastServer, tts: TextToSpeech | None, pool: Any = None) -> None:
-        """``pool``: where an alert's message is made (tests give one that runs work at once)."""
+    def __init__(self, app: BroadcastServer, speech: Speech, pool: Any = None) -> None:
+        """``speech``: the engines per language and how text becomes normalised speech (app.speech);
+        ``pool``: where an alert's message is made (tests give one that runs work at once)."""
         self.app = app
-        self.tts = tts
+        self.speech = speech
         self._pool = pool
         self.active: dict[str, Alert] = {}
         self.recent: dict[str, Alert] = {}  # ended alerts, newest last, a bounded few for the API
@@ -240,19 +211,23 @@ class AlertDesk:
                 self.command(alert, on=False, channels=[c for c in alert.channels if c not in on_air], only=pending)
 
     def _synthesize(self, alert: Alert, text: str, language: str) -> None:
-        if self.tts is None:
-            log.error("alert %s: no TTS engine; only the attention signal plays", alert.id)
+        """The text read by its language's engine, at the library's loudness, in the alert-messages
+        threads (never queued behind bulletin previews); a language with no engine plays only the
+        attention signal, and the log says which key would give it a voice."""
+        engine = self.speech.voices.engine_for(language)
+        if engine is None:
+            log.error("alert %s: %s; only the attention signal plays", alert.id, NoVoice(language))
             self._set_message(alert, None)
             return
         started = time.perf_counter()
-        tts = self.tts
+        speech = self.speech
 
         def speak() -> Audio:
-            audio = tts.synthesize(text, language)
+            audio = speech.speak(engine, text, language)
             metrics.tts_seconds.observe(time.perf_counter() - started)
             return audio
 
-        self._in_worker(alert, "TTS", speak)
+        self._in_worker(alert, f"TTS ({engine.name})", speak)
 
     def _messages(self) -> Any:
         """Alert messages (speech, a stored file) are made in threads of their own: an

@@ -70,6 +70,9 @@ _READ_BLOCK_FRAMES = 1 << 20
 MIN_RATE_HZ, MAX_RATE_HZ = 8000, 192000  # what a programme file really uses
 MAX_CHANNELS = 8
 
+#: The highest sample peak an item is normalised to: headroom for the Opus encoder's overshoot.
+PEAK_CEILING_DBFS = -1.0
+
 _ACCEPTED_TEXT = "WAV, FLAC, Ogg (Vorbis or Opus) or MP3"
 FULL_BELOW_BYTES = 1024 * 1024  # a write that failed with less than this free ran out of space
 
@@ -126,7 +129,7 @@ class ProcessedMedia:
 
 
 def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int,
-                   target_lufs: float = -16.0, max_peak_dbfs: float = -1.0,
+                   target_lufs: float = -16.0, max_peak_dbfs: float = PEAK_CEILING_DBFS,
                    max_duration_s: float = 3 * 3600) -> ProcessedMedia:
     """Validate ``data``, normalise it and store it at ``out_path`` as 48 kHz mono 24-bit FLAC.
 
@@ -183,11 +186,7 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
                                    "nothing to broadcast. (A stereo file whose channels are in opposite phase "
                                    "also ends up silent once folded to mono.)")
 
-    # The largest gain whose peak still fits. A few 24-bit steps of margin absorb
-    # float32 rounding of the product and the rounding to 24 bits in the writer,
-    # so the stored peak really is at or below the ceiling (the cost is ~4e-6 dB).
-    ceiling = db_to_gain(max_peak_dbfs) - 4 * _LSB_24
-    gain = min(db_to_gain(target_lufs - original_lufs), ceiling / peak)
+    gain = loudness_gain(original_lufs, peak, target_lufs=target_lufs, max_peak_dbfs=max_peak_dbfs)
 
     try:
         _write_flac(tmp_path, blocks, np.float32(gain))  # empties ``blocks`` as it goes
@@ -201,6 +200,19 @@ def process_upload(data: bytes, *, filename: str, out_path: Path, max_bytes: int
     _fsync_directory(out_path.parent)
     return ProcessedMedia(path=out_path, duration_s=stored_duration_s, original_lufs=original_lufs,
                           loudness_lufs=loudness_lufs, peak_dbfs=peak_dbfs, sha256=digest, size_bytes=size)
+
+
+def loudness_gain(original_lufs: float, peak: float, *, target_lufs: float,
+                  max_peak_dbfs: float = PEAK_CEILING_DBFS) -> float:
+    """The one static gain that brings audio measured at ``original_lufs`` (finite) with sample peak
+    ``peak`` (> 0) to ``target_lufs``, or less where the peak would pass ``max_peak_dbfs``
+    (see process_upload). Uploads and synthesised speech (control/speech.py) share it, so both are
+    heard at one loudness."""
+    # The largest gain whose peak still fits. A few 24-bit steps of margin absorb
+    # float32 rounding of the product and the rounding to 24 bits in the writer,
+    # so the stored peak really is at or below the ceiling (the cost is ~4e-6 dB).
+    ceiling = db_to_gain(max_peak_dbfs) - 4 * _LSB_24
+    return min(db_to_gain(target_lufs - original_lufs), ceiling / peak)
 
 
 def _decode(data: bytes, filename: str, max_duration_s: float) -> tuple[list[Audio], float]:
