@@ -604,7 +604,7 @@ def _tts(r: _Reader, value: Any) -> TtsConfig:
             fields = _placeholders(arg)
             if fields is None or not fields <= {"language", "voice"}:
                 raise r.fail(f"{k}.command[{i}]", f"{arg!r}: the only placeholders are {{language}} and {{voice}} "
-                                                  "(write a literal brace twice: {{ }})")
+                                                  "(a literal brace is written twice: {{)")
         engines.append(TtsEngineConfig(
             language=code, command=tuple(command), voice=r.typed(e, "voice", k, str),
             name=r.typed(e, "name", k, str),
