@@ -63,6 +63,7 @@ class Speech:
         self.voices = voices
         self._pool = pool
         self.in_flight = 0
+        self._stopping = False
 
     # --- what bulletins and the API call --------------------------------------------------------
 
@@ -124,10 +125,12 @@ class Speech:
         from broadcaster.codecs.loudness import LoudnessMeter  # pyloudnorm and scipy: slow to import
         from broadcaster.control.media import loudness_gain
 
+        if self._stopping:  # queued before the server began to stop: no new engine is started
+            raise SpeechError("the server is stopping")
         started = time.perf_counter()
         outcome = "failed"
         try:
-            audio = engine.synthesize(text, language)
+            audio = engine.synthesize(text, self.voices.code_for(language) or language)
             if audio.size < MIN_SECONDS * SAMPLE_RATE:
                 audio = np.concatenate([audio, np.zeros(int(MIN_SECONDS * SAMPLE_RATE) - audio.size, np.float32)])
             meter = LoudnessMeter(SAMPLE_RATE)
@@ -183,7 +186,9 @@ class Speech:
         return self._pool
 
     def stop(self) -> None:
-        """Engines running now are killed, so stopping the server never waits for one."""
+        """Engines running now are killed, and renders still queued start none, so stopping the
+        server never waits minutes for a synthesis (the pool's threads are joined at shutdown)."""
+        self._stopping = True
         stop_engines()
 
 

@@ -376,11 +376,17 @@ class Voices:
         return cls(engines)
 
     def engine_for(self, language: str) -> TextToSpeech | None:
+        code = self.code_for(language)
+        return None if code is None else self._engines[code]
+
+    def code_for(self, language: str) -> str | None:
+        """The configured code that serves ``language`` (``vi`` for ``vi-VN``), or None. Engines
+        are given this code: the one they were configured for."""
         code = normalise_language(language)
-        found = self._engines.get(code)
-        if found is None and "-" in code:
-            found = self._engines.get(code.split("-", 1)[0])
-        return found
+        if code in self._engines:
+            return code
+        primary = code.split("-", 1)[0]
+        return primary if primary in self._engines else None
 
     def require(self, language: str) -> TextToSpeech:
         """The engine, or NoVoice (also for a code that is no language at all)."""

@@ -180,6 +180,7 @@ def test_a_command_engine_takes_precedence_over_espeak_and_a_language_without_on
     assert voices.languages() == {"en": "espeak-ng", "km": "khmer", "vi": "piper"}
     engine = voices.engine_for("vi-VN")
     assert isinstance(engine, CommandTTS) and engine.name == "piper", "vi-VN falls back to vi"
+    assert voices.code_for("VI_vn") == "vi" and voices.code_for("km") == "km" and voices.code_for("fr") is None
     assert voices.engine_for("fr") is None
     with pytest.raises(NoVoice) as caught:
         Voices.from_config(config({}), espeak=Named("espeak-ng")).require("km")
