@@ -243,6 +243,7 @@ class Route:
     paged: bool = False
     also: tuple[tuple[int, type[BaseModel]], ...] = ()  # other success replies
     csv: bool = False
+    reply_media: str | None = None  # a success reply that is not JSON: its media type (audio/ogg)
     public: bool = False
     pattern: re.Pattern[str] = field(init=False, compare=False, repr=False)
 

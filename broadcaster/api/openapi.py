@@ -63,6 +63,8 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         success["content"] = _json(refs[route.response])
         if route.csv:
             success["content"]["text/csv"] = {"schema": {"type": "string"}}
+    elif route.reply_media is not None:
+        success["content"] = {route.reply_media: {"schema": {"type": "string", "format": "binary"}}}
     elif route.public:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     responses[str(route.status)] = success

@@ -53,5 +53,5 @@ ROUTES = [
     Route("POST", "/api/v1/speech/preview", preview,
           "A text read aloud by its language's engine at the broadcast loudness, as an Ogg/Opus file (audio/ogg) "
           "to hear before approval; 400 no_voice for a language with no engine", body=SpeechPreview,
-          errors=(403, 422, 503)),
+          errors=(403, 422, 503), reply_media="audio/ogg"),
 ]

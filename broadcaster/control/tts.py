@@ -371,6 +371,10 @@ class Voices:
             if espeak is not None and not isinstance(espeak, str):
                 engines.update({language: espeak for language in config.espeak_languages})
         for engine in config.engines:
+            if shutil.which(engine.command[0]) is None:
+                log.warning("tts.engines.%s: the program %r is not found (not on PATH, or not executable); "
+                            "speech in %s will fail until it is installed", engine.language, engine.command[0],
+                            engine.language)
             engines[engine.language] = CommandTTS(engine.command, name=engine.name, voice=engine.voice,
                                                   timeout_s=engine.timeout_s, max_text_chars=config.max_text_chars)
         return cls(engines)
