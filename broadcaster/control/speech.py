@@ -8,6 +8,15 @@ read bulletin is heard at the level of the uploaded jingle before it. Output
 with nothing above the BS.1770 gate is refused: silence must never be what a
 bulletin turns into.
 
+Synthetic speech differs from a programme in one way: its crest factor.
+espeak-ng's plosives peak about 18 dB over its loudness, so the upload rule
+(a gain, never above the -1 dBFS ceiling) would leave it near -19 LUFS, 3 LU
+under the jingle. Speech is therefore allowed up to ``MAX_LIMITING_DB`` of
+look-ahead peak limiting (``limit_peaks``: the gain ramps down over 10 ms
+before a peak and back up after it, never a sample above the ceiling) on
+those few transients; what would need more stays quieter instead, as an
+upload does. A programme is never limited: it has dynamics to keep.
+
 Renders run in a small pool of their own (``tts.workers`` threads; the engines
 themselves are processes), at most ``tts.max_waiting`` more queued, then
 ``Busy`` at once (the API answers 503 with Retry-After): a burst of previews
@@ -35,7 +44,7 @@ from twisted.python.threadpool import ThreadPool
 from broadcaster import metrics
 from broadcaster.codecs.ogg import OggOpusWriter
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings
-from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
+from broadcaster.codecs.pcm import SAMPLE_RATE, Audio, db_to_gain
 from broadcaster.control.space import require
 from broadcaster.control.tts import NoVoice, SpeechError, TextToSpeech, Voices, stop_engines
 from broadcaster.control.workers import Busy
@@ -47,6 +56,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MAX_LIMITING_DB = 6.0  # at most this much peak reduction for speech; beyond, it is stored quieter
+LOOKAHEAD = 480  # samples (10 ms) the limiter's gain ramps over, before and after a peak
+_BLOCK = 1 << 19  # samples limited at once (about 11 s), so a long text costs a few blocks of memory
 MIN_SECONDS = 1.0  # shorter speech ("Có.") is padded with silence: BS.1770 needs 400 ms blocks to measure
 PREVIEW_BITRATE = 32000
 RETRY_AFTER_S = 10
@@ -79,8 +91,9 @@ class Speech:
     def store(self, audio: Audio, *, zone: str, title: str, actor: Actor | str) -> Deferred[dict[str, Any]]:
         """``audio`` (a render) as a media library item of ``zone``: a FLAC file in storage.media_dir
         and its row, with loudness measured from the stored file, so it plays like any upload.
-        Fires with the row (its path included). ValueError for an unknown zone or no title; DiskFull
-        (507) when the disk has no room left for it."""
+        Fires with the row (its path included; size_bytes is the stored file's). ValueError for an
+        unknown zone or no title; DiskFull (507) when the disk has no room left for it; Busy when the
+        speech pool is full."""
         if zone not in self.app.zones:
             return fail(ValueError(f"no zone {zone!r}"))
         if not title.strip():
@@ -99,7 +112,7 @@ class Speech:
         def stored(result: Any) -> Deferred[dict[str, Any]]:
             item = NewMedia(id=media_id, zone=zone, title=title.strip(), filename="text-to-speech",
                             path=str(path), duration_s=result.duration_s, loudness_lufs=result.loudness_lufs,
-                            original_lufs=result.original_lufs, sha256=result.sha256, size_bytes=result.size_bytes)
+                            original_lufs=result.original_lufs, sha256=result.sha256, size_bytes=path.stat().st_size)
             added = self.app.storage.media.add(who, item)
 
             def not_added(failure: Any) -> Any:
@@ -122,9 +135,6 @@ class Speech:
 
     def speak(self, engine: TextToSpeech, text: str, language: str) -> Audio:
         """Blocking (a worker thread): synthesise, refuse silence, normalise; counted by engine."""
-        from broadcaster.codecs.loudness import LoudnessMeter  # pyloudnorm and scipy: slow to import
-        from broadcaster.control.media import loudness_gain
-
         if self._stopping:  # queued before the server began to stop: no new engine is started
             raise SpeechError("the server is stopping")
         started = time.perf_counter()
@@ -133,15 +143,11 @@ class Speech:
             audio = engine.synthesize(text, self.voices.code_for(language) or language)
             if audio.size < MIN_SECONDS * SAMPLE_RATE:
                 audio = np.concatenate([audio, np.zeros(int(MIN_SECONDS * SAMPLE_RATE) - audio.size, np.float32)])
-            meter = LoudnessMeter(SAMPLE_RATE)
-            meter.feed(audio)
-            loudness, peak = meter.integrated(), float(np.max(np.abs(audio)))
-            if not np.isfinite(loudness) or peak <= 0.0:
+            normalised = normalise_speech(audio, self.app.config.storage.loudness_target_lufs)
+            if normalised is None:
                 outcome = "silent"
                 raise SpeechError(f"text-to-speech engine {engine.name!r} produced only silence for this "
                                   f"{language} text; nothing is stored or played")
-            gain = loudness_gain(loudness, peak, target_lufs=self.app.config.storage.loudness_target_lufs)
-            normalised = (audio * np.float32(gain)).astype(np.float32)
             outcome = "ok"
             return normalised
         finally:
@@ -190,6 +196,65 @@ class Speech:
         server never waits minutes for a synthesis (the pool's threads are joined at shutdown)."""
         self._stopping = True
         stop_engines()
+
+
+def _loudness(audio: Audio) -> float:
+    from broadcaster.codecs.loudness import LoudnessMeter  # pyloudnorm and scipy: slow to import
+
+    meter = LoudnessMeter(SAMPLE_RATE)
+    meter.feed(audio)
+    return meter.integrated()
+
+
+def normalise_speech(audio: Audio, target_lufs: float, ceiling_dbfs: float | None = None) -> Audio | None:
+    """Speech at ``target_lufs`` with no sample above the ceiling (control/media.py's), using at most
+    MAX_LIMITING_DB of peak limiting; quieter than the target where that would need more. None if
+    the audio is silent (nothing above the BS.1770 gate)."""
+    from broadcaster.control.media import PEAK_CEILING_DBFS, loudness_gain
+
+    ceiling_db = PEAK_CEILING_DBFS if ceiling_dbfs is None else ceiling_dbfs
+    loudness, peak = _loudness(audio), float(np.max(np.abs(audio))) if audio.size else 0.0
+    if not np.isfinite(loudness) or peak <= 0.0:
+        return None
+    ceiling = db_to_gain(ceiling_db)
+    aim = target_lufs
+    out = audio
+    for _ in range(3):  # limiting lowers the loudness a little: aim again, twice at most
+        gain = loudness_gain(loudness, peak, target_lufs=aim, max_peak_dbfs=ceiling_db + MAX_LIMITING_DB)
+        out = limit_peaks(audio * np.float32(gain), ceiling)
+        reached = _loudness(out)
+        if abs(reached - target_lufs) < 0.1 or gain * peak >= db_to_gain(ceiling_db + MAX_LIMITING_DB) * 0.999:
+            break
+        aim += target_lufs - reached
+    return out
+
+
+def limit_peaks(audio: Audio, ceiling: float, lookahead: int = LOOKAHEAD) -> Audio:
+    """A look-ahead peak limiter, pure and whole-signal: each sample's gain is the mean, over the
+    ``lookahead`` samples around it, of the least gain any sample within ``lookahead`` needs. Every
+    gain in that mean is at most what the sample itself needs, so no sample leaves above
+    ``ceiling``; and the gain ramps over ``lookahead`` samples on each side, never a step. Worked
+    a block at a time (with the margin the filters reach), so memory is a few blocks."""
+    from scipy.ndimage import minimum_filter1d
+
+    if audio.size == 0 or float(np.max(np.abs(audio))) <= ceiling:
+        return audio.astype(np.float32, copy=False)
+    out = np.empty(audio.size, dtype=np.float32)
+    limit = np.float32(ceiling * (1 - 1e-6))  # float32 rounding of the products never lands above the ceiling
+    half = lookahead // 2
+    margin = lookahead + half + 1
+    for start in range(0, audio.size, _BLOCK):
+        lo, hi = max(0, start - margin), min(audio.size, start + _BLOCK + margin)
+        x = audio[lo:hi].astype(np.float32, copy=False)
+        need = np.minimum(np.float32(1.0), limit / np.maximum(np.abs(x), np.float32(1e-12)))
+        held = minimum_filter1d(need, size=2 * lookahead + 1, mode="nearest")
+        running = np.concatenate([[0.0], np.cumsum(held, dtype=np.float64)])
+        idx = np.arange(held.size)
+        left, right = np.maximum(idx - half, 0), np.minimum(idx + half + 1, held.size)
+        gain = ((running[right] - running[left]) / (right - left)).astype(np.float32)
+        end = min(audio.size, start + _BLOCK)
+        out[start:end] = (x * np.minimum(gain, need))[start - lo:end - lo]
+    return out
 
 
 def _write_media(audio: Audio, path: Path, target_lufs: float) -> Any:

@@ -83,8 +83,8 @@ def test_espeak_reads_vietnamese_at_the_library_loudness(server: Server) -> None
     assert audio.dtype == np.float32 and audio.size > 3 * SAMPLE_RATE
     loudness, peak = lufs(audio), float(np.max(np.abs(audio)))
     assert peak <= 10 ** (-1 / 20) + 1e-6, "under the peak ceiling"
-    # At the target, or quieter where the peak ceiling held the gain back (never louder).
-    assert -20.0 < loudness <= -15.9, loudness
+    # espeak-ng's plosives peak ~18 dB over its loudness: a few dB of look-ahead limiting get it there.
+    assert loudness == pytest.approx(-16.0, abs=0.3)
     assert renders("espeak-ng", "ok") == before + 1
 
 
@@ -96,7 +96,7 @@ def test_a_render_stored_is_a_media_item_that_plays_like_an_upload(server: Serve
     row = settle(server, server.app.speech.store(audio, zone="commune-a", title="Thông báo", actor="op-a"))
     stored, rate = soundfile.read(row["path"], dtype="float32")
     assert rate == SAMPLE_RATE and stored.size == audio.size
-    assert soundfile.info(row["path"]).format == "FLAC"
+    assert soundfile.info(row["path"]).format == "FLAC" and row["size_bytes"] == Path(row["path"]).stat().st_size
     assert row["loudness_lufs"] == pytest.approx(-16.0, abs=0.2) and lufs(stored) == pytest.approx(-16.0, abs=0.2)
     status, item = server.http("GET", f"/api/v1/media/{row['id']}", who="op-a")
     assert status == 200 and item["title"] == "Thông báo" and item["uploaded_by"] == "op-a"
