@@ -248,7 +248,9 @@ async def _eboard(call: Call) -> tuple[str, list[dict[str, Any]], float]:
 
 async def eboard_json(call: Call) -> Reply:
     zone, rows, now = await _eboard(call)
-    items = [EboardItem.model_validate({**r, "text": r["body"]}) for r in rows]
+    fields = set(EboardItem.model_fields) - {"klass", "text"}
+    items = [EboardItem.model_validate({**{k: r[k] for k in fields}, "class": r["class"], "text": r["body"]})
+             for r in rows]
     return 200, Eboard(zone=zone, name=call.app.zones.names.get(zone, zone), updated=now, items=items)
 
 
