@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -255,11 +256,14 @@ class BulletinDesk:
         except SpeechError as exc:
             raise BulletinError(422, "speech_failed", f"the text could not be read aloud: {exc}") from None
 
-    async def receive(self, content: BulletinContent, *, approve: bool, actor: Actor) -> dict[str, Any]:
+    def receive(self, content: BulletinContent, *, approve: bool, actor: Actor) -> Deferred[dict[str, Any]]:
         """A bulletin from the upstream system, idempotent by (origin, origin_id): the same content
         again changes nothing; new content updates it (back to submitted unless ``approve``); one
         already played, expired or withdrawn stays so. ``approve``: approved here by the link
         (auto-approval per class is the link's configuration)."""
+        return ensureDeferred(self._receive(content, approve, actor))
+
+    async def _receive(self, content: BulletinContent, approve: bool, actor: Actor) -> dict[str, Any]:
         assert content.origin is not None and content.origin_id is not None
         stored = await self.app.storage.bulletins.by_origin(content.origin, content.origin_id)
         if stored is not None:
@@ -289,7 +293,13 @@ class BulletinDesk:
         self._now_on_air(updated, asap=Plan.parse(updated["plan"]).asap)
         return updated
 
-    async def withdraw_origin(self, origin: str, origin_id: str, actor: Actor, reason: str) -> dict[str, Any] | None:
+    def withdraw_origin(self, origin: str, origin_id: str, actor: Actor,
+                        reason: str) -> Deferred[dict[str, Any] | None]:
+        """Withdrawn upstream: withdrawn here (stopped if on air), unless it has already played."""
+        return ensureDeferred(self._withdraw_origin(origin, origin_id, actor, reason))
+
+    async def _withdraw_origin(self, origin: str, origin_id: str, actor: Actor,
+                               reason: str) -> dict[str, Any] | None:
         stored = await self.app.storage.bulletins.by_origin(origin, origin_id)
         if stored is None or stored["state"] in FINAL:
             return stored

@@ -37,10 +37,10 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Server:
     return people(Server(tmp_path))
 
 
-def upload(server: Server, zone: str = "commune-a", seconds: float = 2.0) -> str:
+def upload(server: Server, zone: str = "commune-a", seconds: float = 2.0, frequency: float = 880.0) -> str:
     buffer = io.BytesIO()
     t = np.arange(int(48000 * seconds)) / 48000
-    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * 880 * t)).astype(np.float32), 48000, format="WAV")
+    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), 48000, format="WAV")
     status, media = server.http("POST", f"/api/v1/media?zone={zone}&title=bulletin", raw=buffer.getvalue(),
                                 who="op-a")
     assert status == 201, media
@@ -213,3 +213,95 @@ def test_the_zone_eboard_shows_current_text_bulletins_emergency_first(server: Se
     titles = [e.findtext(f"{ATOM}title") for e in feed.findall(f"{ATOM}entry")]
     assert titles == ["Cảnh báo lũ", "Lịch tiêm chủng"]
     assert server.http("GET", "/api/v1/eboards/nowhere", who=None)[0] == 404
+
+
+def programme_at(server: Server, media: str, ahead_s: float) -> float:
+    """A programme starting at the next whole minute at least ``ahead_s`` ahead; its start."""
+    start = (int(server.wall() + ahead_s) // 60 + 1) * 60
+    status, programme = server.http("POST", "/api/v1/programmes", {
+        "title": "Chương trình", "zones": ["commune-a"], "media": [media],
+        "start": datetime.fromtimestamp(start, VN).strftime("%Y-%m-%dT%H:%M")}, who="op-a")
+    assert status == 201, programme
+    return float(start)
+
+
+def approve(server: Server, bulletin: dict[str, Any]) -> dict[str, Any]:
+    status, approved = server.http("POST", f"/api/v1/bulletins/{bulletin['id']}/approve", who="chair-a")
+    assert status == 200, approved
+    return approved
+
+
+def test_an_ordinary_bulletin_waits_for_the_programme_on_air_and_a_priority_one_does_not(server: Server) -> None:
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    start = programme_at(server, upload(server, seconds=4.0), 5.0)
+    speech = upload(server, seconds=1.5, frequency=300.0)
+    at = datetime.fromtimestamp(start + 1, VN).replace(tzinfo=None).isoformat(timespec="seconds")
+    ordinary = write(server, speech, plan={"at": [at]})
+    assert any("waits for its end" in w for w in ordinary["warnings"]), ordinary["warnings"]
+    approve(server, ordinary)
+    live(server, start - server.wall() + 8.0, a1)
+    assert runs(labels(a1.audio())) == ["loop", "prog", "speech", "loop"], "after the programme, not over it"
+    row = next(r for r in bulletin_rows(server))
+    assert abs(row["started_at"] - (start + 4.0)) < 0.05, "at the programme's end, on the frame"
+
+    start = programme_at(server, upload(server, seconds=4.0), 5.0)
+    at = datetime.fromtimestamp(start + 1, VN).replace(tzinfo=None).isoformat(timespec="seconds")
+    urgent = write(server, speech, plan={"at": [at]}, **{"class": "uu-tien"})
+    assert urgent["warnings"] == []
+    approve(server, urgent)
+    heard_before = a1.audio().size
+    live(server, start - server.wall() + 8.0, a1)
+    later = runs(labels(a1.audio()[heard_before:]))
+    assert later == ["loop", "prog", "speech", "prog", "loop"], later  # the programme pauses and resumes
+
+
+def test_a_slot_repeats_with_its_gap_and_a_withdrawal_stops_it_on_air(server: Server) -> None:
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    speech = upload(server, seconds=1.0, frequency=300.0)
+    twice = approve(server, write(server, speech, at_s=3.0, plan={"at": [local(server, 3.0)], "repeat": 2,
+                                                                  "gap_s": 1.0}))
+    live(server, 8.0, a1)
+    heard = labels(a1.audio())
+    assert runs(heard) == ["loop", "speech", "speech", "loop"], " ".join(heard)  # twice, with silence between
+    spoken = [i for i, x in enumerate(heard) if x == "speech"]
+    gaps = [b - a for a, b in zip(spoken, spoken[1:], strict=False) if b - a > 1]
+    assert len(gaps) == 1 and 4 <= gaps[0] <= 7 and "loop" not in heard[spoken[0]:spoken[-1]], heard
+    assert server.app.storage.bulletins.plays_sync(twice["id"])[0]["outcome"] == "completed"
+
+    long = approve(server, write(server, upload(server, seconds=8.0, frequency=300.0), at_s=3.0))
+    live(server, 6.0, a1)
+    status, pulled = server.http("POST", f"/api/v1/bulletins/{long['id']}/withdraw", {"reason": "nhầm"},
+                                 who="chair-a")
+    assert status == 200 and pulled["state"] == "withdrawn"
+    heard_before = a1.audio().size
+    live(server, 3.0, a1)
+    assert runs(labels(a1.audio()[heard_before:])) == ["loop"], "off air at once, back to the loop"
+    assert [p["outcome"] for p in server.app.storage.bulletins.plays_sync(long["id"])] == ["cut"]
+
+
+def test_a_bulletin_received_twice_from_the_province_is_one_bulletin_played_once(server: Server) -> None:
+    from broadcaster.storage.bulletins import BulletinContent
+    from broadcaster.storage.logs import Actor
+
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    content = BulletinContent(title="Thông báo của tỉnh", summary="", body="", category="chinh-tri",
+                              klass="uu-tien", language="vi", valid_from=None, valid_until=None,
+                              zones=["commune-a"], plan={"at": [local(server, 4.0)], "repeat": 1},
+                              media=upload(server, frequency=300.0), source="province", origin="tinh",
+                              origin_id="TB-2026-17")
+    link = Actor("link:tinh")
+    results = []
+    for _ in range(2):
+        server.app.bulletins.receive(content, approve=True, actor=link).addBoth(results.append)
+        server.advance(0.1)
+    assert [r["state"] for r in results] == ["approved", "approved"] and results[0]["id"] == results[1]["id"]
+    live(server, 8.0, a1)
+    rows = bulletin_rows(server)
+    assert [(r["kind"], r["source"]) for r in rows] == [("announcement", "province")]
+    changed = BulletinContent(**{**content.__dict__, "title": "Thông báo của tỉnh (sửa)"})
+    server.app.bulletins.receive(changed, approve=False, actor=link).addBoth(results.append)
+    server.advance(0.1)
+    assert results[-1]["state"] == "played", "a bulletin that has played is not reopened"
