@@ -77,6 +77,8 @@ class SlotPlay:
     channels: tuple[str, ...]
     input_id: str
     start_at: float | None = None  # audio clock
+    start: float | None = None     # wall clock, once sent: when it starts and ends
+    end: float | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
     alert: Alert | None = None
@@ -378,13 +380,16 @@ class BulletinDesk:
             _warn, f"bulletin {row['id']}: not marked scheduled")
 
     def _start_time(self, row: dict[str, Any], slot: float, channels: set[str]) -> float:
-        """An ordinary bulletin waits for the end of a programme on its channels."""
+        """When a slot starts: an ordinary bulletin waits for the end of a programme on its channels,
+        and any bulletin for another of its own class already sent there (equal classes would mix)."""
         start = slot
-        if row["class"] != "thong-thuong":
-            return start
-        for _ in range(10):  # programmes back to back: at most this many hops
-            ends = [o.end for o in self.app.schedule.occurrences(start, start + 1)
-                    if o.start <= start < o.end and channels & set(o.programme.channels)]
+        for _ in range(20):  # programmes and bulletins back to back: at most this many hops
+            ends = [p.end for p in self.plays.values()
+                    if p.end is not None and p.start is not None and p.start <= start < p.end
+                    and p.bulletin["class"] == row["class"] and channels & set(p.channels)]
+            if row["class"] == "thong-thuong":
+                ends += [o.end for o in self.app.schedule.occurrences(start, start + 1)
+                         if o.start <= start < o.end and channels & set(o.programme.channels)]
             if not ends:
                 break
             start = max(ends)
@@ -408,6 +413,7 @@ class BulletinDesk:
                 self._not_played(play, "its programme ran past the bulletin's validity")
                 return
             play.start_at = self.app.reactor.seconds() + (start - now) if start > now else None
+            play.start, play.end = max(start, now), max(start, now) + pcm.duration_s
             priority = PRIORITY_NAMES[CLASS_PRIORITY[row["class"]]]
             self.app.track(play.input_id, lambda e: self._started(play, e), lambda e: self._ended(play, e))
             self.app.core.send(AddInput(play.input_id, play.channels, PcmSpec(pcm, name=row["title"]),

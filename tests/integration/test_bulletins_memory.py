@@ -305,3 +305,15 @@ def test_a_bulletin_received_twice_from_the_province_is_one_bulletin_played_once
     server.app.bulletins.receive(changed, approve=False, actor=link).addBoth(results.append)
     server.advance(0.1)
     assert results[-1]["state"] == "played", "a bulletin that has played is not reopened"
+
+
+def test_two_bulletins_of_one_class_at_one_time_play_one_after_the_other(server: Server) -> None:
+    a1 = server.speaker("spk-a1", "ch-a", 40001)
+    a1.subscribe()
+    at = local(server, 4.0)
+    first = approve(server, write(server, upload(server, seconds=2.0, frequency=300.0), plan={"at": [at]}))
+    second = approve(server, write(server, upload(server, seconds=2.0, frequency=880.0), plan={"at": [at]}))
+    live(server, 10.0, a1)
+    assert runs(labels(a1.audio())) == ["loop", "speech", "prog", "loop"], "never both at once"
+    starts = sorted(p["started_at"] for b in (first, second) for p in server.app.storage.bulletins.plays_sync(b["id"]))
+    assert 1.9 < starts[1] - starts[0] < 2.1
