@@ -162,6 +162,11 @@ class BulletinDesk:
         notes: list[str] = []
         if not slots:
             notes.append("no slot of its plan lies ahead within its validity: it would never play")
+        for channel in self.app.channels_in(content.zones):
+            for run in self.app.relays.on_channel(channel):
+                notes.append(f"{channel} is relaying {run.item.name} now: the bulletin "
+                             + ("plays over it" if content.klass != "thong-thuong" else "mixes with it if it plays "
+                                "while the relay runs; stop the relay or choose another time"))
         if content.klass == "thong-thuong":
             channels = set(self.app.channels_in(content.zones))
             for slot in slots[:50]:
