@@ -26,6 +26,7 @@ from broadcaster.codecs.shared import share, sweep
 from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.control.alerts import AlertDesk
 from broadcaster.control.auth import ZoneTree
+from broadcaster.control.bulletins import BulletinDesk
 from broadcaster.control.channels import ChannelView
 from broadcaster.control.coreproc import udp_socket
 from broadcaster.control.devices import Devices, Online
@@ -101,6 +102,7 @@ class BroadcastServer:
         self.speech = Speech(self, voices, pool=pools.get("speech") if pools else None)
         self.alerts = AlertDesk(self, self.speech, pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
+        self.bulletins = BulletinDesk(self, pool=pools.get("bulletins") if pools else None)
         self.edge = EdgeRelay(self) if config.edge.links else None
         # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
         self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
@@ -114,7 +116,7 @@ class BroadcastServer:
         self._ready: dict[str, Deferred[None]] = {}
         self._loops: list[tuple[LoopingCall, float, bool]] = []
         for work, interval, now in ((self._every_second, 1.0, False), (self._clean_recordings, 86400, True),
-                                    (self.programmes.poll, 0.5, True)):
+                                    (self.programmes.poll, 0.5, True), (self.bulletins.poll, 1.0, True)):
             loop = LoopingCall(work)
             loop.clock = reactor
             self._loops.append((loop, interval, now))
@@ -137,6 +139,7 @@ class BroadcastServer:
         self.devices.load_all()
         self.alerts.recover()  # what a crash left on air: before any programme may start
         self.reload_programmes()
+        self.bulletins.load()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
         for loop, interval, now in self._loops:
@@ -173,6 +176,7 @@ class BroadcastServer:
 
         def finish(_: object) -> Deferred[None]:
             self.programmes.stop()
+            self.bulletins.stop()
             for entry in self._loop_log.values():
                 self.records.close(entry, "stopped")
             self._loop_log.clear()

@@ -20,7 +20,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
-from broadcaster.api import alerts, channels, logs, loudspeakers, media, programmes, relays, reports, tokens, zones
+from broadcaster.api import (
+    alerts,
+    bulletins,
+    channels,
+    logs,
+    loudspeakers,
+    media,
+    programmes,
+    relays,
+    reports,
+    tokens,
+    zones,
+)
 from broadcaster.api import speech as speech_api
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
@@ -63,6 +75,7 @@ ROUTES: list[Route] = [
     *relays.ROUTES,
     *alerts.ROUTES,
     *speech_api.ROUTES,
+    *bulletins.ROUTES,
     *logs.ROUTES,
     *reports.ROUTES,
     *tokens.ROUTES,
