@@ -7,6 +7,7 @@ because the person reading it is an operator at a commune, not the author.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -155,6 +156,11 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    year_starts: str = "12-15"  # MM-DD, local time: the yearly report runs from this day to the day before it
+
+
+@dataclass(frozen=True)
 class Zone:
     id: str
     name: str
@@ -221,6 +227,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    reports: ReportConfig = field(default_factory=ReportConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -329,7 +336,8 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
-                                   "relay", "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge"})
+                                   "relay", "schedule", "alerts", "api", "reports", "zones", "channels",
+                                   "loudspeakers", "edge"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -342,6 +350,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     schedule = _schedule(r, top.get("schedule"))
     alerts = _alerts(r, top.get("alerts"))
     api = _api(r, top.get("api"))
+    reports = _reports(r, top.get("reports"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
@@ -349,6 +358,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     edge = _edge(r, top.get("edge"), channels)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
                   storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
+                  reports=reports,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge)
 
@@ -544,6 +554,26 @@ def _alerts(r: _Reader, value: Any) -> AlertConfig:
 def _api(r: _Reader, value: Any) -> ApiConfig:
     d = r.mapping(value, "api", {"token_days"})
     return ApiConfig(token_days=r.int_range(d, "token_days", "api", ApiConfig.token_days, 1, 3650))
+
+
+def _reports(r: _Reader, value: Any) -> ReportConfig:
+    d = r.mapping(value, "reports", {"year_starts"})
+    starts = r.typed(d, "year_starts", "reports", str, ReportConfig.year_starts)
+    if not year_start_valid(starts):
+        raise r.fail("reports.year_starts", f"expected a day of the year as MM-DD (such as 12-15 for 15 December; "
+                                            f"not 02-29), got {starts!r}")
+    return ReportConfig(year_starts=starts)
+
+
+def year_start_valid(text: str) -> bool:
+    """``MM-DD`` naming a day every year has (so not 29 February)."""
+    if not re.fullmatch(r"\d\d-\d\d", text):
+        return False
+    try:
+        datetime.date(2023, int(text[:2]), int(text[3:]))  # 2023: not a leap year
+    except ValueError:
+        return False
+    return True
 
 
 def _schedule(r: _Reader, value: Any) -> ScheduleConfig:
