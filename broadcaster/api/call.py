@@ -48,10 +48,10 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Raw:
-    """A reply that is not JSON (the CSV report)."""
+    """A reply that is not JSON (the CSV report); bytes for a binary one (the XLSX report)."""
 
     content_type: str
-    text: str
+    text: str | bytes
 
 
 Reply = tuple[int, BaseModel | Raw | None]
@@ -243,6 +243,7 @@ class Route:
     paged: bool = False
     also: tuple[tuple[int, type[BaseModel]], ...] = ()  # other success replies
     csv: bool = False
+    xlsx: bool = False  # the reply may also be an XLSX workbook
     public: bool = False
     pattern: re.Pattern[str] = field(init=False, compare=False, repr=False)
 

@@ -3,6 +3,8 @@ fixed data set written straight into a real database (storage.reports.yearly_rep
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sqlite3
 from datetime import datetime
@@ -11,9 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import load_workbook
 
 from broadcaster.config import ConfigError, parse_config
 from broadcaster.control.auth import ZoneTree
+from broadcaster.control.report_files import yearly_csv, yearly_xlsx
 from broadcaster.storage import KeySealer, Storage
 from broadcaster.storage.reports import report_year, report_year_of
 
@@ -268,3 +272,71 @@ def test_an_empty_database_gives_every_commune_with_zeros(tmp_path: Path) -> Non
 
 def test_sqlite_has_what_the_report_needs() -> None:
     assert sqlite3.sqlite_version_info >= (3, 35)  # MATERIALIZED common table expressions
+
+
+# --- the files: CSV and XLSX ------------------------------------------------------------------------------
+
+def test_the_csv_is_one_table_with_headers_in_vietnamese_and_english(storage: Storage) -> None:
+    tree = build(storage)
+    text = yearly_csv(storage.reports.yearly_sync(tree, "p", 2025, TZ, "12-15", NOW))
+    assert text.startswith("\ufeff"), "a byte-order mark, so that Excel reads UTF-8"
+    table = list(csv.reader(io.StringIO(text[1:])))
+    header, rows = table[0], table[1:]
+    assert header[:6] == ["Mã vùng / Zone id", "Tên / Name", "Số đài truyền thanh / Stations",
+                          "Số cụm loa / Loudspeaker clusters", "Tỷ lệ cụm loa hoạt động / Share of clusters online",
+                          "Giờ phát sóng / Hours on air"]
+    assert "Giờ phát sóng nguồn tỉnh / Hours on air, province source" in header
+    assert "Bản tin khẩn cấp / Bulletins, emergency" in header and "Số cảnh báo / Alerts" in header
+    assert len(header) == 27 and all(len(r) == 27 for r in rows)
+    assert [r[0] for r in rows] == ["a", "b", "c", "p"]
+    named = [dict(zip(header, r, strict=True)) for r in rows]
+    assert named[0]["Giờ phát sóng / Hours on air"] == "4.25"
+    assert named[1]["Giờ phát sóng nguồn tiếp sóng / Hours on air, relay source"] == "1.0"
+    assert named[2]["Tỷ lệ cụm loa hoạt động / Share of clusters online"] == ""  # no clusters: nothing to divide
+    assert named[3]["Tên / Name"] == "Tổng cộng / Total: Tỉnh Vĩnh Long"
+    assert named[3]["Tỷ lệ xác nhận / Acknowledged share"] == "0.8"
+    assert named[3]["Phiên phát trực tiếp / Live sessions"] == "2"
+
+
+def test_the_xlsx_opens_with_its_period_a_frozen_bold_header_and_numbers(storage: Storage) -> None:
+    tree = build(storage)
+    book = load_workbook(io.BytesIO(yearly_xlsx(storage.reports.yearly_sync(tree, "p", 2025, TZ, "12-15", NOW))))
+    assert book.sheetnames == ["Tổng hợp - Summary", "Bản tin - Bulletins", "Cảnh báo - Alerts"]
+    summary = book["Tổng hợp - Summary"]
+    assert summary["A1"].value == "Báo cáo năm 2025 / Yearly report 2025: Tỉnh Vĩnh Long (Tổng hợp / Summary)"
+    assert summary["A2"].value == "Kỳ báo cáo / Period: 15/12/2024 – 14/12/2025 (Asia/Ho_Chi_Minh)"
+    assert summary["A3"].value == "Lập lúc / Generated: 10/01/2026 00:00"
+    assert summary.freeze_panes == "C6"  # the header row and the zone's id and name stay in view
+    header = [c.value for c in summary[5]]
+    assert header[0] == "Mã vùng / Zone id" and header[5] == "Giờ phát sóng / Hours on air"
+    assert all(c.font.bold for c in summary[5])
+    rows = {r[0]: dict(zip(header, r, strict=True)) for r in summary.iter_rows(min_row=6, values_only=True)}
+    assert list(rows) == ["a", "b", "c", "p"]
+    a, total = rows["a"], rows["p"]
+    assert a["Số đài truyền thanh / Stations"] == 2 and a["Giờ phát sóng / Hours on air"] == 4.25
+    assert a["Tỷ lệ cụm loa hoạt động / Share of clusters online"] == 0.625
+    assert rows["c"]["Tỷ lệ cụm loa hoạt động / Share of clusters online"] is None
+    assert total["Giờ phát sóng / Hours on air"] == 5.7667 and total["Cụm loa nhận lệnh cảnh báo / Loudspeakers "
+                                                                     "commanded in alerts"] == 5
+    share_column = header.index("Tỷ lệ xác nhận / Acknowledged share") + 1
+    assert summary.cell(row=6, column=share_column).number_format == "0.0%"
+    assert summary.cell(row=6, column=6).number_format == "0.00"
+    assert all(c.font.bold for c in summary[9]), "the total row is bold"
+    assert summary.column_dimensions["B"].width == 30
+
+    bulletins = book["Bản tin - Bulletins"]
+    assert bulletins["A2"].value == summary["A2"].value
+    assert [c.value for c in bulletins[5]] == ["Mã vùng / Zone id", "Tên / Name", "Bản tin đã phát / Bulletins played",
+                                               "Chuyên mục / Category: nông nghiệp", "Chuyên mục / Category: thời tiết",
+                                               "Chuyên mục / Category: y tế"]
+    assert [list(r) for r in bulletins.iter_rows(min_row=6, values_only=True)] == [
+        ["a", "Xã An Bình", 2, 1, 1, 0], ["b", "Phường Bình Minh", 2, 0, 1, 1], ["c", "Xã Cái Nhum", 0, 0, 0, 0],
+        ["p", "Tổng cộng / Total: Tỉnh Vĩnh Long", 3, 1, 1, 1]]
+
+    alerts = book["Cảnh báo - Alerts"]
+    listed = list(alerts.iter_rows(min_row=6, values_only=True))
+    assert [r[:4] for r in listed] == [("al1", "AL1", "a", "khẩn cấp / emergency"),
+                                       ("al2", "AL2", "p", "khẩn cấp / emergency")]
+    assert listed[1][5] == datetime(2025, 12, 14, 23, 59)  # local time, as Excel shows it
+    assert listed[0][7:] == (2, 1, 0.5)
+    assert alerts.cell(row=6, column=6).number_format == "dd/mm/yyyy hh:mm"
