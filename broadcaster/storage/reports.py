@@ -180,7 +180,8 @@ def _units(zones: ZoneTree, zone: str) -> tuple[set[str], dict[str, str], list[l
 
 
 # :lo, :hi the window; :now closes what is still open; :rows a JSON object zone -> row;
-# :touches a JSON list of [target zone, row].
+# :touches a JSON list of [target zone, row]. CROSS JOIN keeps the table outer and the map inner (looked
+# up by SQLite's automatic index): the other way round, a year of rows is scanned once per zone.
 _MAPS = ("WITH row_of(zone, unit) AS MATERIALIZED (SELECT key, value FROM json_each(:rows)), "
          "touch(zone, unit) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
          "FROM json_each(:touches)) ")
@@ -189,33 +190,36 @@ _STARTED = "t.started_at >= :lo AND t.started_at < :hi"  # an event is counted i
 _CLIPPED_T = "MAX(0.0, MIN(COALESCE(t.ended_at, :now), :hi) - MAX(t.started_at, :lo))"
 
 YEARLY_SQL = {
-    "stations": _MAPS + "SELECT m.unit, COUNT(*) FROM channels t JOIN row_of m ON m.zone = t.zone GROUP BY m.unit",
-    "clusters": _MAPS + "SELECT m.unit, COUNT(*) FROM loudspeakers t JOIN row_of m ON m.zone = t.zone "
+    "stations": _MAPS + "SELECT m.unit, COUNT(*) FROM channels t CROSS JOIN row_of m ON m.zone = t.zone "
                         "GROUP BY m.unit",
-    "online": _MAPS + f"SELECT m.unit, SUM({_CLIPPED_T}) FROM speaker_sessions t JOIN row_of m ON m.zone = t.zone "
+    "clusters": _MAPS + "SELECT m.unit, COUNT(*) FROM loudspeakers t CROSS JOIN row_of m ON m.zone = t.zone "
+                        "GROUP BY m.unit",
+    "online": _MAPS + f"SELECT m.unit, SUM({_CLIPPED_T}) FROM speaker_sessions t "
+                      "CROSS JOIN row_of m ON m.zone = t.zone "
                       f"WHERE {_OVERLAPS} GROUP BY m.unit",
     "on_air": _MAPS + f"SELECT m.unit, t.kind, t.source, SUM({_CLIPPED_T}) FROM broadcast_log t "
-                      f"JOIN row_of m ON m.zone = t.zone WHERE {_OVERLAPS} GROUP BY m.unit, t.kind, t.source",
+                      f"CROSS JOIN row_of m ON m.zone = t.zone WHERE {_OVERLAPS} GROUP BY m.unit, t.kind, t.source",
     # The rows of one live session (one per channel) share its item, start and author. A NULL unit is the total.
     "live": _MAPS + "SELECT {unit}, COUNT(DISTINCT t.item || '|' || t.started_at || '|' || t.started_by) "
-                    f"FROM broadcast_log t JOIN row_of m ON m.zone = t.zone WHERE t.kind = 'live' AND {_STARTED}",
+                    f"FROM broadcast_log t CROSS JOIN row_of m ON m.zone = t.zone WHERE t.kind = 'live' AND {_STARTED}",
     "played": _MAPS + "SELECT {unit}, b.class, b.category, COUNT(DISTINCT t.bulletin) FROM bulletin_plays t "
-                      "JOIN row_of m ON m.zone = t.zone JOIN bulletins b ON b.id = t.bulletin "
+                      "CROSS JOIN row_of m ON m.zone = t.zone JOIN bulletins b ON b.id = t.bulletin "
                       f"WHERE {_STARTED} AND COALESCE(t.outcome, '') NOT IN {NOT_PLAYED!r}",
-    "approved": _MAPS + "SELECT {unit}, COUNT(DISTINCT b.id) FROM bulletins b, json_each(b.zones) z "
-                        "JOIN touch m ON m.zone = z.value WHERE b.approved_at >= :lo AND b.approved_at < :hi",
-    "alerts": _MAPS + "SELECT {unit}, COUNT(DISTINCT t.id) FROM alert_results t, json_each(t.zones) z "
-                      f"JOIN touch m ON m.zone = z.value WHERE {_STARTED}",
+    "approved": _MAPS + "SELECT {unit}, COUNT(DISTINCT b.id) FROM bulletins b CROSS JOIN json_each(b.zones) z "
+                        "CROSS JOIN touch m ON m.zone = z.value WHERE b.approved_at >= :lo AND b.approved_at < :hi",
+    "alerts": _MAPS + "SELECT {unit}, COUNT(DISTINCT t.id) FROM alert_results t CROSS JOIN json_each(t.zones) z "
+                      f"CROSS JOIN touch m ON m.zone = z.value WHERE {_STARTED}",
     "alert_devices": _MAPS + "SELECT m.unit, SUM(json_extract(d.value, '$[0]')), SUM(json_extract(d.value, '$[1]')) "
-                             "FROM alert_results t, json_each(t.by_zone) d JOIN row_of m ON m.zone = d.key "
+                             "FROM alert_results t CROSS JOIN json_each(t.by_zone) d "
+                             "CROSS JOIN row_of m ON m.zone = d.key "
                              f"WHERE {_STARTED} GROUP BY m.unit",
     "alert_list": _MAPS + "SELECT t.id, t.title, t.zones, t.priority, t.bulletin, t.started_at, t.ended_at, "
                           "(SELECT COALESCE(SUM(json_extract(d.value, '$[0]')), 0) FROM json_each(t.by_zone) d "
-                          " JOIN row_of m ON m.zone = d.key), "
+                          " CROSS JOIN row_of m ON m.zone = d.key), "
                           "(SELECT COALESCE(SUM(json_extract(d.value, '$[1]')), 0) FROM json_each(t.by_zone) d "
-                          " JOIN row_of m ON m.zone = d.key) "
+                          " CROSS JOIN row_of m ON m.zone = d.key) "
                           f"FROM alert_results t WHERE {_STARTED} AND EXISTS (SELECT 1 FROM json_each(t.zones) z "
-                          "JOIN touch m ON m.zone = z.value) ORDER BY t.started_at, t.id LIMIT :limit",
+                          "CROSS JOIN touch m ON m.zone = z.value) ORDER BY t.started_at, t.id LIMIT :limit",
 }
 
 
