@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from broadcaster.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from broadcaster.control.auth import ZoneTree
     from broadcaster.storage import Storage
 
 DEFAULT_CONFIG = Path("conf/broadcaster.yaml")
@@ -196,13 +197,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     from broadcaster.control.auth import ZoneTree
     from broadcaster.storage.reports import report_csv
 
-    _, storage = _storage(args)
+    if args.year is not None and (args.since or args.until):
+        print("--year gives the period itself: leave out --from and --to", file=sys.stderr)
+        return 2
+    if args.year is not None and not 2000 <= args.year <= 2100:
+        print(f"--year must be from 2000 to 2100, got {args.year}", file=sys.stderr)
+        return 2
+    if args.year is None and args.format == "xlsx":
+        print("--format xlsx is for the yearly report: add --year", file=sys.stderr)
+        return 2
+    config, storage = _storage(args)
     zones = ZoneTree.from_rows(storage.zones.all_sync())
     zone = args.zone or next((z for z, p in zones.parents.items() if p is None), "")
     if zone not in zones:
         print(f"no zone {zone!r}", file=sys.stderr)
         return 2
     now = time.time()
+    if args.year is not None:
+        return _yearly(args, config, storage, zones, zone, now)
     try:
         start = time_query({"from": args.since or ""}, "from", now - 365 * 86400)
         end = time_query({"to": args.until or ""}, "to", now)
@@ -211,7 +223,49 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     result = storage.reports.broadcast_sync(zones, zone, start, end, now)
     storage.close()
-    print(report_csv(result) if args.format == "csv" else json.dumps(result, ensure_ascii=False, indent=1), end="")
+    return _write(report_csv(result) if args.format == "csv" else json.dumps(result, ensure_ascii=False, indent=1),
+                  args.output)
+
+
+def _write(data: str | bytes, output: Path | None) -> int:
+    """A report to stdout, or to a file."""
+    if output is None:
+        print(data if isinstance(data, str) else data.decode("utf-8"), end="")
+        return 0
+    try:
+        if isinstance(data, bytes):
+            output.write_bytes(data)
+        else:
+            output.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        print(f"cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _yearly(args: argparse.Namespace, config: Config, storage: Storage, zones: ZoneTree, zone: str,
+            now: float) -> int:
+    """``broadcaster report --year``: the yearly report to stdout, or to --output (an XLSX always
+    goes to a file: report-YEAR.xlsx unless --output names one)."""
+    from broadcaster.control.report_files import yearly_csv, yearly_xlsx
+
+    result = storage.reports.yearly_sync(zones, zone, args.year, config.schedule.timezone,
+                                         config.reports.year_starts, now)
+    storage.close()
+    data: str | bytes
+    if args.format == "xlsx":
+        data = yearly_xlsx(result)
+    elif args.format == "csv":
+        data = yearly_csv(result)
+    else:
+        data = json.dumps(result, ensure_ascii=False, indent=1) + "\n"
+    output = args.output or (Path(f"report-{args.year}.xlsx") if args.format == "xlsx" else None)
+    if output is None:
+        return _write(data, None)
+    if _write(data, output):
+        return 1
+    print(f"wrote {output} (the report year {args.year}: {result['first_day']} to {result['last_day']}, "
+          f"{len(result['communes'])} communes)", file=sys.stderr)
     return 0
 
 
@@ -279,12 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (add, token, tokens, revoke):
         p.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
 
-    report = sub.add_parser("report", help="hours on air and loudspeaker availability per commune")
+    report = sub.add_parser("report", help="the yearly report (--year), or hours on air and loudspeaker "
+                                           "availability per commune over --from/--to")
     report.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
     report.add_argument("--zone", help="zone to report on (default: the province)")
+    report.add_argument("--year", type=int, help="the yearly report of this report year: 2025 is 15/12/2024 to "
+                                                 "14/12/2025 (reports.year_starts); docs/reports.md")
     report.add_argument("--from", dest="since", help="start, ISO 8601 or Unix seconds (default: a year ago)")
     report.add_argument("--to", dest="until", help="end, ISO 8601 or Unix seconds (default: now)")
-    report.add_argument("--format", choices=["json", "csv"], default="csv")
+    report.add_argument("--format", choices=["json", "csv", "xlsx"], default="csv",
+                        help="csv (default), json, or xlsx (with --year; written to report-YEAR.xlsx "
+                             "unless --output)")
+    report.add_argument("--output", type=Path, help="write to this file instead of stdout")
     report.set_defaults(func=cmd_report)
 
     speaker = sub.add_parser("speaker", help="run the reference loudspeaker client")

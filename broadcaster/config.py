@@ -7,6 +7,7 @@ because the person reading it is an operator at a commune, not the author.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import string
@@ -186,6 +187,11 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    year_starts: str = "12-15"  # MM-DD, local time: the yearly report runs from this day to the day before it
+
+
+@dataclass(frozen=True)
 class Zone:
     id: str
     name: str
@@ -254,6 +260,7 @@ class Config:
     bulletins: BulletinsConfig = field(default_factory=BulletinsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+    reports: ReportConfig = field(default_factory=ReportConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
@@ -362,7 +369,7 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
-                                   "relay", "schedule", "alerts", "bulletins", "api", "zones", "channels",
+                                   "relay", "schedule", "alerts", "bulletins", "api", "reports", "zones", "channels",
                                    "loudspeakers", "edge", "tts"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
@@ -377,6 +384,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     alerts = _alerts(r, top.get("alerts"))
     api = _api(r, top.get("api"))
     tts = _tts(r, top.get("tts"))
+    reports = _reports(r, top.get("reports"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
     bulletins = _bulletins(r, top.get("bulletins"), zone_ids)
@@ -385,7 +393,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     edge = _edge(r, top.get("edge"), channels)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
                   storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, bulletins=bulletins,
-                  api=api, tts=tts,
+                  api=api, tts=tts, reports=reports,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge)
 
@@ -646,6 +654,24 @@ def _placeholders(arg: str) -> set[str] | None:
         return {name for _, name, _, _ in string.Formatter().parse(arg) if name is not None}
     except ValueError:
         return None
+def _reports(r: _Reader, value: Any) -> ReportConfig:
+    d = r.mapping(value, "reports", {"year_starts"})
+    starts = r.typed(d, "year_starts", "reports", str, ReportConfig.year_starts)
+    if not year_start_valid(starts):
+        raise r.fail("reports.year_starts", f"expected a day of the year as MM-DD (such as 12-15 for 15 December; "
+                                            f"not 02-29), got {starts!r}")
+    return ReportConfig(year_starts=starts)
+
+
+def year_start_valid(text: str) -> bool:
+    """``MM-DD`` naming a day every year has (so not 29 February)."""
+    if not re.fullmatch(r"\d\d-\d\d", text):
+        return False
+    try:
+        datetime.date(2023, int(text[:2]), int(text[3:]))  # 2023: not a leap year
+    except ValueError:
+        return False
+    return True
 
 
 def _schedule(r: _Reader, value: Any) -> ScheduleConfig:

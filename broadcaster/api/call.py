@@ -48,7 +48,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Raw:
-    """A reply that is not JSON (the CSV report; bytes: a speech preview's audio)."""
+    """A reply that is not JSON (the CSV report); bytes for a binary one (a speech preview, the XLSX report)."""
 
     content_type: str
     text: str | bytes
@@ -244,6 +244,7 @@ class Route:
     also: tuple[tuple[int, type[BaseModel]], ...] = ()  # other success replies
     csv: bool = False
     reply_media: str | None = None  # a success reply that is not JSON: its media type (audio/ogg)
+    xlsx: bool = False  # the reply may also be an XLSX workbook
     public: bool = False
     pattern: re.Pattern[str] = field(init=False, compare=False, repr=False)
 

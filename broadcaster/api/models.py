@@ -517,6 +517,59 @@ class Report(Out):
     communes: list[ReportCommune]
 
 
+class YearlyRow(Out):
+    """One commune's year (or the total of the report's zone); docs/reports.md says what each figure means."""
+
+    zone: str
+    name: str
+    stations: int = Field(description="channels (đài truyền thanh) in the commune")
+    loudspeaker_clusters: int = Field(description="registered IP loudspeakers (cụm loa)")
+    clusters_online_share: float | None = Field(
+        description="time-averaged share of the clusters online over the period (so far); null without clusters")
+    hours_on_air: float = Field(description="hours on air summed over the commune's stations")
+    hours_by_class: dict[str, float] = Field(description="hours on air by the broadcast log's kind")
+    hours_by_source: dict[str, float] = Field(description="hours on air by source: local, province, central, relay")
+    bulletins_played: int = Field(description="bulletins heard at least once in the period, each counted once")
+    bulletins_approved: int = Field(description="bulletins approved in the period whose targets reach the commune")
+    bulletins_by_class: dict[str, int]
+    bulletins_by_category: dict[str, int]
+    alerts: int = Field(description="alerts begun in the period whose targets reach the commune")
+    alert_loudspeakers_commanded: int
+    alert_loudspeakers_acknowledged: int
+    alert_acknowledged_share: float | None
+    live_sessions: int
+    live_hours: float
+
+
+class YearlyAlert(Out):
+    id: str
+    title: str
+    zones: list[str]
+    priority: int
+    bulletin: str | None
+    started_at: float
+    ended_at: float | None
+    loudspeakers_commanded: int = Field(description="within the report's zone")
+    loudspeakers_acknowledged: int
+    acknowledged_share: float | None
+
+
+class YearlyReport(Out):
+    year: int
+    timezone: str
+    first_day: str = Field(description="local date, the period's first day")
+    last_day: str = Field(description="local date, the period's last day (inclusive)")
+    zone: str
+    name: str
+    from_: float = Field(alias="from", description="Unix seconds, inclusive")
+    to: float = Field(description="Unix seconds, exclusive")
+    generated_at: float
+    communes: list[YearlyRow]
+    total: YearlyRow
+    alert_list: list[YearlyAlert] = Field(description="the period's alerts, oldest first, at most 1000")
+    alert_list_truncated: bool
+
+
 # --- validation errors in words ------------------------------------------------------------------------
 
 _TYPE_WORDS = {"string_type": "a string", "int_type": "an integer", "float_type": "a number",

@@ -22,6 +22,7 @@ from broadcaster.api.models import Body, Error
 
 PATH = Path(__file__).with_name("openapi.json")
 REF = "#/components/schemas/{model}"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "Bad request: the message names the key path",
                401: "No valid bearer token", 403: "Outside the caller's role or zones", 404: "Not found",
                405: "Method not allowed", 409: "Conflicts with stored data", 413: "Body too large",
@@ -63,6 +64,8 @@ def _operation(route: Route, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
         success["content"] = _json(refs[route.response])
         if route.csv:
             success["content"]["text/csv"] = {"schema": {"type": "string"}}
+        if route.xlsx:
+            success["content"][XLSX] = {"schema": {"type": "string", "format": "binary"}}
     elif route.reply_media is not None:
         success["content"] = {route.reply_media: {"schema": {"type": "string", "format": "binary"}}}
     elif route.public:

@@ -77,6 +77,8 @@ class Alert:
     entry: Entry | None = None  # its broadcast-log rows, once its first frame has gone
     ended: str | None = None
     restore_until: float | None = None  # audio-clock time the restore command stops being repeated
+    bulletin: str | None = None  # the bulletin it carried (a khẩn cấp bulletin goes to air as an alert)
+    started_wall: float = 0.0  # wall-clock time it began (for a resumed alert, when it first began)
 
 
 class DuplicateCap(ValueError):
@@ -106,10 +108,11 @@ class AlertDesk:
               message: Audio | None = None, media_id: str | None = None, language: str = "vi",
               cap_identifier: str | None = None, audit: tuple[str, str | None, str] = ("system", None, ""),
               media_path: str | None = None, cap_sent: float | None = None, expires_at: float | None = None,
-              alert_id: str | None = None, started_at: float | None = None) -> Alert:
+              alert_id: str | None = None, started_at: float | None = None, bulletin: str | None = None) -> Alert:
         """Start an alert at the next frame. DuplicateCap if ``cap_identifier`` and ``cap_sent``
         name a CAP message already on air or among the recent alerts: one message plays once.
-        ``alert_id`` and ``started_at`` (wall clock) are those of an alert resumed after a crash."""
+        ``alert_id`` and ``started_at`` (wall clock) are those of an alert resumed after a crash.
+        ``bulletin``: the id of the bulletin it carries, recorded with its result."""
         if cap_identifier is not None and cap_sent is not None:
             duplicate = self.cap_duplicate(cap_identifier, cap_sent)
             if duplicate is not None:
@@ -117,15 +120,15 @@ class AlertDesk:
         alert = Alert(id=alert_id or "a-" + uuid.uuid4().hex[:10], title=title, zones=zones, channels=channels,
                       priority=priority, policy=policy, repeat=repeat, created_by=created_by,
                       accepted_at=self.app.reactor.seconds(), volume=volume, text=text, media_id=media_id,
-                      cap_identifier=cap_identifier, cap_sent=cap_sent)
+                      cap_identifier=cap_identifier, cap_sent=cap_sent, bulletin=bulletin,
+                      started_wall=self.app.wall() if started_at is None else started_at)
         self.active[alert.id] = alert
         self._audit[alert.id] = audit
         spec = {"title": title, "zones": zones, "channels": channels, "priority": int(priority), "policy": policy,
                 "repeat": repeat, "gap_s": gap_s, "created_by": created_by, "volume": volume, "text": text,
                 "media_id": media_id, "media_path": media_path, "language": language,
-                "cap_identifier": cap_identifier, "cap_sent": cap_sent}
-        self._saved[alert.id] = self.app.storage.alerts.on_air(
-            alert.id, self.app.wall() if started_at is None else started_at, expires_at, spec)
+                "cap_identifier": cap_identifier, "cap_sent": cap_sent, "bulletin": bulletin}
+        self._saved[alert.id] = self.app.storage.alerts.on_air(alert.id, alert.started_wall, expires_at, spec)
         self.app.track(alert.id, self._started, self._ended)
         # An announcement under an emergency waits (pauses) and is heard after it.
         self.app.core.send(AddInput(alert.id, tuple(channels), AlertSpec(repeat=repeat, gap_s=gap_s, name=title),
@@ -323,7 +326,7 @@ class AlertDesk:
                        text=spec["text"], media_id=spec["media_id"], media_path=spec["media_path"],
                        language=spec["language"], cap_identifier=spec["cap_identifier"],
                        cap_sent=spec["cap_sent"], expires_at=row["expires_at"], alert_id=alert_id,
-                       started_at=row["started_at"],
+                       started_at=row["started_at"], bulletin=spec.get("bulletin"),
                        audit=("system", None, f"resumed after a restart; first started by {spec['created_by']} "
                                               f"{age:.0f} s before"))
             return
@@ -333,7 +336,10 @@ class AlertDesk:
                       priority=Priority(spec["priority"]), policy=spec["policy"], repeat=spec["repeat"],
                       created_by=spec["created_by"], accepted_at=clock, volume=spec["volume"], text=spec["text"],
                       media_id=spec["media_id"], cap_identifier=spec["cap_identifier"], cap_sent=spec["cap_sent"],
-                      ended="interrupted", ended_at=clock, restore_until=clock + RESTORE_AFTER_RESTART_S)
+                      ended="interrupted", ended_at=clock, restore_until=clock + RESTORE_AFTER_RESTART_S,
+                      bulletin=spec.get("bulletin"), started_wall=row["started_at"])
+        # It was heard; who acknowledged died with the crash. A result written before it is kept.
+        self._write_result(alert, ended_at=None, by_zone={}, replace=False)
         alert.commanded = {d.id for d in self.app.devices.known.values() if d.channel in channels}
         self.recent[alert.id] = alert
         self.app.storage.logs.audit(Actor("system"), "alert.restore", alert_id, spec["zones"][0] if spec["zones"]
@@ -360,6 +366,30 @@ class AlertDesk:
             self.recent.pop(next(iter(self.recent)))
         if alert.entry:
             self._close_records(alert, outcome)
+        self._write_result(alert, self.app.wall(), self._by_zone(alert))
+
+    def _by_zone(self, alert: Alert) -> dict[str, tuple[int, int]]:
+        """Loudspeakers commanded and acknowledged per loudspeaker zone (the yearly report's
+        per-commune share). A loudspeaker no longer registered counts under "?"."""
+        counts: dict[str, list[int]] = {}
+        for device_id in alert.commanded | alert.acknowledged:
+            known = self.app.devices.known.get(device_id)
+            n = counts.setdefault(known.zone if known is not None else "?", [0, 0])
+            n[0] += 1
+            n[1] += device_id in alert.acknowledged
+        return {zone: (c, a) for zone, (c, a) in counts.items()}
+
+    def _write_result(self, alert: Alert, ended_at: float | None, by_zone: dict[str, tuple[int, int]],
+                      replace: bool = True) -> None:
+        """Its row of alert_results, written off the reactor and never waited for (queued if the
+        disk is full); a failure is logged, and the alert is over whatever happens to it."""
+        try:
+            self.app.storage.alerts.result(
+                alert.id, title=alert.title, zones=alert.zones, priority=int(alert.priority), bulletin=alert.bulletin,
+                started_at=alert.started_wall, ended_at=ended_at, by_zone=by_zone, replace=replace).addErrback(
+                lambda f: log.error("alert %s: its result was not recorded: %s", alert.id, f.getErrorMessage()))
+        except Exception:
+            log.exception("alert %s: recording its result failed", alert.id)
 
     def _close_records(self, alert: Alert, outcome: str) -> None:
         if alert.commanded:

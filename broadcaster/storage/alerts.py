@@ -13,6 +13,10 @@ once, because a cancelled alert whose DELETE still waited in the queue when
 the server died would play again at the next start. A row
 whose spec cannot be read is logged and dropped: one bad row never keeps the
 others from being recovered.
+
+When an alert ends, ``result`` writes its row of alert_results (migration 9:
+loudspeakers commanded and acknowledged, in total and per loudspeaker zone),
+the same way: at once, or queued behind the broadcast log if that fails.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 
 INSERT = "INSERT OR REPLACE INTO alerts_on_air (id, started_at, expires_at, spec) VALUES (?,?,?,?)"
 DELETE = "DELETE FROM alerts_on_air WHERE id = ?"
+# An alert resumed after a crash keeps its id: its result replaces the one written when it was cut short.
+RESULT = ("INSERT OR {how} INTO alert_results (id, title, zones, priority, bulletin, started_at, ended_at, "
+          "commanded, acknowledged, by_zone) VALUES (?,?,?,?,?,?,?,?,?,?)")
 
 
 class AlertRepository:
@@ -50,6 +57,20 @@ class AlertRepository:
             self.logs.enqueue(DELETE, (alert_id,))
             return None
         return self.logs.write_or_queue(f"alerts.off_air {alert_id}", DELETE, (alert_id,))
+
+    def result(self, alert_id: str, *, title: str, zones: list[str], priority: int, bulletin: str | None,
+               started_at: float, ended_at: float | None, by_zone: dict[str, tuple[int, int]],
+               replace: bool = True) -> Deferred[bool]:
+        """How an alert went, for the yearly report (storage/reports.py): its loudspeakers commanded
+        and acknowledged, per loudspeaker zone. Written now, or queued if that fails (never lost to
+        a full disk while the server runs); fires True if written, False if queued. ``replace``
+        False keeps a row already there (what a crash left is known less well than what was written)."""
+        commanded = sum(c for c, _ in by_zone.values())
+        acknowledged = sum(a for _, a in by_zone.values())
+        args = (alert_id, title, json.dumps(zones, ensure_ascii=False), priority, bulletin, started_at, ended_at,
+                commanded, acknowledged, json.dumps({z: list(n) for z, n in sorted(by_zone.items())}))
+        sql = RESULT.format(how="REPLACE" if replace else "IGNORE")
+        return self.logs.write_or_queue(f"alerts.result {alert_id}", sql, args)
 
     def on_air_sync(self) -> list[dict[str, Any]]:
         """What was on air when the server last stopped (nothing, after a clean stop)."""

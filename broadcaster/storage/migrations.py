@@ -242,5 +242,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX alert_results_time ON alert_results (started_at);
     """,
+    # 10: an alert's loudspeakers commanded and acknowledged per loudspeaker zone
+    #    ({"hamlet-a": [commanded, acknowledged]}), so the yearly report gives each commune its own
+    #    acknowledgement share of an alert that covered many (control/alerts.py writes it).
+    """
+    ALTER TABLE alert_results ADD COLUMN by_zone TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -57,7 +57,7 @@ EXPECTED_COLUMNS = {
     "bulletin_plays": {"id", "bulletin", "slot", "channel", "zone", "started_at", "ended_at", "outcome", "online",
                        "acknowledged"},
     "alert_results": {"id", "title", "zones", "priority", "bulletin", "started_at", "ended_at", "commanded",
-                      "acknowledged"},
+                      "acknowledged", "by_zone"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
                     "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user", "relays_zone",
