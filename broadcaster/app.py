@@ -26,6 +26,7 @@ from broadcaster.codecs.shared import share, sweep
 from broadcaster.config import ChannelConfig, Config, Multicast
 from broadcaster.control.alerts import AlertDesk, EspeakTTS, TextToSpeech
 from broadcaster.control.auth import ZoneTree
+from broadcaster.control.bulletins import BulletinDesk
 from broadcaster.control.channels import ChannelView
 from broadcaster.control.coreproc import udp_socket
 from broadcaster.control.devices import Devices, Online
@@ -103,6 +104,7 @@ class BroadcastServer:
         self.alerts = AlertDesk(self, tts if not isinstance(tts, str) else None,
                                 pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
+        self.bulletins = BulletinDesk(self, pool=pools.get("bulletins") if pools else None)
         self.edge = EdgeRelay(self) if config.edge.links else None
         # The province link (broadcaster/link/): as the province, as a commune under an upstream, or both.
         from broadcaster.link.downstream import Downstream
@@ -121,7 +123,7 @@ class BroadcastServer:
         self._ready: dict[str, Deferred[None]] = {}
         self._loops: list[tuple[LoopingCall, float, bool]] = []
         for work, interval, now in ((self._every_second, 1.0, False), (self._clean_recordings, 86400, True),
-                                    (self.programmes.poll, 0.5, True)):
+                                    (self.programmes.poll, 0.5, True), (self.bulletins.poll, 1.0, True)):
             loop = LoopingCall(work)
             loop.clock = reactor
             self._loops.append((loop, interval, now))
@@ -144,6 +146,7 @@ class BroadcastServer:
         self.devices.load_all()
         self.alerts.recover()  # what a crash left on air: before any programme may start
         self.reload_programmes()
+        self.bulletins.load()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
         for loop, interval, now in self._loops:
@@ -189,6 +192,7 @@ class BroadcastServer:
 
         def finish(_: object) -> Deferred[None]:
             self.programmes.stop()
+            self.bulletins.stop()
             for entry in self._loop_log.values():
                 self.records.close(entry, "stopped")
             self._loop_log.clear()

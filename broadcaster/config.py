@@ -145,6 +145,12 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class BulletinsConfig:
+    self_approval_zones: tuple[str, ...] = ()  # zones whose bulletins their author may approve (one officer)
+    late_within_s: float = 600.0                # a slot first seen this late still plays (a restart); later not
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     token_days: int = 90  # a new API token's lifetime; POST /api/v1/tokens may ask for less, never more
 
@@ -261,6 +267,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    bulletins: BulletinsConfig = field(default_factory=BulletinsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     zones: tuple[Zone, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
@@ -371,8 +378,8 @@ def load_config(path: str | Path) -> Config:
 def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
-                                   "relay", "schedule", "alerts", "api", "zones", "channels", "loudspeakers", "edge",
-                                   "link"})
+                                   "relay", "schedule", "alerts", "bulletins", "api", "zones", "channels",
+                                   "loudspeakers", "edge", "link"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -387,12 +394,14 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     api = _api(r, top.get("api"))
     zones = _zones(r, top.get("zones"))
     zone_ids = {z.id for z in zones}
+    bulletins = _bulletins(r, top.get("bulletins"), zone_ids)
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
     link = _link(r, top.get("link"), zone_ids, base_dir)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
-                  storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, api=api,
+                  storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, bulletins=bulletins,
+                  api=api,
                   zones=tuple(zones), channels=tuple(channels),
                   loudspeakers=tuple(loudspeakers), edge=edge, link=link)
 
@@ -681,6 +690,18 @@ def _alerts(r: _Reader, value: Any) -> AlertConfig:
         gap_s=r.float_range(d, "gap_s", "alerts", AlertConfig.gap_s, 0.0, 600.0),
         cap_areas=tuple((str(k), v) for k, v in areas.items()),
         resume_within_s=r.float_range(d, "resume_within_s", "alerts", AlertConfig.resume_within_s, 0.0, 86400.0),
+    )
+
+
+def _bulletins(r: _Reader, value: Any, zone_ids: set[str]) -> BulletinsConfig:
+    d = r.mapping(value, "bulletins", {"self_approval_zones", "late_within_s"})
+    zones = r.sequence(d.get("self_approval_zones"), "bulletins.self_approval_zones")
+    for i, zone in enumerate(zones):
+        if not isinstance(zone, str) or zone not in zone_ids:
+            raise r.fail(f"bulletins.self_approval_zones[{i}]", f"no zone {zone!r} in this file's zones")
+    return BulletinsConfig(
+        self_approval_zones=tuple(zones),
+        late_within_s=r.float_range(d, "late_within_s", "bulletins", BulletinsConfig.late_within_s, 0.0, 86400.0),
     )
 
 

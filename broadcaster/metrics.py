@@ -178,6 +178,15 @@ scheduler_lag_seconds = Histogram(
     "broadcaster_scheduler_lag_seconds",
     "How late a scheduled programme started after its start time.",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=REGISTRY)
+bulletins_total = Counter(
+    "broadcaster_bulletins_total",
+    "Bulletin transitions by the state reached (created, submitted, approved, rejected, played, expired, "
+    "withdrawn).",
+    ["state"], registry=REGISTRY)
+bulletin_plays_total = Counter(
+    "broadcaster_bulletin_plays_total",
+    "Bulletin slot plays by outcome (started, completed, preempted, cut, failed, cancelled, stopped).",
+    ["outcome"], registry=REGISTRY)
 alerts_total = Counter(
     "broadcaster_alerts_total",
     "Alerts started, by priority class.",

@@ -329,6 +329,126 @@ class Cancelled(Out):
     cancelled: list[str]
 
 
+# --- bulletins ----------------------------------------------------------------------------------
+
+BulletinClass = Literal["thong-thuong", "uu-tien", "khan-cap"]
+BulletinState = Literal["draft", "submitted", "approved", "rejected", "scheduled", "played", "expired",
+                        "withdrawn"]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35,
+                                description="BCP 47: vi, km (Khmer), en, ...")]
+Moment = Annotated[str | float | None, Field(description="local date and time (2026-12-02T06:00, "
+                                                         "schedule.timezone) or Unix seconds")]
+
+
+class BulletinPlan(Body):
+    at: list[str] = Field([], max_length=100, description="local date-times, each played once: 2026-12-02T06:30")
+    times: list[str] = Field([], max_length=48, description="local times of day, every valid day: 06:30")
+    weekdays: list[int] = Field([], max_length=7, description="narrow times to these days, 0 = Monday")
+    monthdays: list[int] = Field([], max_length=31, description="or to these days of the month, 1-31")
+    asap: bool = Field(False, description="play once as soon as it is approved")
+    repeat: int = Field(1, ge=1, le=10, description="plays per slot")
+    gap_s: float = Field(0, ge=0, le=7200, description="silence between those plays")
+
+
+class BulletinWrite(Body):
+    title: str = Field(min_length=1, max_length=200)
+    summary: str = Field("", max_length=1000, description="shown on e-boards and in the Atom feed")
+    text: str = Field("", max_length=20000, description="read aloud (TTS on approval) and shown")
+    media: str | None = Field(None, description="a media item to play instead of reading the text")
+    category: str = Field("", max_length=64, description="e.g. thoi-tiet, y-te, an-ninh, nong-nghiep")
+    klass: BulletinClass = Field("thong-thuong", alias="class",
+                                 description="thong-thuong (the commune chooses when: scheduled class), uu-tien "
+                                             "(ahead of the commune's programme: announcement class), khan-cap "
+                                             "(at once, through the alert path: emergency class)")
+    language: Language = "vi"
+    valid_from: Moment = None
+    valid_until: Moment = Field(None, description="after this it never plays (and leaves the e-boards)")
+    zones: list[str] = Field(min_length=1, max_length=200)
+    plan: BulletinPlan
+
+
+class BulletinCreate(BulletinWrite):
+    submit: bool = Field(False, description="submit for approval at once (else a draft). An emergency "
+                                            "(khan-cap) bulletin submitted by someone who may alert those "
+                                            "zones goes straight to air through the alert path")
+
+
+class BulletinUpdate(BulletinWrite):
+    version: int = Field(ge=1, description="the version edited: a change made meanwhile is refused (409)")
+
+
+class BulletinReason(Body):
+    reason: str = Field("", max_length=1000)
+
+
+class Bulletin(Out):
+    id: str
+    title: str
+    summary: str
+    text: str
+    media: str | None
+    speech: str | None = Field(description="the media item the text was read into, on approval")
+    category: str
+    klass: str = Field(alias="class")
+    language: str
+    valid_from: float | None
+    valid_until: float | None
+    zones: list[str]
+    plan: dict[str, Any]
+    source: Literal["local", "province", "central"]
+    origin: str | None
+    origin_id: str | None
+    state: BulletinState
+    reason: str
+    version: int
+    created_by: str
+    created_at: float
+    updated_by: str | None
+    updated_at: float | None
+    submitted_by: str | None
+    submitted_at: float | None
+    approved_by: str | None
+    approved_at: float | None
+    next: list[float] = Field([], description="its next slots (Unix seconds), up to five")
+    changes: dict[str, dict[str, Any]] = Field(
+        {}, description="after an edit of an approved bulletin: each changed field, approved and now")
+    warnings: list[str] = Field([], description="e.g. a slot that falls in a programme, so it waits for its end")
+
+
+class BulletinPlay(Out):
+    bulletin: str
+    slot: float
+    channel: str
+    zone: str
+    started_at: float
+    ended_at: float | None
+    outcome: str | None
+    online: int | None = Field(description="loudspeakers online on the channel when it started")
+    acknowledged: int | None = Field(description="loudspeakers that acknowledged (emergency bulletins)")
+
+
+class EboardItem(Out):
+    id: str
+    title: str
+    summary: str
+    text: str
+    klass: str = Field(alias="class")
+    category: str
+    language: str
+    valid_from: float | None
+    valid_until: float | None
+    zones: list[str]
+    source: str
+    approved_at: float | None
+
+
+class Eboard(Out):
+    zone: str
+    name: str
+    updated: float
+    items: list[EboardItem]
+
+
 # --- logs and reports --------------------------------------------------------------------------------
 
 class Broadcast(Out):

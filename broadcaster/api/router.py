@@ -20,7 +20,20 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from broadcaster import metrics
-from broadcaster.api import alerts, channels, link, logs, loudspeakers, media, programmes, relays, reports, tokens, zones
+from broadcaster.api import (
+    alerts,
+    bulletins,
+    channels,
+    link,
+    logs,
+    loudspeakers,
+    media,
+    programmes,
+    relays,
+    reports,
+    tokens,
+    zones,
+)
 from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
@@ -61,6 +74,7 @@ ROUTES: list[Route] = [
     *programmes.ROUTES,
     *relays.ROUTES,
     *alerts.ROUTES,
+    *bulletins.ROUTES,
     *logs.ROUTES,
     *reports.ROUTES,
     *tokens.ROUTES,

@@ -2,7 +2,7 @@
 
 ``db`` (connections, migrations, the thread pools), one repository module
 per kind of record (``zones``, ``channels``, ``loudspeakers``, ``users``,
-``media``, ``programmes``, ``logs``, ``reports``), and here the ``Storage``
+``media``, ``programmes``, ``relays``, ``bulletins``, ``logs``, ``reports``), and here the ``Storage``
 object that carries them all: ``storage.db``, ``storage.zones``,
 ``storage.loudspeakers``, ... Each repository's docstring says which of its
 methods are for the loop side (they return Deferreds and run in the pool)
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broadcaster.storage.alerts import AlertRepository
+from broadcaster.storage.bulletins import BulletinRepository
 from broadcaster.storage.channels import ChannelRepository
 from broadcaster.storage.crypto import KeySealer, check_password, hash_password, hash_token
 from broadcaster.storage.db import Conflict, Database, Exists, Page, StorageError
@@ -56,6 +57,7 @@ class Storage:
         self.media = MediaRepository(self.db)
         self.programmes = ProgrammeRepository(self.db)
         self.relays = RelayRepository(self.db)
+        self.bulletins = BulletinRepository(self.db)
         self.logs = LogRepository(self.db)
         self.alerts = AlertRepository(self.db, self.logs)
         self.reports = ReportRepository(self.db)

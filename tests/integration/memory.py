@@ -30,7 +30,7 @@ from broadcaster.speaker.client import SubscriptionMessages
 from broadcaster.storage import KeySealer, Storage
 from tests.conftest import RecordingSocket, SyncPool
 
-POOLS = ("db", "reports", "auth", "tokens", "commands", "alerts", "programmes", "transcode")
+POOLS = ("db", "reports", "auth", "tokens", "commands", "alerts", "programmes", "transcode", "bulletins")
 WALL_OFFSET = 1.8e9  # the wall clock is the reactor's clock plus this
 FRAME = 0.02
 
