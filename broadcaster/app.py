@@ -109,8 +109,9 @@ class BroadcastServer:
         # The province link (broadcaster/link/): as the province, as a commune under an upstream, or both.
         from broadcaster.link.downstream import Downstream
         from broadcaster.link.upstream import Upstream
-        self.link_upstream = Upstream(self, config.link) if config.link.downstream else None
-        self.link_downstream = Downstream(self, config.link) if config.link.upstream else None
+        link_pool = pools.get("link") if pools else None  # tests: a pool that runs requests at once
+        self.link_upstream = Upstream(self, config.link, pool=link_pool) if config.link.downstream else None
+        self.link_downstream = Downstream(self, config.link, pool=link_pool) if config.link.upstream else None
         # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
         self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
         self.hls = HlsDesk(config.hls, self.transcode.run, reactor, self.wall)

@@ -225,7 +225,8 @@ class LinkUpstream:
     report_s: float = 60.0         # plays and daily figures go up this often
     inventory_s: float = 900.0     # the loudspeaker inventory goes up this often
     timeout_s: float = 10.0
-    max_body_bytes: int = 1 << 20
+    max_body_bytes: int = 1 << 20  # a feed's size
+    max_media_bytes: int = 64 << 20  # a bulletin's recording fetched from the upstream
     areas: tuple[tuple[str, str], ...] = ()   # area code -> zone id
     approve: tuple[tuple[str, bool], ...] = (("thong-thuong", False), ("uu-tien", False), ("khan-cap", True))
 
@@ -485,8 +486,8 @@ def _link(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> LinkCon
     if d.get("upstream") is not None:
         k = "link.upstream"
         u = r.mapping(d["upstream"], k, {"url", "id", "secret", "secret_file", "origin", "source", "poll_s",
-                                         "report_s", "inventory_s", "timeout_s", "max_body_bytes", "areas",
-                                         "approve"})
+                                         "report_s", "inventory_s", "timeout_s", "max_body_bytes",
+                                         "max_media_bytes", "areas", "approve"})
         areas = _code_map(r, u.get("areas"), f"{k}.areas", "area codes to zone ids")
         for code, zone in areas.items():
             if zone not in zone_ids:
@@ -512,6 +513,7 @@ def _link(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> LinkCon
             inventory_s=r.float_range(u, "inventory_s", k, LinkUpstream.inventory_s, 1.0, 86400.0),
             timeout_s=r.float_range(u, "timeout_s", k, LinkUpstream.timeout_s, 0.5, 120.0),
             max_body_bytes=r.int_range(u, "max_body_bytes", k, LinkUpstream.max_body_bytes, 1024, 1 << 20),
+            max_media_bytes=r.int_range(u, "max_media_bytes", k, LinkUpstream.max_media_bytes, 1024, 1 << 30),
             areas=tuple(areas.items()), approve=tuple(approve.items()))
     downstream: list[LinkDownstream] = []
     for i, item in enumerate(r.sequence(d.get("downstream"), "link.downstream")):

@@ -48,10 +48,10 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Raw:
-    """A reply that is not JSON (the CSV report)."""
+    """A reply that is not JSON (the CSV report; bytes: a file, the link's media)."""
 
     content_type: str
-    text: str
+    text: str | bytes
 
 
 Reply = tuple[int, BaseModel | Raw | None]

@@ -12,6 +12,10 @@ no work done. A route for a side this server does not play (no
 - ``GET  /api/v1/link/bulletins`` (the province): the calling downstream's feed.
 - ``POST /api/v1/link/bulletins`` (a commune): the upstream pushes its feed.
 - ``POST /api/v1/link/report`` (the province): a downstream's plays, inventory, daily figures.
+- ``GET  /api/v1/link/media/{id}`` (the province): a bulletin's recording, to a downstream it goes to.
+
+Every 200 of these is signed back (``X-BCS-Signature``, over the request's
+nonce and the reply's bytes).
 
 Operator routes (bearer tokens): ``GET /api/v1/bulletins/{id}/results`` (what
 the downstream servers reported for one of our bulletins), ``GET
@@ -25,18 +29,20 @@ import json
 from typing import Any
 
 from pydantic import Field
+from twisted.internet.threads import deferToThreadPool
 
 from broadcaster import metrics
-from broadcaster.api.call import ApiError, Call, Param, Reply, Route, parse_json
+from broadcaster.api.call import ApiError, Call, Param, Raw, Reply, Route, parse_json
 from broadcaster.api.models import Out, Page
 from broadcaster.link import protocol
-from broadcaster.link.signing import SignatureError, SignedHeader, Verifier
+from broadcaster.link.signing import REPLY_HEADER, SignatureError, SignedHeader, Verifier, sign_reply
 
-MAX_LINK_BYTES = 1 << 20
+MAX_LINK_BYTES = 1 << 20     # a request's body
+MAX_MEDIA_BYTES = 64 << 20   # a recording served down (48 kHz mono FLAC: about 40 minutes)
 
 
-async def _signed(call: Call, verifier: Verifier) -> tuple[str, Any]:
-    """(key id, parsed JSON body) of a request whose signature holds; else 401 (counted)."""
+async def _signed(call: Call, verifier: Verifier) -> tuple[SignedHeader, Any]:
+    """(signature, parsed JSON body) of a request whose signature holds; else 401 (counted)."""
     now = call.app.wall()
     request = call.request
     method = request.method.decode("ascii", "replace")
@@ -51,52 +57,78 @@ async def _signed(call: Call, verifier: Verifier) -> tuple[str, Any]:
         if len(raw) > MAX_LINK_BYTES:
             metrics.link_signature_rejected_total.labels("too_large").inc()
             raise ApiError(413, "too_large", f"link bodies are limited to {MAX_LINK_BYTES} bytes")
-        key = verifier.check_body(header, method, target, raw, now)
+        verifier.check_body(header, method, target, raw, now)
     except SignatureError as exc:
         metrics.link_signature_rejected_total.labels(exc.reason).inc()
         raise ApiError(401, f"signature_{exc.reason}", str(exc)) from None
-    return key, parse_json(raw) if raw else None
+    return header, parse_json(raw) if raw else None
+
+
+def _reply(call: Call, verifier: Verifier, header: SignedHeader, body: bytes | Any,
+           content_type: str = "application/json; charset=utf-8") -> Reply:
+    """A 200 reply signed for the request it answers (link/signing.py sign_reply)."""
+    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False,
+                                                           separators=(",", ":")).encode("utf-8")
+    call.request.setHeader(REPLY_HEADER.encode("ascii"), sign_reply(verifier.secrets[header.key], header.key,
+                                                                    header.nonce, 200, data).encode("ascii"))
+    return 200, Raw(content_type, data)
 
 
 async def serve_feed(call: Call) -> Reply:
     upstream = call.app.link_upstream
     if upstream is None:
         raise ApiError(404, "not_found", "this server feeds no downstream servers (link.downstream)")
-    key, _ = await _signed(call, upstream.verifier)
-    document = await upstream.feed(upstream.downstreams[key])
-    call.app.storage.link.touch(key, "pull", call.app.wall()).addErrback(lambda f: None)
-    return 200, _json(document)
+    header, _ = await _signed(call, upstream.verifier)
+    document = await upstream.feed(upstream.downstreams[header.key])
+    call.app.storage.link.touch(header.key, "pull", call.app.wall()).addErrback(lambda f: None)
+    return _reply(call, upstream.verifier, header, document)
+
+
+async def serve_media(call: Call) -> Reply:
+    """A bulletin's recording, to a downstream whose feed carries the bulletin."""
+    upstream = call.app.link_upstream
+    if upstream is None:
+        raise ApiError(404, "not_found", "this server feeds no downstream servers (link.downstream)")
+    header, _ = await _signed(call, upstream.verifier)
+    found = await call.storage.link.feed_media(call.params["id"])
+    if found is None or found["state"] not in protocol.ACTIVE_STATES or not upstream.areas_for(
+            found["zones"], upstream.downstreams[header.key]):
+        raise ApiError(404, "not_found", f"no recording of bulletin {call.params['id']!r} for {header.key}")
+    data = await deferToThreadPool(call.app.reactor, call.app.reactor.getThreadPool(), _read, found["path"])
+    return _reply(call, upstream.verifier, header, data, "audio/flac")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_MEDIA_BYTES + 1)
+    if len(data) > MAX_MEDIA_BYTES:
+        raise ApiError(413, "too_large", f"the recording is larger than {MAX_MEDIA_BYTES} bytes")
+    return data
 
 
 async def receive_push(call: Call) -> Reply:
     downstream = call.app.link_downstream
     if downstream is None:
         raise ApiError(404, "not_found", "this server has no upstream (link.upstream)")
-    _, document = await _signed(call, downstream.verifier)
+    header, document = await _signed(call, downstream.verifier)
     metrics.link_pushes_total.labels("received").inc()
     try:
         counts = await downstream.take(document)
     except protocol.WireError as exc:
         raise ApiError(400, "bad_feed", str(exc)) from None
-    return 200, _json({"taken": counts})
+    return _reply(call, downstream.verifier, header, {"taken": counts})
 
 
 async def receive_report(call: Call) -> Reply:
     upstream = call.app.link_upstream
     if upstream is None:
         raise ApiError(404, "not_found", "this server feeds no downstream servers (link.downstream)")
-    key, document = await _signed(call, upstream.verifier)
+    header, document = await _signed(call, upstream.verifier)
     try:
-        stored = await upstream.take_report(key, document)
+        stored = await upstream.take_report(header.key, document)
     except protocol.WireError as exc:
         raise ApiError(400, "bad_report", str(exc)) from None
-    return 200, _json({"stored": stored})
-
-
-def _json(document: Any) -> Any:
-    from broadcaster.api.call import Raw
-
-    return Raw("application/json; charset=utf-8", json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+    return _reply(call, upstream.verifier, header, {"stored": stored})
 
 
 # --- what operators see ------------------------------------------------------------------
@@ -239,6 +271,9 @@ ROUTES = [
     Route("POST", "/api/v1/link/bulletins", receive_push,
           "A commune: the upstream pushes its bulletin feed (HMAC-signed, docs/source-system.md)", public=True,
           errors=(400, 401, 404, 413)),
+    Route("GET", "/api/v1/link/media/{id}", serve_media,
+          "The province: a bulletin's recording (FLAC), to a downstream whose feed carries it (HMAC-signed)",
+          public=True, errors=(401, 404, 413), query=(ID,)),
     Route("POST", "/api/v1/link/report", receive_report,
           "The province: a downstream's plays, loudspeaker inventory and daily figures (HMAC-signed)", public=True,
           errors=(400, 401, 404, 413)),

@@ -214,5 +214,5 @@ class AdminApi(Resource):
                 request.write(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
             else:
                 request.setHeader(b"Content-Type", content_type.encode("ascii"))
-                request.write(str(body).encode("utf-8"))
+                request.write(body if isinstance(body, bytes) else str(body).encode("utf-8"))
         request.finish()

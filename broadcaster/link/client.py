@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from broadcaster.link.signing import sign
+from broadcaster.link.signing import REPLY_HEADER, SignatureError, check_reply, sign
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class LinkHttpError(Exception):
 class LinkReply:
     status: int
     body: bytes
+    content_type: str = ""
 
     def json(self) -> Any:
         try:
@@ -55,12 +57,14 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 
 def signed_request(method: str, url: str, key: str, secret: bytes, body: bytes | None, now: float,
                    timeout_s: float, max_body_bytes: int) -> LinkReply:
-    """One signed request, blocking (call it in a worker thread)."""
+    """One signed request, blocking (call it in a worker thread). A 200 reply must carry the
+    peer's reply signature (LinkHttpError otherwise); other statuses are returned as they are."""
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     data = body or b""
+    nonce = secrets.token_urlsafe(18)
     request = urllib.request.Request(url, data=data if method != "GET" else None, method=method)
-    request.add_header("Authorization", sign(secret, method, target, key, data, now))
+    request.add_header("Authorization", sign(secret, method, target, key, data, now, nonce))
     request.add_header("Accept", "application/json")
     if method != "GET":
         request.add_header("Content-Type", "application/json; charset=utf-8")
@@ -76,7 +80,11 @@ def signed_request(method: str, url: str, key: str, secret: bytes, body: bytes |
         payload = response.read(max_body_bytes + 1)
         if len(payload) > max_body_bytes:
             raise LinkHttpError(f"{method} {url}: the reply is larger than {max_body_bytes} bytes")
-        return LinkReply(response.status, payload)
+        try:
+            check_reply(secret, key, nonce, response.status, payload, response.headers.get(REPLY_HEADER))
+        except SignatureError as exc:
+            raise LinkHttpError(f"{method} {url}: {exc}") from None
+        return LinkReply(response.status, payload, response.headers.get("Content-Type") or "")
 
 
 class LinkClient:
@@ -96,12 +104,12 @@ class LinkClient:
             self.reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         return self._pool
 
-    def request(self, method: str, url: str, key: str, secret: bytes,
-                document: Any = None) -> Deferred[LinkReply]:
+    def request(self, method: str, url: str, key: str, secret: bytes, document: Any = None,
+                max_body_bytes: int | None = None) -> Deferred[LinkReply]:
         body = None if document is None else json.dumps(document, ensure_ascii=False,
                                                         separators=(",", ":")).encode("utf-8")
         return deferToThreadPool(self.reactor, self._threadpool(), signed_request, method, url, key, secret, body,
-                                 self.wall(), self.timeout_s, self.max_body_bytes)
+                                 self.wall(), self.timeout_s, max_body_bytes or self.max_body_bytes)
 
     def stop(self) -> None:
         if self._pool is not None and hasattr(self._pool, "stop"):

@@ -25,7 +25,9 @@ report.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -38,21 +40,25 @@ from broadcaster.link import protocol
 from broadcaster.link.client import LinkClient, LinkHttpError
 from broadcaster.link.signing import Verifier
 from broadcaster.storage import Actor
+from broadcaster.storage.media import NewMedia
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
+    from broadcaster.control.media import ProcessedMedia
 
 log = logging.getLogger(__name__)
 STALE_PLAY_S = 6 * 3600   # a play with no end after this long is reported as it is
 
 
 class Downstream:
-    def __init__(self, app: BroadcastServer, link: LinkConfig, client: LinkClient | None = None) -> None:
+    def __init__(self, app: BroadcastServer, link: LinkConfig, client: LinkClient | None = None,
+                 pool: Any = None) -> None:
         assert link.upstream is not None
         self.app = app
         self.config: LinkUpstream = link.upstream
         self.link = link
-        self.client = client or LinkClient(app.reactor, app.wall, self.config.timeout_s, self.config.max_body_bytes)
+        self.client = client or LinkClient(app.reactor, app.wall, self.config.timeout_s, self.config.max_body_bytes,
+                                              pool=pool)
         self.verifier = Verifier({self.config.id: self.config.secret})  # the upstream's pushes
         self.actor = Actor(f"link:{self.config.origin}")
         self.areas = dict(self.config.areas)
@@ -168,7 +174,9 @@ class Downstream:
                 return "skipped"
             from broadcaster.storage.bulletins import BulletinContent
 
-            content = BulletinContent(**protocol.content_fields(b, zones, self.config.origin, self.config.source))
+            media = None if b.audio is None else await self._recording(b, zones[0])
+            content = BulletinContent(**protocol.content_fields(b, zones, self.config.origin, self.config.source,
+                                                                media))
             row = await desk.receive(content, approve=self.config.auto_approve(b.klass), actor=self.actor)
             await self.app.storage.link.record_import(self.config.origin, b.upstream_id, b.version, state,
                                                       row["id"] if row else None, now)
@@ -178,6 +186,38 @@ class Downstream:
         except Exception as exc:  # noqa: BLE001 - one bulletin refused never loses the others
             log.warning("link: bulletin %s (%s) not taken: %s", b.upstream_id, b.title, exc)
             return "failed"
+
+    async def _recording(self, b: protocol.Bulletin, zone: str) -> str:
+        """Our media item for the bulletin's recording: fetched (signed, from the configured upstream only,
+        at most max_media_bytes), processed as an upload is (decoded, loudness-normalised, FLAC) in a
+        worker, and stored; an upstream recording already fetched is not fetched again."""
+        assert b.audio is not None
+        storage = self.app.storage
+        known = await storage.link.fetched_media(self.config.origin, b.audio.id)
+        if known is not None:
+            return known
+        reply = await self.client.request("GET", f"{self.config.url}/{b.audio.path}", self.config.id,
+                                          self.config.secret, max_body_bytes=self.config.max_media_bytes)
+        if reply.status != 200:
+            raise LinkHttpError(f"the recording {b.audio.path}: the upstream answered {reply.status}")
+        settings = self.app.config.storage
+        media_id = uuid.uuid4().hex
+        path = Path(settings.media_dir) / f"{media_id}.flac"
+        result = await self.app.workers.run(
+            process_recording, reply.body, filename=f"{b.upstream_id}.flac", out_path=path,
+            max_bytes=max(settings.max_upload_bytes, self.config.max_media_bytes),
+            target_lufs=settings.loudness_target_lufs, max_duration_s=settings.max_upload_duration_s)
+        item = NewMedia(id=media_id, zone=zone, title=f"{b.title} ({self.config.origin})"[:200],
+                        filename=f"{b.upstream_id}.flac", path=str(path), duration_s=result.duration_s,
+                        loudness_lufs=result.loudness_lufs, original_lufs=result.original_lufs, sha256=result.sha256,
+                        size_bytes=result.size_bytes)
+        try:
+            await storage.media.add(self.actor, item)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        await storage.link.record_media(self.config.origin, b.audio.id, media_id, self.app.wall())
+        return media_id
 
     # --- results up -------------------------------------------------------------------
 
@@ -269,3 +309,10 @@ class Downstream:
 
 async def _nothing() -> None:
     return None
+
+
+def process_recording(data: bytes, **settings: Any) -> ProcessedMedia:
+    """In the worker process: an upstream recording, processed as an upload is."""
+    from broadcaster.control.media import process_upload  # slow to import: in the worker only
+
+    return process_upload(data, **settings)

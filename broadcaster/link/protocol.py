@@ -46,7 +46,8 @@ class WireError(ValueError):
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    spec = "seconds" if float(t).is_integer() else "milliseconds"
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def unix(text: str | None, key: str) -> float | None:
@@ -85,6 +86,16 @@ class WirePlan(_Wire):
     gap_s: int = Field(0, ge=0, le=7200)
 
 
+class WireAudio(_Wire):
+    """A bulletin's recording: fetched by the downstream from ``{its upstream url}/{path}`` with a signed
+    GET (never from anywhere else; the reply is signed, so its bytes are the upstream's). ``id`` names the
+    recording upstream: the same id is fetched once."""
+
+    path: str = Field(pattern=r"^media/[A-Za-z0-9_.-]{1,128}$")
+    id: str = Field(min_length=1, max_length=128)
+    duration_s: float | None = Field(None, ge=0)
+
+
 class WireBulletin(_Wire):
     id: str = Field(min_length=1, max_length=128)
     version: int = Field(ge=1)
@@ -99,6 +110,7 @@ class WireBulletin(_Wire):
     valid_until: str | None = None
     areas: list[str] = Field(default_factory=list, max_length=500)
     plan: WirePlan = Field(default_factory=lambda: WirePlan.model_validate({}))
+    audio: WireAudio | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class Bulletin:
     valid_until: float | None
     areas: tuple[str, ...]
     plan: dict[str, Any]
+    audio: WireAudio | None = None
 
     @property
     def digest(self) -> str:
@@ -126,7 +139,8 @@ class Bulletin:
 
 
 def bulletin_to_wire(row: Mapping[str, Any], areas: Iterable[str]) -> dict[str, Any]:
-    """One of our bulletin rows (storage.bulletins) for the feed, with its area codes for this downstream."""
+    """One of our bulletin rows (storage.bulletins) for the feed, with its area codes for this downstream.
+    A row with ``media`` (its own recording, not its rendered speech) carries it as ``audio``."""
     state = row["state"]
     plan = row["plan"] if isinstance(row["plan"], dict) else json.loads(row["plan"] or "{}")
     return {
@@ -143,6 +157,8 @@ def bulletin_to_wire(row: Mapping[str, Any], areas: Iterable[str]) -> dict[str, 
         "valid_until": iso(row.get("valid_until")),
         "areas": sorted(set(areas)),
         "plan": {k: plan[k] for k in ("at", "times", "weekdays", "monthdays", "asap", "repeat", "gap_s") if k in plan},
+        "audio": None if not row.get("media") else {
+            "path": f"media/{row['id']}", "id": row["media"], "duration_s": row.get("media_duration_s")},
     }
 
 
@@ -163,7 +179,7 @@ class _Envelope(_Wire):
     protocol: int = PROTOCOL
     server: str = Field("", max_length=128)
     timezone: str = Field("Asia/Ho_Chi_Minh", max_length=64)
-    bulletins: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_BULLETINS)
+    bulletins: list[Any] = Field(default_factory=list, max_length=MAX_BULLETINS)
 
 
 def parse_feed(document: Any) -> Feed:
@@ -195,16 +211,15 @@ def _bulletin(w: WireBulletin, where: str) -> Bulletin:
             raise WireError(f"{where}.class: expected one of {', '.join(CLASS_FROM_WIRE)}, got {w.klass!r}")
         if not w.title:
             raise WireError(f"{where}.title: an active bulletin needs a title")
-        if not (w.body or w.summary):
-            raise WireError(f"{where}: text bulletins only: an active bulletin needs a body or a summary "
-                            "(audio is not carried by protocol 1)")
+        if not w.body and w.audio is None:
+            raise WireError(f"{where}: an active bulletin needs a body (text to read aloud) or audio")
         if not w.areas:
             raise WireError(f"{where}.areas: an active bulletin needs at least one area code")
     return Bulletin(
         upstream_id=w.id, version=w.version, withdrawn=w.state == "withdrawn", title=w.title, summary=w.summary,
         body=w.body, category=w.category, klass=CLASS_FROM_WIRE.get(w.klass, "thong-thuong"), language=w.language,
         valid_from=unix(w.valid_from, f"{where}.valid_from"), valid_until=unix(w.valid_until, f"{where}.valid_until"),
-        areas=tuple(w.areas), plan=w.plan.model_dump())
+        areas=tuple(w.areas), plan=w.plan.model_dump(), audio=w.audio)
 
 
 def map_areas(areas: Iterable[str], mapping: Mapping[str, str]) -> tuple[list[str], list[str]]:
@@ -220,11 +235,13 @@ def map_areas(areas: Iterable[str], mapping: Mapping[str, str]) -> tuple[list[st
     return zones, unknown
 
 
-def content_fields(b: Bulletin, zones: list[str], origin: str, source: str) -> dict[str, Any]:
-    """Keyword arguments of storage.bulletins.BulletinContent for an imported bulletin."""
+def content_fields(b: Bulletin, zones: list[str], origin: str, source: str,
+                   media: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of storage.bulletins.BulletinContent for an imported bulletin (``media``: our
+    media item made from its audio)."""
     return {"title": b.title, "summary": b.summary, "body": b.body, "category": b.category, "klass": b.klass,
             "language": b.language, "valid_from": b.valid_from, "valid_until": b.valid_until, "zones": zones,
-            "plan": b.plan, "media": None, "source": source, "origin": origin, "origin_id": b.upstream_id}
+            "plan": b.plan, "media": media, "source": source, "origin": origin, "origin_id": b.upstream_id}
 
 
 # --- reports: downstream -> upstream -----------------------------------------------------------
@@ -306,9 +323,9 @@ class Report:
 class _ReportEnvelope(_Wire):
     protocol: int = PROTOCOL
     server: str = Field("", max_length=128)
-    plays: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_PLAYS)
-    inventory: list[dict[str, Any]] | None = Field(None, max_length=MAX_LOUDSPEAKERS)
-    daily: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_DAYS * 64)
+    plays: list[Any] = Field(default_factory=list, max_length=MAX_PLAYS)
+    inventory: list[Any] | None = Field(None, max_length=MAX_LOUDSPEAKERS)
+    daily: list[Any] = Field(default_factory=list, max_length=MAX_DAYS * 64)
 
 
 def parse_report(document: Any) -> Report:

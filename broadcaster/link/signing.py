@@ -14,6 +14,10 @@ refuses, it never forgets early), so a restart forgets them: a request
 replayed across a restart is still harmless because everything the link does
 is idempotent (bulletins by their upstream id, reports by their play id).
 
+Replies are signed too (``sign_reply``, header ``X-BCS-Signature``): over the
+status, the request's own nonce and the reply body's digest, so a reply
+cannot be forged on a plain-HTTP path nor an old one replayed to a new request.
+
 Pure: the time is an argument; the HMAC comparison is constant-time.
 """
 
@@ -29,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 SCHEME = "BCS-HMAC-SHA256"
+REPLY_HEADER = "X-BCS-Signature"
 WINDOW_S = 300.0
 MAX_NONCES_PER_KEY = 20_000  # a downstream polls every few seconds at most: far above any honest rate
 MAX_HEADER_CHARS = 512
@@ -70,6 +75,33 @@ def sign(secret: bytes, method: str, path: str, key: str, body: bytes, now: floa
     nonce = nonce or secrets.token_urlsafe(18)
     mac = hmac.new(secret, string_to_sign(method, path, key, ts, nonce, body_digest(body)), hashlib.sha256)
     return f'{SCHEME} key="{key}", ts="{ts}", nonce="{nonce}", sig="{base64.b64encode(mac.digest()).decode()}"'
+
+
+def reply_string(key: str, nonce: str, status: int, digest: str) -> bytes:
+    return "\n".join(("BCS-LINK-1-REPLY", key, nonce, str(status), digest)).encode("utf-8")
+
+
+def sign_reply(secret: bytes, key: str, request_nonce: str, status: int, body: bytes) -> str:
+    """The X-BCS-Signature value of a reply to the request that carried ``request_nonce``."""
+    mac = hmac.new(secret, reply_string(key, request_nonce, status, body_digest(body)), hashlib.sha256)
+    return f'{SCHEME} key="{key}", sig="{base64.b64encode(mac.digest()).decode()}"'
+
+
+def check_reply(secret: bytes, key: str, request_nonce: str, status: int, body: bytes, value: str | None) -> None:
+    """SignatureError unless the reply's signature holds (bad_signature; missing, malformed)."""
+    if not value:
+        raise SignatureError("missing", f"the reply has no {REPLY_HEADER} header")
+    m = re.fullmatch(SCHEME + r' key="([^"]*)", sig="([A-Za-z0-9+/=]{1,200})"', value.strip())
+    if m is None or m.group(1) != key:
+        raise SignatureError("malformed", f"the reply's {REPLY_HEADER} header is not a signature for key {key!r}")
+    expected = hmac.new(secret, reply_string(key, request_nonce, status, body_digest(body)), hashlib.sha256).digest()
+    try:
+        given = base64.b64decode(m.group(2), validate=True)
+    except ValueError:
+        raise SignatureError("malformed", "the reply's signature is not base64") from None
+    if not hmac.compare_digest(expected, given):
+        raise SignatureError("bad_signature", "the reply's signature does not match: not from the link partner, or "
+                             "changed on the way")
 
 
 def parse_header(value: str | None) -> SignedHeader:

@@ -43,13 +43,15 @@ log = logging.getLogger(__name__)
 
 
 class Upstream:
-    def __init__(self, app: BroadcastServer, link: LinkConfig, client: LinkClient | None = None) -> None:
+    def __init__(self, app: BroadcastServer, link: LinkConfig, client: LinkClient | None = None,
+                 pool: Any = None) -> None:
         self.app = app
         self.link = link
         self.downstreams = {d.id: d for d in link.downstream}
         self.verifier = Verifier({d.id: d.secret for d in link.downstream})
         self.codes = dict(link.area_codes)
-        self.client = client or LinkClient(app.reactor, app.wall, link.timeout_s, 1 << 20)
+        self.client = client or LinkClient(app.reactor, app.wall, link.timeout_s, 1 << 20,
+                                              pool=pool)
         self._pushed: dict[str, str | None] = {}
         self._pushing = False
         self._loop: LoopingCall | None = None

@@ -32,6 +32,11 @@ EXPIRED_KEPT_S = 86400           # one past its validity this long
 
 # --- the downstream side ---------------------------------------------------------------------
 
+def _named(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of a query with named parameters (db.rows takes positional ones)."""
+    return [dict(r) for r in conn.execute(sql, params)]
+
+
 def _imports(conn: sqlite3.Connection, origin: str) -> dict[str, dict[str, Any]]:
     return {r["upstream_id"]: r for r in rows(conn, "SELECT upstream_id, version, state, bulletin, imported_at "
                                                     "FROM link_imports WHERE origin = ?", (origin,))}
@@ -94,9 +99,9 @@ def _daily(conn: sqlite3.Connection, days: Sequence[tuple[str, float, float]], n
         params = {"lo": lo, "hi": hi, "now": now}
         # Entries of one channel may overlap (a bulletin over the loop): on air is their union's upper
         # bound, capped at the day's length.
-        on_air = {r["channel"]: r["s"] for r in rows(
+        on_air = {r["channel"]: r["s"] for r in _named(
             conn, f"SELECT channel, {clipped} AS s FROM broadcast_log WHERE {window} GROUP BY channel", params)}
-        online = {r["channel"]: r["s"] for r in rows(
+        online = {r["channel"]: r["s"] for r in _named(
             conn, f"SELECT channel, {clipped} AS s FROM speaker_sessions WHERE {window} GROUP BY channel", params)}
         span = max(0.0, min(hi, now) - lo)
         for channel, zone in sorted(channels.items()):
@@ -112,12 +117,15 @@ def _daily(conn: sqlite3.Connection, days: Sequence[tuple[str, float, float]], n
 # --- the upstream side ------------------------------------------------------------------------
 
 def _feed_rows(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
-    found = rows(conn, "SELECT id, title, summary, body, media, category, class, language, valid_from, valid_until, "
-                       "zones, plan, source, state, version, created_at, updated_at FROM bulletins "
-                       "WHERE source IN ('local', 'province') AND (state IN ('approved', 'scheduled', 'played') "
-                       "OR (state = 'withdrawn' AND COALESCE(updated_at, created_at) > :kept)) "
-                       "AND (valid_until IS NULL OR valid_until > :expired) ORDER BY created_at DESC, id LIMIT :n",
-                 {"kept": now - WITHDRAWN_KEPT_S, "expired": now - EXPIRED_KEPT_S, "n": FEED_LIMIT})
+    found = _named(conn, "SELECT b.id, b.title, b.summary, b.body, b.media, b.category, b.class, b.language, "
+                       "b.valid_from, b.valid_until, b.zones, b.plan, b.source, b.state, b.version, b.created_at, "
+                       "b.updated_at, m.duration_s AS media_duration_s "
+                       "FROM bulletins b LEFT JOIN media m ON m.id = b.media "
+                       "WHERE b.source IN ('local', 'province') AND (b.state IN ('approved', 'scheduled', 'played') "
+                       "OR (b.state = 'withdrawn' AND COALESCE(b.updated_at, b.created_at) > :kept)) "
+                       "AND (b.valid_until IS NULL OR b.valid_until > :expired) "
+                       "ORDER BY b.created_at DESC, b.id LIMIT :n",
+                   {"kept": now - WITHDRAWN_KEPT_S, "expired": now - EXPIRED_KEPT_S, "n": FEED_LIMIT})
     for row in found:
         row["zones"] = json.loads(row["zones"] or "[]")
         row["plan"] = json.loads(row["plan"] or "{}")
@@ -186,6 +194,27 @@ def _downstreams(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _feed_media(conn: sqlite3.Connection, bulletin: str) -> dict[str, Any] | None:
+    """A bulletin that may go down and its own recording (not its speech): its zones and the file."""
+    row = one(conn, "SELECT b.zones, b.state, m.path, m.size_bytes, m.sha256 FROM bulletins b JOIN media m "
+                    "ON m.id = b.media WHERE b.id = ? AND b.source IN ('local', 'province')", (bulletin,))
+    if row is not None:
+        row["zones"] = json.loads(row["zones"] or "[]")
+    return row
+
+
+def _fetched_media(conn: sqlite3.Connection, origin: str, upstream_media: str) -> str | None:
+    """Our media item made from an upstream recording, if it is still in the library."""
+    row = one(conn, "SELECT l.media FROM link_media l JOIN media m ON m.id = l.media WHERE l.origin = ? "
+                    "AND l.upstream_media = ?", (origin, upstream_media))
+    return None if row is None else str(row["media"])
+
+
+def _record_media(conn: sqlite3.Connection, origin: str, upstream_media: str, media: str, now: float) -> None:
+    conn.execute("INSERT OR REPLACE INTO link_media (origin, upstream_media, media, fetched_at) VALUES (?,?,?,?)",
+                 (origin, upstream_media, media, now))
+
+
 def _bulletin_zones(conn: sqlite3.Connection, bulletin: str) -> list[str] | None:
     row = one(conn, "SELECT zones FROM bulletins WHERE id = ?", (bulletin,))
     return None if row is None else list(json.loads(row["zones"] or "[]"))
@@ -237,6 +266,15 @@ class LinkRepository:
     def bulletin_zones(self, bulletin: str) -> Deferred[list[str] | None]:
         """A bulletin's target zones (None: no such bulletin), to check who may see its results."""
         return self.db.read("link.bulletin_zones", _bulletin_zones, bulletin)
+
+    def feed_media(self, bulletin: str) -> Deferred[dict[str, Any] | None]:
+        return self.db.read("link.feed_media", _feed_media, bulletin)
+
+    def fetched_media(self, origin: str, upstream_media: str) -> Deferred[str | None]:
+        return self.db.read("link.fetched_media", _fetched_media, origin, upstream_media)
+
+    def record_media(self, origin: str, upstream_media: str, media: str, now: float) -> Deferred[None]:
+        return self.db.run("link.record_media", _record_media, origin, upstream_media, media, now)
 
     def results_sync(self, bulletin: str) -> list[dict[str, Any]]:
         return self.db.run_sync(_results, bulletin)

@@ -243,7 +243,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX alert_results_time ON alert_results (started_at);
     """,
     # 10: the province link (broadcaster/link/, storage/link.py, docs/source-system.md). As a commune:
-    #     the bulletins imported from the upstream by its id and version, and the reporter's cursors (what
+    #     the bulletins imported from the upstream by its id and version, the recordings fetched with
+    #     them (our media item for each upstream one), and the reporter's cursors (what
     #     the upstream has acknowledged). As the province: the state of each downstream server, and what
     #     they reported (plays, loudspeaker inventory, daily figures). Loudspeakers get a position for the
     #     inventory. Received nonces are not stored: they live in memory for the replay window.
@@ -256,6 +257,13 @@ MIGRATIONS: list[str] = [
         bulletin TEXT,
         imported_at REAL NOT NULL,
         PRIMARY KEY (origin, upstream_id)
+    );
+    CREATE TABLE link_media (
+        origin TEXT NOT NULL,
+        upstream_media TEXT NOT NULL,
+        media TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (origin, upstream_media)
     );
     CREATE TABLE link_cursors (
         name TEXT PRIMARY KEY,

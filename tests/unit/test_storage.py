@@ -60,6 +60,7 @@ EXPECTED_COLUMNS = {
                       "acknowledged"},
     "link_imports": {"origin", "upstream_id", "version", "state", "bulletin", "imported_at"},
     "link_cursors": {"name", "value", "updated_at"},
+    "link_media": {"origin", "upstream_media", "media", "fetched_at"},
     "link_downstreams": {"id", "last_pull_at", "last_report_at", "last_push_at", "push_digest", "last_error",
                          "last_error_at", "inventory_at"},
     "link_plays": {"downstream", "play_id", "bulletin", "channel", "area", "slot", "started_at", "ended_at",
