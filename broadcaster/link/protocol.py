@@ -83,7 +83,7 @@ class WirePlan(_Wire):
     monthdays: list[int] = Field(default_factory=list, max_length=31)
     asap: bool = False
     repeat: int = Field(1, ge=1, le=10)
-    gap_s: int = Field(0, ge=0, le=7200)
+    gap_s: float = Field(0, ge=0, le=7200)
 
 
 class WireAudio(_Wire):
