@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 log = logging.getLogger(__name__)
 
 INGEST_METHODS = (b"PUT", b"SOURCE")
+API_PREFIX = b"/api/"
 CONNECTION_DONE = Failure(ConnectionDone())
 MAX_HEAD_BYTES = 16 * 1024
 MAX_EARLY_BYTES = 256 * 1024  # audio buffered while credentials are checked (16 s at 128 kb/s)
@@ -250,6 +251,12 @@ class Sniffer(TwistedProtocol, TimeoutMixin):
         if b" " not in self._buffer and len(self._buffer) < 16:
             return
         method = self._buffer.split(b" ", 1)[0]
+        if method == b"PUT":  # a studio, unless it is the API's (an edit): /api/ is never a mount
+            path = self._buffer[len(method) + 1:]
+            if len(path) < len(API_PREFIX) and API_PREFIX.startswith(path):
+                return
+            if path.startswith(API_PREFIX):
+                method = b"PUT-API"
         transport: ITransport = self.transport  # type: ignore[assignment]
         if method in INGEST_METHODS:
             self.delegate = IngestConnection(self.ingest)

@@ -37,6 +37,7 @@ from broadcaster.control.bulletins import BulletinError
 from broadcaster.storage.bulletins import BulletinContent, content_of
 
 NEXT_COUNT = 5
+LIST_WINDOW_S = 8 * 86400  # next slots in a list look a week ahead, as programmes' do
 EBOARD_LIMIT = 50
 
 
@@ -82,14 +83,17 @@ def _plan(content: BulletinContent) -> Plan:
         raise ApiError(400, "bad_value", str(exc)) from None
 
 
-def _view(call: Call, row: dict[str, Any], warnings: list[str] | None = None) -> Bulletin:
+def _view(call: Call, row: dict[str, Any], warnings: list[str] | None = None,
+          window_s: float = 35 * 86400) -> Bulletin:
+    """``window_s``: how far its next slots are looked for (a page of 500 looks a week ahead: the reactor
+    builds it)."""
     now = call.app.wall()
     nexts: list[float] = []
     if row["state"] in ("approved", "scheduled", "submitted", "draft"):
         try:
             plan = Plan.parse(row["plan"])
             claimed = call.app.bulletins.claimed.get(row["id"], set())
-            nexts = [s for s in plan.slots(call.app.bulletins.tz, now, now + 400 * 86400,
+            nexts = [s for s in plan.slots(call.app.bulletins.tz, now, now + window_s,
                                            valid_from=row["valid_from"], valid_until=row["valid_until"],
                                            asap_at=row["approved_at"] or now) if s not in claimed][:NEXT_COUNT]
         except ValueError:
@@ -131,7 +135,8 @@ async def list_bulletins(call: Call) -> Reply:
     if wrong:
         raise ApiError(400, "bad_query", f"state: {wrong[0]!r} is not one of {', '.join(STATES)}")
     found = await call.storage.bulletins.page(call.visible(), states, limit, offset)
-    return 200, Page[Bulletin](items=[_view(call, r) for r in found.items], total=found.total, limit=limit,
+    return 200, Page[Bulletin](items=[_view(call, r, window_s=LIST_WINDOW_S) for r in found.items],
+                               total=found.total, limit=limit,
                                offset=offset)
 
 
@@ -248,7 +253,9 @@ async def _eboard(call: Call) -> tuple[str, list[dict[str, Any]], float]:
 
 async def eboard_json(call: Call) -> Reply:
     zone, rows, now = await _eboard(call)
-    items = [EboardItem.model_validate({**r, "text": r["body"]}) for r in rows]
+    fields = set(EboardItem.model_fields) - {"klass", "text"}
+    items = [EboardItem.model_validate({**{k: r[k] for k in fields}, "class": r["class"], "text": r["body"]})
+             for r in rows]
     return 200, Eboard(zone=zone, name=call.app.zones.names.get(zone, zone), updated=now, items=items)
 
 

@@ -70,11 +70,11 @@ class Plan:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or not math.isfinite(gap) \
                 or not 0 <= gap <= MAX_GAP_S:
             raise PlanError(f"must be seconds from 0 to {MAX_GAP_S:g}", "plan.gap_s")
-        if not (at or times or asap):
-            raise PlanError("give at (date-times), times (times of day) or asap", "plan")
         if (weekdays or monthdays) and not times:
             raise PlanError("days narrow 'times'; give the times of day too", "plan.weekdays" if weekdays
                             else "plan.monthdays")
+        if not (at or times or asap):
+            raise PlanError("give at (date-times), times (times of day) or asap", "plan")
         if weekdays and monthdays:
             raise PlanError("give weekdays or monthdays, not both", "plan.monthdays")
         return cls(tuple(sorted(set(at))), tuple(sorted(set(times))), tuple(sorted(set(weekdays))),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PRELOAD_S = 60.0       # a slot is claimed, decoded and sent to the core this far ahead
-FINISH_CHECK_S = 30.0  # how often bulletins are checked for their last slot or their end of validity
+FINISH_CHECK_S = 30.0  # a bulletin with nothing ahead is looked at again this often, until its plays end
 OUTCOMES = {"finished": "completed", "skipped": "preempted", "removed": "cut", "refused": "failed"}
 SYSTEM = Actor("system")
 
@@ -76,6 +77,8 @@ class SlotPlay:
     channels: tuple[str, ...]
     input_id: str
     start_at: float | None = None  # audio clock
+    start: float | None = None     # wall clock, once sent: when it starts and ends
+    end: float | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
     ended: set[str] = field(default_factory=set)
     alert: Alert | None = None
@@ -91,7 +94,8 @@ class BulletinDesk:
         self.active: dict[str, dict[str, Any]] = {}   # approved and scheduled bulletins, by id
         self.claimed: dict[str, set[float]] = {}       # their slots already claimed (played, playing, or skipped)
         self.plays: dict[tuple[str, float], SlotPlay] = {}
-        self._last_finish_check = 0.0
+        self._check_at: dict[str, float] = {}  # bulletin id -> when its plan is next looked at (wall clock)
+        self._plans: dict[str, tuple[int, Plan]] = {}  # bulletin id -> (version, its plan parsed)
 
     # --- start and stop ---------------------------------------------------------------
 
@@ -159,6 +163,11 @@ class BulletinDesk:
         notes: list[str] = []
         if not slots:
             notes.append("no slot of its plan lies ahead within its validity: it would never play")
+        for channel in self.app.channels_in(content.zones):
+            for run in self.app.relays.on_channel(channel):
+                notes.append(f"{channel} is relaying {run.item.name} now: the bulletin "
+                             + ("plays over it" if content.klass != "thong-thuong" else "mixes with it if it plays "
+                                "while the relay runs; stop the relay or choose another time"))
         if content.klass == "thong-thuong":
             channels = set(self.app.channels_in(content.zones))
             for slot in slots[:50]:
@@ -255,11 +264,14 @@ class BulletinDesk:
         except SpeechError as exc:
             raise BulletinError(422, "speech_failed", f"the text could not be read aloud: {exc}") from None
 
-    async def receive(self, content: BulletinContent, *, approve: bool, actor: Actor) -> dict[str, Any]:
+    def receive(self, content: BulletinContent, *, approve: bool, actor: Actor) -> Deferred[dict[str, Any]]:
         """A bulletin from the upstream system, idempotent by (origin, origin_id): the same content
         again changes nothing; new content updates it (back to submitted unless ``approve``); one
         already played, expired or withdrawn stays so. ``approve``: approved here by the link
         (auto-approval per class is the link's configuration)."""
+        return ensureDeferred(self._receive(content, approve, actor))
+
+    async def _receive(self, content: BulletinContent, approve: bool, actor: Actor) -> dict[str, Any]:
         assert content.origin is not None and content.origin_id is not None
         stored = await self.app.storage.bulletins.by_origin(content.origin, content.origin_id)
         if stored is not None:
@@ -289,7 +301,13 @@ class BulletinDesk:
         self._now_on_air(updated, asap=Plan.parse(updated["plan"]).asap)
         return updated
 
-    async def withdraw_origin(self, origin: str, origin_id: str, actor: Actor, reason: str) -> dict[str, Any] | None:
+    def withdraw_origin(self, origin: str, origin_id: str, actor: Actor,
+                        reason: str) -> Deferred[dict[str, Any] | None]:
+        """Withdrawn upstream: withdrawn here (stopped if on air), unless it has already played."""
+        return ensureDeferred(self._withdraw_origin(origin, origin_id, actor, reason))
+
+    async def _withdraw_origin(self, origin: str, origin_id: str, actor: Actor,
+                               reason: str) -> dict[str, Any] | None:
         stored = await self.app.storage.bulletins.by_origin(origin, origin_id)
         if stored is None or stored["state"] in FINAL:
             return stored
@@ -300,6 +318,7 @@ class BulletinDesk:
     def _now_on_air(self, row: dict[str, Any], asap: bool) -> None:
         self.active[row["id"]] = row
         self.claimed.setdefault(row["id"], set())
+        self._check_at.pop(row["id"], None)
         if row["class"] == "khan-cap" and asap:
             self._poll(self.app.wall())  # the alert path starts in this call: nothing waits for the next poll
 
@@ -320,17 +339,43 @@ class BulletinDesk:
             log.exception("the bulletins' poll failed; it runs again shortly")
 
     def _poll(self, now: float) -> None:
+        """Each bulletin is expanded only when its next slot comes within PRELOAD_S (``_check_at``),
+        so a province's thousands of recurring bulletins cost the reactor next to nothing a second."""
+        late = self.settings.late_within_s
         for row in list(self.active.values()):
-            plan = Plan.parse(row["plan"])
-            for slot in plan.slots(self.tz, now - self.settings.late_within_s, now + PRELOAD_S,
-                                   valid_from=row["valid_from"], valid_until=row["valid_until"],
-                                   asap_at=row["approved_at"]):
-                if slot not in self.claimed.setdefault(row["id"], set()):
+            if self._check_at.get(row["id"], 0.0) > now:
+                continue
+            plan = self._plan(row)
+            claimed = self.claimed.setdefault(row["id"], set())
+            for slot in plan.slots(self.tz, now - late, now + PRELOAD_S, valid_from=row["valid_from"],
+                                   valid_until=row["valid_until"], asap_at=row["approved_at"]):
+                if slot not in claimed:
                     self._claim(row, plan, slot)
+            upcoming = self._next_slot(row, plan, now + PRELOAD_S)
+            self._check_at[row["id"]] = upcoming - PRELOAD_S if upcoming is not None else now + FINISH_CHECK_S
+            if upcoming is None:
+                self._finish_if_done(row, now)
         self._alerts_ended()
-        if now - self._last_finish_check >= FINISH_CHECK_S or not self._last_finish_check:
-            self._last_finish_check = now
-            self._finish_done(now)
+
+    def _plan(self, row: dict[str, Any]) -> Plan:
+        cached = self._plans.get(row["id"])
+        if cached is None or cached[0] != row["version"]:
+            cached = self._plans[row["id"]] = (row["version"], Plan.parse(row["plan"]))
+        return cached[1]
+
+    def _next_slot(self, row: dict[str, Any], plan: Plan, after: float) -> float | None:
+        """Its first unclaimed slot from ``after`` on: two days looked at first, a year and more only if
+        those have none (a monthly plan, or none left)."""
+        claimed = self.claimed.get(row["id"], set())
+        until = row["valid_until"]
+        for span in (2 * 86400.0, 400 * 86400.0):
+            found = [s for s in plan.slots(self.tz, after, after + span, valid_from=row["valid_from"],
+                                           valid_until=until, asap_at=row["approved_at"]) if s not in claimed]
+            if found:
+                return found[0]
+            if until is not None and until <= after + span:
+                return None
+        return None
 
     def _claim(self, row: dict[str, Any], plan: Plan, slot: float) -> None:
         self.claimed[row["id"]].add(slot)
@@ -338,16 +383,18 @@ class BulletinDesk:
         if not channels:
             return
         pairs = [(ch.config.id, ch.config.zone) for ch in channels]
+        # Held from now, so the bulletin is not taken for finished while its claim is being written.
+        play = self.plays[(row["id"], slot)] = SlotPlay(row, slot, tuple(c for c, _ in pairs),
+                                                        "bl-" + uuid.uuid4().hex[:10])
 
         def claimed(ours: bool) -> None:
-            if not ours:
-                return  # played before a restart, or claimed by another poll
-            if row["id"] not in self.active:
-                return  # withdrawn or edited meanwhile
+            if not ours or self.active.get(row["id"]) is not row:  # played before a restart; withdrawn or edited
+                self.plays.pop((row["id"], slot), None)
+                if row["id"] in self.active:
+                    self._finish_if_done(row, self.app.wall())
+                return
             if row["state"] == "approved":
                 self._scheduled(row, slot)
-            play = SlotPlay(row, slot, tuple(c for c, _ in pairs), "bl-" + uuid.uuid4().hex[:10])
-            self.plays[(row["id"], slot)] = play
             if row["class"] == "khan-cap":
                 self._alert(play, plan)
             else:
@@ -368,13 +415,16 @@ class BulletinDesk:
             _warn, f"bulletin {row['id']}: not marked scheduled")
 
     def _start_time(self, row: dict[str, Any], slot: float, channels: set[str]) -> float:
-        """An ordinary bulletin waits for the end of a programme on its channels."""
+        """When a slot starts: an ordinary bulletin waits for the end of a programme on its channels,
+        and any bulletin for another of its own class already sent there (equal classes would mix)."""
         start = slot
-        if row["class"] != "thong-thuong":
-            return start
-        for _ in range(10):  # programmes back to back: at most this many hops
-            ends = [o.end for o in self.app.schedule.occurrences(start, start + 1)
-                    if o.start <= start < o.end and channels & set(o.programme.channels)]
+        for _ in range(20):  # programmes and bulletins back to back: at most this many hops
+            ends = [p.end for p in self.plays.values()
+                    if p.end is not None and p.start is not None and p.start <= start < p.end
+                    and p.bulletin["class"] == row["class"] and channels & set(p.channels)]
+            if row["class"] == "thong-thuong":
+                ends += [o.end for o in self.app.schedule.occurrences(start, start + 1)
+                         if o.start <= start < o.end and channels & set(o.programme.channels)]
             if not ends:
                 break
             start = max(ends)
@@ -387,7 +437,7 @@ class BulletinDesk:
                                  plan.repeat, plan.gap_s)
 
         def loaded(pcm: SharedPcm) -> None:
-            if row["id"] not in self.active:
+            if self.active.get(row["id"]) is not row:  # withdrawn, or edited (and perhaps approved again)
                 discard(pcm)
                 self.plays.pop((row["id"], play.slot), None)
                 return
@@ -398,6 +448,7 @@ class BulletinDesk:
                 self._not_played(play, "its programme ran past the bulletin's validity")
                 return
             play.start_at = self.app.reactor.seconds() + (start - now) if start > now else None
+            play.start, play.end = max(start, now), max(start, now) + pcm.duration_s
             priority = PRIORITY_NAMES[CLASS_PRIORITY[row["class"]]]
             self.app.track(play.input_id, lambda e: self._started(play, e), lambda e: self._ended(play, e))
             self.app.core.send(AddInput(play.input_id, play.channels, PcmSpec(pcm, name=row["title"]),
@@ -446,7 +497,7 @@ class BulletinDesk:
         if play.ended >= set(play.channels):
             self.plays.pop((play.bulletin["id"], play.slot), None)
             self.app.untrack(play.input_id)
-            self._finish_done(self.app.wall(), only=play.bulletin["id"])
+            self._finish_if_done(play.bulletin, self.app.wall())
 
     def _alert(self, play: SlotPlay, plan: Plan) -> None:
         """An emergency bulletin: the alert path, at once."""
@@ -482,31 +533,28 @@ class BulletinDesk:
                 self._record("play_ended", play.bulletin["id"], play.slot, channel, now,
                                                       alert.ended, acknowledged=acks)
             metrics.bulletin_plays_total.labels(alert.ended).inc()
-            self._finish_done(now, only=play.bulletin["id"])
+            self._finish_if_done(play.bulletin, now)
 
     def _device_channel(self, device_id: str) -> str | None:
         device = self.app.devices.known.get(device_id)
         return device.channel if device is not None else None
 
-    def _finish_done(self, now: float, only: str | None = None) -> None:
-        """Bulletins with no slot left ahead and nothing on air: played (if a slot was claimed) or
-        expired (their validity ended first)."""
-        rows = list(self.active.values()) if only is None else [self.active[only]] if only in self.active else []
-        for row in rows:
-            if any(p.bulletin["id"] == row["id"] for p in self.plays.values()):
-                continue
-            plan = Plan.parse(row["plan"])
-            ahead = plan.slots(self.tz, now - 1, now + 400 * 86400, valid_from=row["valid_from"],
-                               valid_until=row["valid_until"], asap_at=row["approved_at"])
-            if [s for s in ahead if s not in self.claimed.get(row["id"], set())]:
-                continue
-            played = bool(self.claimed.get(row["id"]))
-            after = "played" if played else "expired"
-            del self.active[row["id"]]
-            self.app.storage.bulletins.transition(SYSTEM, row["id"], ("approved", "scheduled"), after,
-                                                  "play" if played else "expire").addErrback(
-                _warn, f"bulletin {row['id']}: not marked {after}")
-            metrics.bulletins_total.labels(after).inc()
+    def _finish_if_done(self, row: dict[str, Any], now: float) -> None:
+        """No slot left ahead and nothing on air: played (if a slot was claimed) or expired (its
+        validity ended first)."""
+        if row["id"] not in self.active or any(p.bulletin["id"] == row["id"] for p in self.plays.values()):
+            return
+        if self._next_slot(row, self._plan(row), now - self.settings.late_within_s) is not None:
+            return
+        played = bool(self.claimed.get(row["id"]))
+        after = "played" if played else "expired"
+        del self.active[row["id"]]
+        self._check_at.pop(row["id"], None)
+        self._plans.pop(row["id"], None)
+        self.app.storage.bulletins.transition(SYSTEM, row["id"], ("approved", "scheduled"), after,
+                                              "play" if played else "expire").addErrback(
+            _warn, f"bulletin {row['id']}: not marked {after}")
+        metrics.bulletins_total.labels(after).inc()
 
 
 def _warn(failure: Any, what: str) -> None:

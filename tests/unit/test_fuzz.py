@@ -653,3 +653,29 @@ def test_load_audio_never_returns_no_samples(tmp_path: Path) -> None:
     except AudioFileError:
         return
     assert audio.size > 0
+
+
+# --- bulletin play plans ---------------------------------------------------------------------------------
+
+plan_values = st.dictionaries(
+    st.sampled_from(["at", "times", "weekdays", "monthdays", "asap", "repeat", "gap_s"]) | st.text(max_size=6),
+    json_values | st.lists(st.sampled_from(["06:30", "2026-12-02T06:30", "24:00", "x", 3, None]), max_size=4)
+    | st.lists(st.integers(-2, 40), max_size=5), max_size=5)
+
+
+@budget(ci=200)
+@given(plan_values | json_values, st.floats(1.7e9, 2.0e9), st.floats(0, 40 * 86400))
+def test_bulletin_plan_is_a_plan_or_a_plan_error_and_its_slots_lie_in_the_window(data: Any, start: float,
+                                                                                  span: float) -> None:
+    from zoneinfo import ZoneInfo
+
+    from broadcaster.control.bulletin_plan import Plan, PlanError
+
+    try:
+        plan = Plan.parse(data)
+    except PlanError as error:
+        assert error.field.startswith("plan") and str(error).startswith(error.field)
+        return
+    slots = plan.slots(ZoneInfo("Asia/Ho_Chi_Minh"), start, start + span, asap_at=start)
+    assert slots == sorted(set(slots)) and all(start <= s < start + span for s in slots)
+    assert Plan.parse(plan.to_json()) == plan
