@@ -64,6 +64,9 @@ class Downstream:
         self.areas = dict(self.config.areas)
         self._codes = {zone: code for code, zone in self.config.areas} | dict(link.area_codes)
         self._take = DeferredLock()   # a push and a poll never import at the same time
+        # What was said of a bulletin version that could not be taken: each poll tries it again (the
+        # cause may pass), but it is logged and counted once per version and reason, not every poll.
+        self._noted: dict[tuple[str, int], set[str]] = {}
         self._reporting = False
         self._inventory_at: float | None = None
         self.state: dict[str, Any] = {"last_poll_at": None, "last_report_at": None, "last_error": None,
@@ -165,12 +168,14 @@ class Downstream:
                 return "withdrawn"
             zones, unknown = protocol.map_areas(b.areas, self.areas)
             for code in unknown:
-                metrics.link_area_unknown_total.inc()
-                log.warning("link: bulletin %s (%s): area code %r has no zone in link.upstream.areas; that area is "
-                            "skipped", b.upstream_id, b.title, code)
+                if self._first(b, f"area {code}"):
+                    metrics.link_area_unknown_total.inc()
+                    log.warning("link: bulletin %s (%s): area code %r has no zone in link.upstream.areas; that area "
+                                "is skipped", b.upstream_id, b.title, code)
             if not zones:
-                log.warning("link: bulletin %s (%s) skipped: none of its areas %s is ours", b.upstream_id, b.title,
-                            ", ".join(b.areas))
+                if self._first(b, "no area"):
+                    log.warning("link: bulletin %s (%s) skipped: none of its areas %s is ours", b.upstream_id,
+                                b.title, ", ".join(b.areas))
                 return "skipped"
             from broadcaster.storage.bulletins import BulletinContent
 
@@ -184,8 +189,19 @@ class Downstream:
                      row["id"] if row else "?", row.get("state") if row else "?")
             return "new" if known is None else "updated"
         except Exception as exc:  # noqa: BLE001 - one bulletin refused never loses the others
-            log.warning("link: bulletin %s (%s) not taken: %s", b.upstream_id, b.title, exc)
+            if self._first(b, f"failed {exc}"):
+                log.warning("link: bulletin %s (%s) not taken: %s", b.upstream_id, b.title, exc)
             return "failed"
+
+    def _first(self, b: protocol.Bulletin, what: str) -> bool:
+        """Whether this is the first time ``what`` is said of this version of the bulletin."""
+        if len(self._noted) > 10_000:
+            self._noted.clear()
+        said = self._noted.setdefault((b.upstream_id, b.version), set())
+        if what in said:
+            return False
+        said.add(what)
+        return True
 
     async def _recording(self, b: protocol.Bulletin, zone: str) -> str:
         """Our media item for the bulletin's recording: fetched (signed, from the configured upstream only,

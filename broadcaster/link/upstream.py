@@ -160,9 +160,14 @@ class Upstream:
                           ("day", "days")):
             if stored[key]:
                 metrics.link_report_items_total.labels(kind).inc(stored[key])
+        if stored["unknown_bulletin"]:
+            metrics.link_report_items_total.labels("rejected").inc(stored["unknown_bulletin"])
+            log.warning("link: %s reported %d plays of bulletins this server does not have; not stored", downstream,
+                        stored["unknown_bulletin"])
         if stored["new_plays"]:
             log.info("link: %d new plays reported by %s", stored["new_plays"], downstream)
-        return {**stored, "rejected": len(report.problems)}
+        unknown = stored.pop("unknown_bulletin")
+        return {**stored, "rejected": len(report.problems) + unknown}
 
 
 async def _nothing() -> None:

@@ -149,8 +149,13 @@ def _touch(conn: sqlite3.Connection, downstream: str, what: str, now: float, err
 
 def _store_report(conn: sqlite3.Connection, downstream: str, plays: list[dict[str, Any]],
                   inventory: list[dict[str, Any]] | None, days: list[dict[str, Any]], now: float) -> dict[str, int]:
-    new = 0
+    new = unknown = 0
+    ids = sorted({p["bulletin"] for p in plays})
+    ours = {r["id"] for r in rows(conn, f"SELECT id FROM bulletins WHERE id IN ({','.join('?' * len(ids))})", ids)}
     for p in plays:
+        if p["bulletin"] not in ours:  # not a bulletin of this server: nothing to report it against
+            unknown += 1
+            continue
         before = conn.total_changes
         conn.execute(
             "INSERT INTO link_plays (downstream, play_id, bulletin, channel, area, slot, started_at, ended_at, "
@@ -177,7 +182,8 @@ def _store_report(conn: sqlite3.Connection, downstream: str, plays: list[dict[st
         "excluded.hours_on_air, loudspeakers = excluded.loudspeakers, online_share = excluded.online_share, "
         "reported_at = excluded.reported_at", [{**d, "d": downstream, "now": now} for d in days])
     _touch(conn, downstream, "report", now)
-    return {"plays": len(plays), "new_plays": new, "loudspeakers": len(inventory or []), "days": len(days)}
+    return {"plays": len(plays) - unknown, "new_plays": new, "unknown_bulletin": unknown,
+            "loudspeakers": len(inventory or []), "days": len(days)}
 
 
 def _results(conn: sqlite3.Connection, bulletin: str) -> list[dict[str, Any]]:

@@ -108,9 +108,13 @@ def test_a_pushed_feed_is_taken_once_by_upstream_id_and_version(tmp_path: Path,
     assert sample("broadcaster_link_area_unknown_total") - unknown_before == 2
     assert "'99.999' has no zone" in caplog.text and "'99.998' has no zone" in caplog.text
 
-    # The same feed again (a poll after a push, a restart): nothing changes.
-    status, reply, _ = push(server, wire("b-1"), wire("b-3", areas=("99.998", CODE)))
-    assert reply["taken"]["unchanged"] == 2 and imported(server) == rows
+    # The same feed again (a poll after a push, a restart): nothing changes, and what was said is not said again.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="broadcaster.link.downstream"):
+        status, reply, _ = push(server, wire("b-1"), wire("b-2", areas=("99.999",)),
+                                wire("b-3", areas=("99.998", CODE)))
+    assert reply["taken"]["unchanged"] == 2 and reply["taken"]["skipped"] == 1 and imported(server) == rows
+    assert "99.999" not in caplog.text and sample("broadcaster_link_area_unknown_total") - unknown_before == 2
     # A new version is an edit of the same bulletin; a withdrawn one is withdrawn.
     status, reply, _ = push(server, wire("b-1", version=2, title="Tin sửa"), wire("b-3", state="withdrawn"))
     assert reply["taken"] == {"new": 0, "updated": 1, "withdrawn": 1, "unchanged": 0, "skipped": 0, "failed": 0}
@@ -181,7 +185,8 @@ def test_the_province_serves_each_downstream_its_feed_and_stores_reports_once(tm
             "started_at": server.wall() - 60, "ended_at": server.wall() - 30, "outcome": "played", "online": 2,
             "acknowledged": 1}
     report = protocol.report_document(
-        "commune-a", [protocol.play_to_wire(play, "b-tinh", CODE)],
+        "commune-a", [protocol.play_to_wire(play, "b-tinh", CODE), protocol.play_to_wire({**play, "id": 42},
+                                                                                          "b-unknown", CODE)],
         [protocol.loudspeaker_to_wire({"id": "spk-9", "name": "Ấp 9", "channel": "ch-x", "lat": 10.2, "lon": 106.3},
                                       CODE, True, server.wall())],
         [protocol.day_to_wire({"day": "2027-01-15", "channel": "ch-x", "hours_on_air": 2.0, "loudspeakers": 1,
@@ -190,7 +195,8 @@ def test_the_province_serves_each_downstream_its_feed_and_stores_reports_once(tm
     for _ in range(2):  # sent twice (the acknowledgement was lost): stored once
         status, payload, _ = signed(server, "POST", "/api/v1/link/report", body)
         assert status == 200, payload
-    assert json.loads(payload)["stored"]["new_plays"] == 0
+    assert json.loads(payload)["stored"] == {"plays": 1, "new_plays": 0, "loudspeakers": 1, "days": 1,
+                                             "rejected": 1}  # a play of a bulletin we never had is refused
     status, results = server.http("GET", "/api/v1/bulletins/b-tinh/results")
     assert status == 200 and results["downstreams"] == ["commune-a"]
     assert [(p["play_id"], p["duration_s"], p["online"], p["acknowledged"]) for p in results["plays"]] == [
