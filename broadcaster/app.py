@@ -104,6 +104,12 @@ class BroadcastServer:
         self.devices.on_ack = self.alerts.acknowledged
         self.bulletins = BulletinDesk(self, pool=pools.get("bulletins") if pools else None)
         self.edge = EdgeRelay(self) if config.edge.links else None
+        # The province link (broadcaster/link/): as the province, as a commune under an upstream, or both.
+        from broadcaster.link.downstream import Downstream
+        from broadcaster.link.upstream import Upstream
+        link_pool = pools.get("link") if pools else None  # tests: a pool that runs requests at once
+        self.link_upstream = Upstream(self, config.link, pool=link_pool) if config.link.downstream else None
+        self.link_downstream = Downstream(self, config.link, pool=link_pool) if config.link.upstream else None
         # HLS and MP3 listeners: re-encoded from the channels' Ogg pages, only while wanted.
         self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
         self.hls = HlsDesk(config.hls, self.transcode.run, reactor, self.wall)
@@ -147,8 +153,15 @@ class BroadcastServer:
         if self.edge is not None:
             edge = self.edge
             self.ready.addCallback(lambda _: None if self._stopping else edge.start())
+        if self.link_upstream is not None or self.link_downstream is not None:
+            self.ready.addCallback(self._start_link)
         udp = self.udp_socket.getsockname()[1] if hasattr(self.udp_socket, "getsockname") else 0
         return self.http_port.getHost().port, udp  # type: ignore[union-attr]
+
+    def _start_link(self, _: object = None) -> None:
+        for side in (self.link_upstream, self.link_downstream):
+            if side is not None and not self._stopping:
+                side.start()
 
     @property
     def ready(self) -> Deferred[Any]:
@@ -171,6 +184,9 @@ class BroadcastServer:
         self.transcode.stop()
         if self.edge is not None:
             self.edge.stop()
+        for side in (self.link_upstream, self.link_downstream):
+            if side is not None:
+                side.stop()
         for session in {view.live for view in self.channels.values() if view.live is not None}:
             session.stop()
 

@@ -244,6 +244,48 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class LinkUpstream:
+    """This server is downstream of a source information system (broadcaster/link/downstream.py)."""
+
+    url: str                       # the upstream's link base, e.g. http://province:8000/api/v1/link
+    id: str                        # our id there (the key id we sign with)
+    secret: bytes
+    origin: str = "province"       # the upstream's id here: imported bulletins are (origin, its id)
+    source: str = "province"       # what imported bulletins count as: province or central
+    poll_s: float = 60.0           # 0: webhook only
+    report_s: float = 60.0         # plays and daily figures go up this often
+    inventory_s: float = 900.0     # the loudspeaker inventory goes up this often
+    timeout_s: float = 10.0
+    max_body_bytes: int = 1 << 20  # a feed's size
+    max_media_bytes: int = 64 << 20  # a bulletin's recording fetched from the upstream
+    areas: tuple[tuple[str, str], ...] = ()   # area code -> zone id
+    approve: tuple[tuple[str, bool], ...] = (("thong-thuong", False), ("uu-tien", False), ("khan-cap", True))
+
+    def auto_approve(self, klass: str) -> bool:
+        return dict(self.approve).get(klass, False)
+
+
+@dataclass(frozen=True)
+class LinkDownstream:
+    """A server this one feeds as the province (broadcaster/link/upstream.py)."""
+
+    id: str
+    secret: bytes
+    zones: tuple[str, ...]
+    webhook: str | None = None     # where new and changed bulletins are pushed (optional)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    id: str = "broadcaster"        # this server's name in feeds it serves
+    upstream: LinkUpstream | None = None
+    downstream: tuple[LinkDownstream, ...] = ()
+    area_codes: tuple[tuple[str, str], ...] = ()   # zone id -> area code, for bulletins sent down
+    push_s: float = 5.0            # how often the feed of each downstream with a webhook is checked for changes
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -265,6 +307,7 @@ class Config:
     channels: tuple[ChannelConfig, ...] = ()
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
 
     def channel(self, channel_id: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -370,7 +413,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
                                    "relay", "schedule", "alerts", "bulletins", "api", "reports", "zones", "channels",
-                                   "loudspeakers", "edge", "tts"})
+                                   "loudspeakers", "edge", "tts", "link"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -391,11 +434,12 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     channels = _channels(r, top.get("channels"), zone_ids, base_dir)
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
+    link = _link(r, top.get("link"), zone_ids, base_dir)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
                   storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, bulletins=bulletins,
                   api=api, tts=tts, reports=reports,
                   zones=tuple(zones), channels=tuple(channels),
-                  loudspeakers=tuple(loudspeakers), edge=edge)
+                  loudspeakers=tuple(loudspeakers), edge=edge, link=link)
 
 
 def _edge(r: _Reader, value: Any, channels: list[ChannelConfig]) -> EdgeConfig:
@@ -429,6 +473,106 @@ def _edge(r: _Reader, value: Any, channels: list[ChannelConfig]) -> EdgeConfig:
     if not links:
         raise r.fail("edge.channels", "an edge needs at least one channel to take from its origin")
     return EdgeConfig(origin=address, links=tuple(links))
+
+
+def _link_url(r: _Reader, d: dict[str, Any], name: str, key: str, required: bool = True) -> str | None:
+    url = r.typed(d, name, key, str, required=required)
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise r.fail(f"{key}.{name}", f"expected an http:// or https:// URL with no query, got {url!r}")
+    return url.rstrip("/")
+
+
+def _link_secret(r: _Reader, d: dict[str, Any], key: str, base_dir: Path) -> bytes:
+    secret, secret_file = d.get("secret"), d.get("secret_file")
+    if (secret is None) == (secret_file is None):
+        raise r.fail(f"{key}.secret", "give exactly one of secret and secret_file")
+    if secret_file is not None:
+        path = base_dir / r.typed(d, "secret_file", key, str)
+        try:
+            value = path.read_bytes().strip()
+        except OSError as exc:
+            raise r.fail(f"{key}.secret_file", f"cannot read {path}: {exc.strerror or exc}") from None
+    else:
+        value = r.typed(d, "secret", key, str).encode("utf-8")
+    if len(value) < MIN_KEY_LENGTH:
+        raise r.fail(f"{key}.secret", f"expected a secret of at least {MIN_KEY_LENGTH} bytes")
+    return value
+
+
+def _code_map(r: _Reader, value: Any, key: str, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, (str, int)) and isinstance(v, (str, int))
+                                              for k, v in value.items()):
+        raise r.fail(key, f"expected a mapping of {what}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _link(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> LinkConfig:
+    d = r.mapping(value, "link", {"id", "upstream", "downstream", "area_codes", "push_s", "timeout_s"})
+    if not d:
+        return LinkConfig()
+    upstream = None
+    if d.get("upstream") is not None:
+        k = "link.upstream"
+        u = r.mapping(d["upstream"], k, {"url", "id", "secret", "secret_file", "origin", "source", "poll_s",
+                                         "report_s", "inventory_s", "timeout_s", "max_body_bytes",
+                                         "max_media_bytes", "areas", "approve"})
+        areas = _code_map(r, u.get("areas"), f"{k}.areas", "area codes to zone ids")
+        for code, zone in areas.items():
+            if zone not in zone_ids:
+                raise r.fail(f"{k}.areas.{code}", f"no zone with id {zone!r} is defined under zones")
+        approve = dict(LinkUpstream.approve)
+        for klass, how in _code_map(r, u.get("approve"), f"{k}.approve", "bulletin classes to auto or submit").items():
+            if klass not in approve:
+                raise r.fail(f"{k}.approve.{klass}", f"expected one of {', '.join(approve)}")
+            if how not in ("auto", "submit"):
+                raise r.fail(f"{k}.approve.{klass}", f"expected auto or submit, got {how!r}")
+            approve[klass] = how == "auto"
+        poll = r.float_range(u, "poll_s", k, LinkUpstream.poll_s, 0.0, 86400.0)
+        if 0 < poll < 1:
+            raise r.fail(f"{k}.poll_s", "expected 0 (webhook only) or at least 1 second")
+        url = _link_url(r, u, "url", k)
+        assert url is not None
+        upstream = LinkUpstream(
+            url=url, id=r.ident(u, "id", k), secret=_link_secret(r, u, k, base_dir),
+            origin=r.typed(u, "origin", k, str, LinkUpstream.origin),
+            source=r.choice(u, "source", k, LinkUpstream.source, ("province", "central")),
+            poll_s=poll,
+            report_s=r.float_range(u, "report_s", k, LinkUpstream.report_s, 1.0, 86400.0),
+            inventory_s=r.float_range(u, "inventory_s", k, LinkUpstream.inventory_s, 1.0, 86400.0),
+            timeout_s=r.float_range(u, "timeout_s", k, LinkUpstream.timeout_s, 0.5, 120.0),
+            max_body_bytes=r.int_range(u, "max_body_bytes", k, LinkUpstream.max_body_bytes, 1024, 1 << 20),
+            max_media_bytes=r.int_range(u, "max_media_bytes", k, LinkUpstream.max_media_bytes, 1024, 1 << 30),
+            areas=tuple(areas.items()), approve=tuple(approve.items()))
+    downstream: list[LinkDownstream] = []
+    for i, item in enumerate(r.sequence(d.get("downstream"), "link.downstream")):
+        k = f"link.downstream[{i}]"
+        ds = r.mapping(item, k, {"id", "secret", "secret_file", "zones", "webhook"})
+        ident = r.ident(ds, "id", k)
+        if any(existing.id == ident for existing in downstream):
+            raise r.fail(f"{k}.id", f"downstream {ident!r} is listed twice")
+        zones = [str(z) for z in r.sequence(ds.get("zones"), f"{k}.zones")]
+        if not zones:
+            raise r.fail(f"{k}.zones", "expected the zones whose bulletins go to this server")
+        for j, zone in enumerate(zones):
+            if zone not in zone_ids:
+                raise r.fail(f"{k}.zones[{j}]", f"no zone with id {zone!r} is defined under zones")
+        downstream.append(LinkDownstream(id=ident, secret=_link_secret(r, ds, k, base_dir), zones=tuple(zones),
+                                         webhook=_link_url(r, ds, "webhook", k, required=False)))
+    codes = _code_map(r, d.get("area_codes"), "link.area_codes", "zone ids to area codes")
+    for zone in codes:
+        if zone not in zone_ids:
+            raise r.fail(f"link.area_codes.{zone}", f"no zone with id {zone!r} is defined under zones")
+    return LinkConfig(id=r.typed(d, "id", "link", str, LinkConfig.id), upstream=upstream,
+                      downstream=tuple(downstream), area_codes=tuple(codes.items()),
+                      push_s=r.float_range(d, "push_s", "link", LinkConfig.push_s, 0.5, 3600.0),
+                      timeout_s=r.float_range(d, "timeout_s", "link", LinkConfig.timeout_s, 0.5, 120.0))
 
 
 def _server(r: _Reader, value: Any) -> ServerConfig:

@@ -250,6 +250,39 @@ transcoded_bytes_sent_total = Counter(
     "Bytes of HLS segments and playlists (hls) and of MP3 streams (mp3) written to clients.",
     ["channel", "kind"], registry=REGISTRY)
 
+# --- the province link (broadcaster/link/) ----------------------------------------
+
+link_pulls_total = Counter(
+    "broadcaster_link_pulls_total",
+    "Polls of the upstream's bulletin feed, by outcome (ok, failed, refused: the upstream answered an error).",
+    ["outcome"], registry=REGISTRY)
+link_pushes_total = Counter(
+    "broadcaster_link_pushes_total",
+    "Bulletin feeds pushed to a downstream's webhook (sent, failed) and received from the upstream (received).",
+    ["outcome"], registry=REGISTRY)
+link_imports_total = Counter(
+    "broadcaster_link_imports_total",
+    "Upstream bulletins taken, by result (new, updated, withdrawn, unchanged, skipped: no known area or unreadable, "
+    "failed: refused here).",
+    ["result"], registry=REGISTRY)
+link_area_unknown_total = Counter(
+    "broadcaster_link_area_unknown_total",
+    "Area codes in upstream bulletins with no zone in link.upstream.areas (skipped, each logged).",
+    registry=REGISTRY)
+link_reports_sent_total = Counter(
+    "broadcaster_link_reports_sent_total",
+    "Reports sent to the upstream (plays, inventory, daily figures), by outcome (ok, failed).",
+    ["outcome"], registry=REGISTRY)
+link_report_items_total = Counter(
+    "broadcaster_link_report_items_total",
+    "Items in reports received from downstream servers, by kind (play, new_play, loudspeaker, day, rejected).",
+    ["kind"], registry=REGISTRY)
+link_signature_rejected_total = Counter(
+    "broadcaster_link_signature_rejected_total",
+    "Link requests refused before any work, by reason (missing, malformed, unknown_key, stale, replay, "
+    "bad_signature, busy, too_large).",
+    ["reason"], registry=REGISTRY)
+
 # --- cheap counting in the audio loop -------------------------------------------
 #
 # A prometheus_client inc() or observe() takes a lock and costs 2-9 µs; a channel

@@ -48,7 +48,8 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Raw:
-    """A reply that is not JSON (the CSV report); bytes for a binary one (a speech preview, the XLSX report)."""
+    """A reply that is not JSON (the CSV report); bytes for a binary one (a speech preview, the XLSX report,
+    the link's media)."""
 
     content_type: str
     text: str | bytes

@@ -24,6 +24,7 @@ from broadcaster.api import (
     alerts,
     bulletins,
     channels,
+    link,
     logs,
     loudspeakers,
     media,
@@ -79,6 +80,7 @@ ROUTES: list[Route] = [
     *logs.ROUTES,
     *reports.ROUTES,
     *tokens.ROUTES,
+    *link.ROUTES,
 ]
 
 

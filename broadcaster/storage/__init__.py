@@ -25,6 +25,7 @@ from broadcaster.storage.bulletins import BulletinRepository
 from broadcaster.storage.channels import ChannelRepository
 from broadcaster.storage.crypto import KeySealer, check_password, hash_password, hash_token
 from broadcaster.storage.db import Conflict, Database, Exists, Page, StorageError
+from broadcaster.storage.link import LinkRepository
 from broadcaster.storage.logs import SYSTEM, Actor, LogRepository, audit_txn
 from broadcaster.storage.loudspeakers import LoudspeakerRepository
 from broadcaster.storage.media import MediaRepository
@@ -60,6 +61,7 @@ class Storage:
         self.logs = LogRepository(self.db)
         self.alerts = AlertRepository(self.db, self.logs)
         self.reports = ReportRepository(self.db)
+        self.link = LinkRepository(self.db)
 
     # --- a few sync conveniences: start-up, the CLI, tests --------------------------
 

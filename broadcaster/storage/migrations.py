@@ -248,5 +248,87 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE alert_results ADD COLUMN by_zone TEXT NOT NULL DEFAULT '{}';
     """,
+    # 11: the province link (broadcaster/link/, storage/link.py, docs/source-system.md). As a commune:
+    #     the bulletins imported from the upstream by its id and version, the recordings fetched with
+    #     them (our media item for each upstream one), and the reporter's cursors (what
+    #     the upstream has acknowledged). As the province: the state of each downstream server, and what
+    #     they reported (plays, loudspeaker inventory, daily figures). Loudspeakers get a position for the
+    #     inventory. Received nonces are not stored: they live in memory for the replay window.
+    """
+    CREATE TABLE link_imports (
+        origin TEXT NOT NULL,
+        upstream_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        bulletin TEXT,
+        imported_at REAL NOT NULL,
+        PRIMARY KEY (origin, upstream_id)
+    );
+    CREATE TABLE link_media (
+        origin TEXT NOT NULL,
+        upstream_media TEXT NOT NULL,
+        media TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (origin, upstream_media)
+    );
+    CREATE TABLE link_cursors (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE link_downstreams (
+        id TEXT PRIMARY KEY,
+        last_pull_at REAL,
+        last_report_at REAL,
+        last_push_at REAL,
+        push_digest TEXT,
+        last_error TEXT,
+        last_error_at REAL,
+        inventory_at REAL
+    );
+    CREATE TABLE link_plays (
+        downstream TEXT NOT NULL,
+        play_id INTEGER NOT NULL,
+        bulletin TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        area TEXT NOT NULL DEFAULT '',
+        slot REAL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        duration_s REAL,
+        outcome TEXT,
+        online INTEGER,
+        acknowledged INTEGER,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (downstream, play_id)
+    );
+    CREATE INDEX link_plays_bulletin ON link_plays (bulletin);
+    CREATE TABLE link_loudspeakers (
+        downstream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        area TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL DEFAULT '',
+        lat REAL,
+        lon REAL,
+        status TEXT NOT NULL,
+        last_seen REAL,
+        reported_at REAL NOT NULL,
+        PRIMARY KEY (downstream, id)
+    );
+    CREATE TABLE link_daily (
+        downstream TEXT NOT NULL,
+        day TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        area TEXT NOT NULL DEFAULT '',
+        hours_on_air REAL NOT NULL,
+        loudspeakers INTEGER NOT NULL,
+        online_share REAL,
+        reported_at REAL NOT NULL,
+        PRIMARY KEY (downstream, day, channel)
+    );
+    ALTER TABLE loudspeakers ADD COLUMN lat REAL;
+    ALTER TABLE loudspeakers ADD COLUMN lon REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

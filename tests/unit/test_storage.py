@@ -36,7 +36,7 @@ EXPECTED_COLUMNS = {
     "zones": {"id", "name", "kind", "parent"},
     "channels": {"id", "name", "zone", "public", "multicast_group", "multicast_port", "multicast_ttl", "loop_path",
                  "loop_gain_db"},
-    "loudspeakers": {"id", "name", "zone", "channel", "key_sealed", "volume", "created_at"},
+    "loudspeakers": {"id", "name", "zone", "channel", "key_sealed", "volume", "created_at", "lat", "lon"},
     "users": {"id", "name", "role", "password_hash", "created_at", "permissions"},
     "user_zones": {"user_id", "zone"},
     "tokens": {"token_hash", "user_id", "label", "created_at", "id", "expires_at", "last_used_at"},
@@ -58,10 +58,22 @@ EXPECTED_COLUMNS = {
                        "acknowledged"},
     "alert_results": {"id", "title", "zones", "priority", "bulletin", "started_at", "ended_at", "commanded",
                       "acknowledged", "by_zone"},
+    "link_imports": {"origin", "upstream_id", "version", "state", "bulletin", "imported_at"},
+    "link_cursors": {"name", "value", "updated_at"},
+    "link_media": {"origin", "upstream_media", "media", "fetched_at"},
+    "link_downstreams": {"id", "last_pull_at", "last_report_at", "last_push_at", "push_digest", "last_error",
+                         "last_error_at", "inventory_at"},
+    "link_plays": {"downstream", "play_id", "bulletin", "channel", "area", "slot", "started_at", "ended_at",
+                   "duration_s", "outcome", "online", "acknowledged", "received_at"},
+    "link_loudspeakers": {"downstream", "id", "name", "area", "channel", "lat", "lon", "status", "last_seen",
+                          "reported_at"},
+    "link_daily": {"downstream", "day", "channel", "area", "hours_on_air", "loudspeakers", "online_share",
+                   "reported_at"},
 }
 EXPECTED_INDEXES = {"broadcast_log_time", "speaker_sessions_time", "audit_log_time", "loudspeakers_zone",
                     "speaker_sessions_open", "broadcast_log_uid", "tokens_id", "tokens_user", "relays_zone",
-                    "bulletins_state", "bulletins_origin", "bulletin_plays_time", "alert_results_time"}
+                    "bulletins_state", "bulletins_origin", "bulletin_plays_time", "alert_results_time",
+                    "link_plays_bulletin"}
 
 
 def assert_current_schema(storage: Storage) -> None:
