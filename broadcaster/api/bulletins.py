@@ -125,7 +125,7 @@ def _may_alert(call: Call, zones: list[str]) -> bool:
 
 
 def _desk_error(exc: BulletinError) -> ApiError:
-    return ApiError(exc.status, exc.code, str(exc))
+    return ApiError(exc.status, exc.code, str(exc), retry_after_s=exc.retry_after_s)
 
 
 async def list_bulletins(call: Call) -> Reply:
@@ -225,6 +225,7 @@ async def bulletin_plays(call: Call) -> Reply:
 async def preview_bulletin(call: Call) -> Reply:
     """The text as it would be read on approval: for the writer and the approver to hear."""
     from broadcaster.control.tts import NoVoice, SpeechError
+    from broadcaster.control.workers import Busy
 
     row = await _row(call)
     if not call.may(Action.BULLETIN_CREATE, *row["zones"]):
@@ -236,6 +237,9 @@ async def preview_bulletin(call: Call) -> Reply:
         raise ApiError(409, "no_voice", str(NoVoice(row["language"])))
     try:
         audio = await speech.preview(row["body"], row["language"])
+    except Busy as exc:
+        raise ApiError(503, "busy", f"speech is being made for others: {exc}", retry_after_s=exc.retry_after_s) \
+            from None
     except SpeechError as exc:
         raise ApiError(422, "speech_failed", f"the text could not be read aloud: {exc}") from None
     return 200, Raw("audio/ogg", audio)

@@ -41,7 +41,7 @@ from broadcaster.codecs.pcm import SAMPLE_RATE, Audio
 from broadcaster.codecs.shared import SharedPcm, discard, share
 from broadcaster.control.bulletin_plan import Plan
 from broadcaster.control.bulletin_rules import CLASS_PRIORITY, FINAL, TransitionError, check
-from broadcaster.control.workers import trim_heap
+from broadcaster.control.workers import Busy, trim_heap
 from broadcaster.core.commands import AddInput, InputEnded, InputStarted, RemoveInput
 from broadcaster.core.mixer import PRIORITY_NAMES, Priority
 from broadcaster.core.sources.pcm import PcmSpec
@@ -63,9 +63,9 @@ SYSTEM = Actor("system")
 class BulletinError(Exception):
     """A refused action: ``status`` and ``code`` for the API, the message for the person."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.retry_after_s = status, code, retry_after_s
 
 
 @dataclass(eq=False)
@@ -261,6 +261,8 @@ class BulletinDesk:
             audio = await speech.render(row["body"], row["language"])
             return dict(await speech.store(audio, zone=row["zones"][0], title=f"{row['title']} (speech)",
                                            actor=actor))
+        except Busy as exc:
+            raise BulletinError(503, "busy", f"speech is being made for others: {exc}", exc.retry_after_s) from None
         except SpeechError as exc:
             raise BulletinError(422, "speech_failed", f"the text could not be read aloud: {exc}") from None
 
