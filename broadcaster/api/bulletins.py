@@ -33,7 +33,7 @@ from broadcaster.api.models import (
 from broadcaster.control.auth import Action
 from broadcaster.control.bulletin_plan import Plan
 from broadcaster.control.bulletin_rules import STATES
-from broadcaster.control.bulletins import BulletinError
+from broadcaster.control.bulletins import BulletinError, content_from_row
 from broadcaster.storage.bulletins import BulletinContent, content_of
 
 NEXT_COUNT = 5
@@ -174,9 +174,15 @@ async def update_bulletin(call: Call) -> Reply:
     return 200, _view(call, updated, call.app.bulletins.warnings(content, plan))
 
 
-async def _move(call: Call, action: str, permission: Action) -> Reply:
+def _authorize_any(call: Call, row: dict[str, Any], *actions: Action) -> None:
+    """The caller holds one of ``actions`` on every zone of the bulletin (else the first's 403)."""
+    if not any(call.may(action, *row["zones"]) for action in actions[1:]):
+        call.authorize(actions[0], *row["zones"])
+
+
+async def _move(call: Call, action: str, *permissions: Action) -> Reply:
     row = await _row(call)
-    call.authorize(permission, *row["zones"])
+    _authorize_any(call, row, *permissions)
     reason = call.body(BulletinReason).reason if action in ("reject", "withdraw") else ""
     try:
         if action == "approve":
@@ -185,15 +191,9 @@ async def _move(call: Call, action: str, permission: Action) -> Reply:
             updated = await call.app.bulletins.move(call.actor, row, action, reason)
     except BulletinError as exc:
         raise _desk_error(exc) from None
-    warnings = call.app.bulletins.warnings(_content_of_row(updated), Plan.parse(updated["plan"]),
+    warnings = call.app.bulletins.warnings(content_from_row(updated), Plan.parse(updated["plan"]),
                                            updated["approved_at"]) if action == "approve" else []
     return 200, _view(call, updated, warnings)
-
-
-def _content_of_row(row: dict[str, Any]) -> BulletinContent:
-    from broadcaster.control.bulletins import content_from_row
-
-    return content_from_row(row)
 
 
 async def submit_bulletin(call: Call) -> Reply:
@@ -209,10 +209,7 @@ async def reject_bulletin(call: Call) -> Reply:
 
 
 async def withdraw_bulletin(call: Call) -> Reply:
-    row = await _row(call)
-    if not call.may(Action.BULLETIN_CREATE, *row["zones"]):
-        call.authorize(Action.BULLETIN_APPROVE, *row["zones"])
-    return await _move(call, "withdraw", Action.READ)
+    return await _move(call, "withdraw", Action.BULLETIN_CREATE, Action.BULLETIN_APPROVE)
 
 
 async def bulletin_plays(call: Call) -> Reply:
@@ -228,8 +225,7 @@ async def preview_bulletin(call: Call) -> Reply:
     from broadcaster.control.workers import Busy
 
     row = await _row(call)
-    if not call.may(Action.BULLETIN_CREATE, *row["zones"]):
-        call.authorize(Action.BULLETIN_APPROVE, *row["zones"])
+    _authorize_any(call, row, Action.BULLETIN_CREATE, Action.BULLETIN_APPROVE)
     if not row["body"].strip():
         raise ApiError(400, "missing_field", "the bulletin has no text to read aloud")
     speech = call.app.speech

@@ -19,11 +19,13 @@ bulletin's validity is a slot: a bulletin past its ``until`` never plays.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+T = TypeVar("T")
 MAX_REPEAT = 10
 MAX_GAP_S = 7200.0
 MAX_AT = 100
@@ -155,11 +157,16 @@ def _int(value: Any, field: str, lo: int, hi: int) -> int:
     return value
 
 
-def _local_datetime(value: Any, field: str) -> datetime:
+def _iso(value: Any, parse: Callable[[str], T]) -> T | None:
+    """``value`` read by ``parse`` (datetime or time ``fromisoformat``), or None if it is not that."""
     try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        return parse(value) if isinstance(value, str) else None
     except ValueError:
-        parsed = None
+        return None
+
+
+def _local_datetime(value: Any, field: str) -> datetime:
+    parsed = _iso(value, datetime.fromisoformat)
     if parsed is None:
         raise PlanError(f"must be a local date and time such as 2026-12-02T06:30, not {value!r}", field)
     if parsed.tzinfo is not None:
@@ -170,10 +177,7 @@ def _local_datetime(value: Any, field: str) -> datetime:
 
 
 def _time_of_day(value: Any, field: str) -> time:
-    try:
-        parsed = time.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        parsed = None
+    parsed = _iso(value, time.fromisoformat)
     if parsed is None or parsed.tzinfo is not None:
         raise PlanError(f"must be a local time of day such as 06:30, not {value!r}", field)
     return parsed.replace(microsecond=0)

@@ -46,7 +46,7 @@ from broadcaster.core.commands import AddInput, InputEnded, InputStarted, Remove
 from broadcaster.core.mixer import PRIORITY_NAMES, Priority
 from broadcaster.core.sources.pcm import PcmSpec
 from broadcaster.storage.bulletins import BulletinContent
-from broadcaster.storage.logs import Actor
+from broadcaster.storage.logs import SYSTEM, Actor
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 PRELOAD_S = 60.0       # a slot is claimed, decoded and sent to the core this far ahead
 FINISH_CHECK_S = 30.0  # a bulletin with nothing ahead is looked at again this often, until its plays end
 OUTCOMES = {"finished": "completed", "skipped": "preempted", "removed": "cut", "refused": "failed"}
-SYSTEM = Actor("system")
 
 
 class BulletinError(Exception):
@@ -113,8 +112,8 @@ class BulletinDesk:
             for channel, entry in play.entries.items():
                 if channel not in play.ended:
                     self.app.records.close(entry, "stopped")
-                    self._record("play_ended", play.bulletin["id"], play.slot, channel,
-                                                          self.app.wall(), "stopped")
+                    self._record("play_ended", play.bulletin["id"], play.slot, channel, self.app.wall(),
+                                 "stopped")
         self.plays.clear()
 
     def _record(self, what: str, bulletin_id: str, *args: Any, **kwargs: Any) -> None:
@@ -494,7 +493,7 @@ class BulletinDesk:
         if entry is not None:
             self.app.records.close(entry, outcome)
         self._record("play_ended", play.bulletin["id"], play.slot, event.channel, self.app.wall(),
-                                              outcome if entry is not None else "failed")
+                     outcome if entry is not None else "failed")
         metrics.bulletin_plays_total.labels(outcome).inc()
         if play.ended >= set(play.channels):
             self.plays.pop((play.bulletin["id"], play.slot), None)
@@ -502,12 +501,25 @@ class BulletinDesk:
             self._finish_if_done(play.bulletin, self.app.wall())
 
     def _alert(self, play: SlotPlay, plan: Plan) -> None:
-        """An emergency bulletin: the alert path, at once."""
+        """An emergency bulletin: the alert path, as soon as its audio's path is read (off the reactor)."""
         row = play.bulletin
-        media_path = None
         media_id = row["media"] or row["speech"]
-        if media_id is not None:
-            media_path = self.app.storage.media.paths_sync([media_id]).get(media_id)
+        if media_id is None:
+            self._start_alert(play, plan, None, None)
+            return
+
+        def unread(failure: Any) -> None:
+            _warn(failure, f"bulletin {row['id']}: its audio's path not read; its text is read")
+            self._start_alert(play, plan, None, None)
+
+        self.app.storage.media.get(media_id).addCallbacks(
+            lambda media: self._start_alert(play, plan, media_id, media["path"] if media else None), unread)
+
+    def _start_alert(self, play: SlotPlay, plan: Plan, media_id: str | None, media_path: str | None) -> None:
+        row = play.bulletin
+        if self.active.get(row["id"]) is not row:  # withdrawn or edited while its path was read
+            self.plays.pop((row["id"], play.slot), None)
+            return
         alerts = self.app.config.alerts
         channels = list(play.channels)
         play.alert = self.app.alerts.start(
@@ -515,12 +527,11 @@ class BulletinDesk:
             policy="preempt", repeat=plan.repeat, gap_s=plan.gap_s or alerts.gap_s,
             created_by=row["approved_by"] or row["created_by"], volume=alerts.volume,
             text="" if media_path else row["body"], media_path=media_path, media_id=media_id,
-            language=row["language"],
+            language=row["language"], bulletin=row["id"],
             audit=(row["approved_by"] or "system", None, f"emergency bulletin {row['id']} {row['title']}"))
         now = self.app.wall()
         for channel in channels:
-            self._record("play_started", row["id"], play.slot, channel, now,
-                                                    self.app.devices.on_channels([channel]))
+            self._record("play_started", row["id"], play.slot, channel, now, self.app.devices.on_channels([channel]))
         metrics.bulletin_plays_total.labels("started").inc()
 
     def _alerts_ended(self) -> None:
