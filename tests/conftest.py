@@ -136,9 +136,10 @@ class RunningServer:
         return self.process.stderr.read() if self.process.stderr else ""
 
 
-def start_server(config: Path, prefix: Sequence[str] = ()) -> RunningServer:
+def start_server(config: Path, prefix: Sequence[str] = (), http_port: int = 0) -> RunningServer:
+    """``http_port``: 0 for any free one; a fixed one when another server's config names it."""
     command = [*prefix, sys.executable, "-m", "broadcaster", "serve", "-c", str(config),
-               "--http-port", "0", "--udp-port", "0"]
+               "--http-port", str(http_port), "--udp-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None

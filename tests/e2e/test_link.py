@@ -13,11 +13,7 @@ the loudspeaker heard and what each server stored."""
 
 from __future__ import annotations
 
-import os
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +24,7 @@ import soundfile
 import yaml
 
 from broadcaster.codecs.pcm import dominant_frequency
-from tests.conftest import KEYS, ROOT, Api, RunningServer, run_speaker, tone_file, wait_until
+from tests.conftest import KEYS, Api, RunningServer, run_speaker, start_server, tone_file, wait_until
 
 SECRET = "the-province-and-an-binh-share-this"
 CODE = "86.855.29620"
@@ -42,19 +38,8 @@ def free_port() -> int:
 
 
 def start(config: Path, http_port: int) -> RunningServer:
-    """As conftest.start_server, on a fixed HTTP port (each side's config names the other's)."""
-    command = [sys.executable, "-m", "broadcaster", "serve", "-c", str(config), "--http-port", str(http_port),
-               "--udp-port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    if not line.startswith("listening "):
-        process.kill()
-        raise AssertionError(f"server did not start: {line!r} {process.stderr.read() if process.stderr else ''}")
-    fields = dict(part.split("=", 1) for part in line.split()[1:])
-    return RunningServer(process, int(fields["http"].rsplit(":", 1)[1]), int(fields["udp"].rsplit(":", 1)[1]))
+    """On a fixed HTTP port: each side's config names the other's."""
+    return start_server(config, http_port=http_port)
 
 
 def write(directory: Path, document: dict[str, Any], users: tuple[tuple[str, str, list[str]], ...]) -> tuple[
