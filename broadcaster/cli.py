@@ -228,9 +228,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write(data: str | bytes, output: Path | None) -> int:
-    """A report to stdout, or to a file."""
+    """A report to stdout (text), or to a file (text or the XLSX workbook)."""
     if output is None:
-        print(data if isinstance(data, str) else data.decode("utf-8"), end="")
+        assert isinstance(data, str), "a workbook always goes to a file"
+        print(data, end="")
         return 0
     try:
         if isinstance(data, bytes):

@@ -29,10 +29,6 @@ async def preview(call: Call) -> Reply:
         raise ApiError(403, "forbidden", f"{principal.role} {principal.name!r} lacks the permission bulletin.create "
                        "in any zone: previews are for those who write bulletins")
     body = call.body(SpeechPreview)
-    limit = call.app.config.tts.max_text_chars
-    if len(body.text) > limit:
-        raise ApiError(413, "too_large", f"text: {len(body.text)} characters; speech is made of at most {limit} "
-                       "(tts.max_text_chars)")
     try:
         audio = await call.app.speech.preview(body.text, body.language)
     except NoVoice as exc:
