@@ -241,9 +241,9 @@ def _downstream(call: Call) -> Any:
 async def downstream_loudspeakers(call: Call) -> Reply:
     d = _downstream(call)
     limit, offset = call.paging()
-    items = await call.storage.link.loudspeakers(d.id, limit, offset)
-    return 200, Page[ReportedLoudspeaker](items=[ReportedLoudspeaker.model_validate(r) for r in items],
-                                          total=offset + len(items), limit=limit, offset=offset)
+    found = await call.storage.link.loudspeakers(d.id, limit, offset)
+    return 200, Page[ReportedLoudspeaker](items=[ReportedLoudspeaker.model_validate(r) for r in found.items],
+                                          total=found.total, limit=limit, offset=offset)
 
 
 async def downstream_days(call: Call) -> Reply:

@@ -148,8 +148,9 @@ class Downstream:
 
     async def _take_one(self, b: protocol.Bulletin, known: dict[str, Any] | None) -> str:
         state = "withdrawn" if b.withdrawn else "active"
-        if known is not None and known["version"] == b.version and known["state"] == state:
-            return "unchanged"
+        if known is not None and (known["version"] > b.version
+                                  or known["version"] == b.version and known["state"] == state):
+            return "unchanged"  # the same, or older (a poll's reply racing a push): never back to it
         desk = getattr(self.app, "bulletins", None)
         if desk is None:
             log.error("link: bulletin %s not taken: this server has no bulletin desk", b.upstream_id)

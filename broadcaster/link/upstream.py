@@ -80,9 +80,9 @@ class Upstream:
         areas: set[str] = set()
         for z in bulletin_zones:
             for dz in downstream.zones:
-                if z in tree.subtree(dz):
+                if tree.within(z, (dz,)):  # the zone's depth, not a scan of every zone
                     areas.add(self.code(z))
-                elif dz in tree.subtree(z):
+                elif tree.within(dz, (z,)):
                     areas.add(self.code(dz))
         return sorted(areas)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from broadcaster.storage.db import Database, one, rows
+from broadcaster.storage.db import Database, Page, one, page, rows
 
 FEED_LIMIT = 500
 WITHDRAWN_KEPT_S = 7 * 86400     # a withdrawn bulletin stays in the feed this long, so every downstream hears of it
@@ -282,9 +282,6 @@ class LinkRepository:
     def record_media(self, origin: str, upstream_media: str, media: str, now: float) -> Deferred[None]:
         return self.db.run("link.record_media", _record_media, origin, upstream_media, media, now)
 
-    def results_sync(self, bulletin: str) -> list[dict[str, Any]]:
-        return self.db.run_sync(_results, bulletin)
-
     def downstreams(self) -> Deferred[dict[str, dict[str, Any]]]:
         return self.db.read("link.downstreams", _downstreams)
 
@@ -294,10 +291,10 @@ class LinkRepository:
             return None if row is None else row["push_digest"]
         return self.db.read("link.push_digest", get)
 
-    def loudspeakers(self, downstream: str, limit: int, offset: int) -> Deferred[list[dict[str, Any]]]:
-        return self.db.read("link.loudspeakers", lambda conn: rows(
+    def loudspeakers(self, downstream: str, limit: int, offset: int) -> Deferred[Page]:
+        return self.db.read("link.loudspeakers", lambda conn: page(
             conn, "SELECT id, name, area, channel, lat, lon, status, last_seen, reported_at FROM link_loudspeakers "
-                  "WHERE downstream = ? ORDER BY id LIMIT ? OFFSET ?", (downstream, limit, offset)))
+                  "WHERE downstream = ? ORDER BY id", (downstream,), limit, offset))
 
     def days(self, downstream: str, since: str, until: str) -> Deferred[list[dict[str, Any]]]:
         return self.db.read("link.days", lambda conn: rows(

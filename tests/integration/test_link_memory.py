@@ -120,6 +120,9 @@ def test_a_pushed_feed_is_taken_once_by_upstream_id_and_version(tmp_path: Path,
     assert reply["taken"] == {"new": 0, "updated": 1, "withdrawn": 1, "unchanged": 0, "skipped": 0, "failed": 0}
     after = imported(server)
     assert len(after) == 2 and after["b-1"]["title"] == "Tin sửa" and after["b-3"]["state"] == "withdrawn"
+    # An older version arriving late (a poll's reply racing the push) never takes the bulletin back to it.
+    status, reply, _ = push(server, wire("b-1", version=1))
+    assert reply["taken"]["unchanged"] == 1 and imported(server)["b-1"]["title"] == "Tin sửa"
 
 
 def test_replayed_forged_and_unsigned_pushes_are_refused_before_any_work(tmp_path: Path) -> None:
