@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2 liquidsoap \
-	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav \
+	chromium chromium-driver
 # The peers and players the benchmarks measure against (benchmarks/README.md).
-BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base chromium chromium-driver
+BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base
 
 .PHONY: run test lint bench fuzz clean system-run system-test system-bench
 
@@ -30,7 +31,7 @@ fuzz: system-test $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 tests/unit/test_fuzz.py
 
 bench: system-bench $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python benchmarks/channels.py
 	$(BIN)/python benchmarks/latency.py
 	$(BIN)/python benchmarks/listeners.py

@@ -179,6 +179,27 @@ class BulletinsConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     token_days: int = 90  # a new API token's lifetime; POST /api/v1/tokens may ask for less, never more
+    session_hours: int = 12  # a console sign-in's lifetime (its cookie), then the user signs in again
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The operator console at / (docs/console.md)."""
+
+    # A map tile layer under the loudspeaker map, such as https://tile.example.vn/{z}/{x}/{y}.png; none by
+    # default: the map is drawn from the loudspeakers' own lat/lon, offline.
+    tile_url: str | None = None
+
+
+@dataclass(frozen=True)
+class UserSeed:
+    """A user the configuration file makes in an empty database (the demo's admin). Its password is in a
+    file, so it must be changed at the first sign-in."""
+
+    name: str
+    role: str
+    zones: tuple[str, ...]
+    password: str
 
 
 @dataclass(frozen=True)
@@ -308,6 +329,8 @@ class Config:
     loudspeakers: tuple[LoudspeakerConfig, ...] = ()
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    users: tuple[UserSeed, ...] = ()
 
     def channel(self, channel_id: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -413,7 +436,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     r = _Reader(file)
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
                                    "relay", "schedule", "alerts", "bulletins", "api", "reports", "zones", "channels",
-                                   "loudspeakers", "edge", "tts", "link"})
+                                   "loudspeakers", "edge", "tts", "link", "console", "users"})
     server = _server(r, top.get("server"))
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
@@ -435,11 +458,13 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     loudspeakers = _loudspeakers(r, top.get("loudspeakers"), zones, channels)
     edge = _edge(r, top.get("edge"), channels)
     link = _link(r, top.get("link"), zone_ids, base_dir)
+    console = _console(r, top.get("console"))
+    users = _users(r, top.get("users"), zone_ids)
     return Config(path=file, server=server, audio=audio, http=http, hls=hls, mp3=mp3, speakers=speakers,
                   storage=storage, live=live, relay=relay, schedule=schedule, alerts=alerts, bulletins=bulletins,
                   api=api, tts=tts, reports=reports,
                   zones=tuple(zones), channels=tuple(channels),
-                  loudspeakers=tuple(loudspeakers), edge=edge, link=link)
+                  loudspeakers=tuple(loudspeakers), edge=edge, link=link, console=console, users=tuple(users))
 
 
 def _edge(r: _Reader, value: Any, channels: list[ChannelConfig]) -> EdgeConfig:
@@ -743,8 +768,42 @@ def _bulletins(r: _Reader, value: Any, zone_ids: set[str]) -> BulletinsConfig:
 
 
 def _api(r: _Reader, value: Any) -> ApiConfig:
-    d = r.mapping(value, "api", {"token_days"})
-    return ApiConfig(token_days=r.int_range(d, "token_days", "api", ApiConfig.token_days, 1, 3650))
+    d = r.mapping(value, "api", {"token_days", "session_hours"})
+    return ApiConfig(token_days=r.int_range(d, "token_days", "api", ApiConfig.token_days, 1, 3650),
+                     session_hours=r.int_range(d, "session_hours", "api", ApiConfig.session_hours, 1, 24 * 30))
+
+
+def _console(r: _Reader, value: Any) -> ConsoleConfig:
+    d = r.mapping(value, "console", {"tile_url"})
+    tile_url = r.typed(d, "tile_url", "console", str, None)
+    if tile_url is not None and (not tile_url.startswith(("https://", "http://"))
+                                 or not all(f"{{{part}}}" in tile_url for part in "zxy")):
+        raise r.fail("console.tile_url", f"expected an http(s) URL with {{z}}, {{x}} and {{y}} in it, got {tile_url!r}")
+    return ConsoleConfig(tile_url=tile_url)
+
+
+def _users(r: _Reader, value: Any, zone_ids: set[str]) -> list[UserSeed]:
+    result: list[UserSeed] = []
+    for i, item in enumerate(r.sequence(value, "users")):
+        k = f"users[{i}]"
+        d = r.mapping(item, k, {"name", "role", "zones", "password"})
+        name = r.ident(d, "name", k)
+        if any(u.name == name for u in result):
+            raise r.fail(f"{k}.name", f"duplicate user {name!r}")
+        role = r.typed(d, "role", k, str, required=True)
+        if role not in ("admin", "operator", "viewer"):
+            raise r.fail(f"{k}.role", f"expected admin, operator or viewer, got {role!r}")
+        zones = [str(z) for z in r.sequence(d.get("zones"), f"{k}.zones")]
+        for zone in zones:
+            if zone not in zone_ids:
+                raise r.fail(f"{k}.zones", f"no zone with id {zone!r} is defined under zones")
+        if role != "admin" and not zones:
+            raise r.fail(f"{k}.zones", f"a {role} needs at least one zone")
+        password = r.typed(d, "password", k, str, required=True)
+        if len(password) < 4:
+            raise r.fail(f"{k}.password", "expected at least 4 characters")
+        result.append(UserSeed(name=name, role=role, zones=tuple(zones), password=password))
+    return result
 
 
 def _language(r: _Reader, value: Any, key: str) -> str:

@@ -24,6 +24,7 @@ from twisted.web.server import Request
 
 from broadcaster.api.models import validation_message
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize, visible_zones
+from broadcaster.control.logins import LoginGuard
 from broadcaster.storage import Actor
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Call:
     params: dict[str, str]
     query: dict[str, str]
     app: BroadcastServer
+    passwords: LoginGuard | None = None  # failed password checks per address (shared with the studio ingest)
 
     @property
     def remote(self) -> str | None:
@@ -80,6 +82,10 @@ class Call:
     @property
     def actor(self) -> Actor:
         return Actor(self.principal.name, self.principal.remote)
+
+    def actor_named(self, name: str) -> Actor:
+        """Who acts, before the call has a principal (signing in)."""
+        return Actor(name, self.principal.remote)
 
     @property
     def storage(self) -> Storage:

@@ -88,6 +88,35 @@ class Me(Out):
     token: str | None = Field(None, description="the id of the token this call came with")
 
 
+# --- console sessions --------------------------------------------------------------------
+
+class SessionCreate(Body):
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChange(Body):
+    current: str = Field(min_length=1, max_length=1024)
+    new: str = Field(min_length=8, max_length=1024, description="at least 8 characters")
+
+
+class ConsoleSettings(Out):
+    tile_url: str | None = Field(None, description="the map's tile layer ({z}/{x}/{y}); none: drawn offline")
+
+
+class Session(Out):
+    """A console sign-in. ``csrf`` goes in the ``X-CSRF-Token`` header of every write the page makes."""
+
+    name: str
+    role: Role
+    zones: list[str]
+    permissions: list[str]
+    csrf: str
+    must_change_password: bool
+    expires_at: float | None
+    console: ConsoleSettings
+
+
 # --- API tokens ------------------------------------------------------------------------
 
 class TokenCreate(Body):

@@ -24,7 +24,9 @@ PATH = Path(__file__).with_name("openapi.json")
 REF = "#/components/schemas/{model}"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "Bad request: the message names the key path",
-               401: "No valid bearer token", 403: "Outside the caller's role or zones", 404: "Not found",
+               401: "No valid bearer token or console session", 403: "Outside the caller's role or zones",
+               404: "Not found", 415: "Wrong media type",
+               429: "Too many failures from this address: wait Retry-After seconds",
                405: "Method not allowed", 409: "Conflicts with stored data", 413: "Body too large",
                422: "The upload cannot become a library item", 503: "Busy: try again after Retry-After seconds",
                507: "The disk is full: nothing was changed (audio goes on)"}

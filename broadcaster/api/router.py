@@ -31,6 +31,7 @@ from broadcaster.api import (
     programmes,
     relays,
     reports,
+    session,
     tokens,
     zones,
 )
@@ -68,6 +69,7 @@ async def me(call: Call) -> Reply:
 ROUTES: list[Route] = [
     Route("GET", "/api/v1/openapi.json", openapi, "This document", public=True),
     Route("GET", "/api/v1/me", me, "Who the token belongs to", Me),
+    *session.ROUTES,
     *zones.ROUTES,
     *channels.ROUTES,
     *loudspeakers.ROUTES,
@@ -91,9 +93,12 @@ def _error(status: int, code: str, message: str) -> tuple[int, dict[str, Any], s
 class AdminApi(Resource):
     isLeaf = True
 
-    def __init__(self, app: BroadcastServer) -> None:
+    def __init__(self, app: BroadcastServer, passwords: LoginGuard | None = None) -> None:
+        """``passwords``: failed password checks per address, shared with the studio ingest and
+        /admin (the same users): console sign-ins count against the same limit."""
         super().__init__()
         self.app = app
+        self.passwords = passwords or LoginGuard()
         # Invalid tokens per address: 30 a minute (a commune office behind NAT runs a few scripts),
         # then 429 with no lookup until the minute has passed.
         self.logins = LoginGuard(max_failures=30, window_s=60.0)
@@ -127,15 +132,27 @@ class AdminApi(Resource):
         principal = await self._authenticate(request, route)
         args: dict[bytes, list[bytes]] = request.args or {}
         query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in args.items() if v}
-        return await route.handler(Call(request, principal, dict(match.groupdict()), query, self.app))
+        if principal.must_change_password and (method, route.path) not in session.WHILE_MUST_CHANGE:
+            raise ApiError(403, "must_change_password", "the password was set by someone else: change it first "
+                           "(POST /api/v1/me/password)")
+        return await route.handler(Call(request, principal, dict(match.groupdict()), query, self.app,
+                                        self.passwords))
 
     async def _authenticate(self, request: Request, route: Route) -> Principal:
         remote = getattr(request.getClientAddress(), "host", None)
         if route.public:
             return Principal(name="anonymous", role="viewer", remote=remote)
         header = (request.getHeader("authorization") or "").strip()
-        if not header.lower().startswith("bearer "):
-            raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>' (broadcaster user token)")
+        cookie = session.cookie_secret(request) if not header else None
+        if cookie is None and not header.lower().startswith("bearer "):
+            raise ApiError(401, "unauthenticated", "send 'Authorization: Bearer <token>' (broadcaster user token), "
+                           "or sign in to the console")
+        if cookie is not None and request.method not in (b"GET", b"HEAD") and not session.csrf_matches(
+                cookie, request.getHeader(session.CSRF_HEADER)):
+            # Before any lookup: a forged request from another site costs nothing and does nothing.
+            metrics.auth_failures_total.labels("csrf").inc()
+            raise ApiError(403, "csrf", "a write with the console's cookie needs its X-CSRF-Token header "
+                           "(from GET /api/v1/session)")
         clock = self.app.reactor.seconds()
         address = remote or ""
         if not self.logins.allowed(address, clock):  # refused before any lookup: a flood costs nothing
@@ -144,12 +161,19 @@ class AdminApi(Resource):
             raise ApiError(429, "too_many_failures", f"too many invalid tokens from {address}; try again in "
                            f"{wait:.0f} s", retry_after_s=max(1, math.ceil(wait)))
         now = self.app.wall()
-        user = await self.app.storage.users.by_token(header[7:].strip(), now)
+        secret = cookie if cookie is not None else header[7:].strip()
+        user = await self.app.storage.users.by_token(secret, now)
+        if user is not None and cookie is not None and not user.get("session") and not user.get("expired"):
+            user = None  # an API token copied into the cookie: cookies carry sessions only
         if user is None or user.get("expired"):
             metrics.auth_failures_total.labels("api").inc()
             if user is None:  # a guess; an expired token is a script someone forgot, not an attack
                 self.logins.failed(address, clock)
+                if cookie is not None:
+                    raise ApiError(401, "unauthenticated", "the console session has ended; sign in again")
                 raise ApiError(401, "unauthenticated", "the token is not valid (unknown or revoked)")
+            if cookie is not None:
+                raise ApiError(401, "unauthenticated", "the console session has expired; sign in again")
             raise ApiError(401, "unauthenticated", "the token has expired; make a new one (POST /api/v1/tokens "
                            "with another, or broadcaster user token)")
         self.logins.succeeded(address)

@@ -48,6 +48,8 @@ class Principal:
     token: str | None = None  # the public id of the API token it came with
     token_expires_at: float | None = None
     granted: frozenset[str] = frozenset()  # permissions beyond the role's (PERMISSIONS)
+    session: bool = False  # signed in to the console (a cookie), not an API token
+    must_change_password: bool = False  # the console asks for a new password before anything else
 
     @classmethod
     def from_row(cls, row: dict[str, Any], remote: str | None = None) -> Principal:
@@ -56,7 +58,8 @@ class Principal:
             granted = json.loads(granted)
         return cls(name=row["name"], role=row["role"], zones=tuple(row.get("zones", ())), remote=remote,
                    token=row.get("token_id"), token_expires_at=row.get("token_expires_at"),
-                   granted=frozenset(p for p in granted if p in PERMISSIONS))
+                   granted=frozenset(p for p in granted if p in PERMISSIONS), session=bool(row.get("session")),
+                   must_change_password=bool(row.get("must_change_password")))
 
     @property
     def permissions(self) -> frozenset[str]:

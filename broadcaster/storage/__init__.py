@@ -33,7 +33,7 @@ from broadcaster.storage.migrations import MIGRATIONS, SCHEMA_VERSION
 from broadcaster.storage.programmes import ProgrammeRepository
 from broadcaster.storage.relays import RelayRepository
 from broadcaster.storage.reports import ReportRepository
-from broadcaster.storage.users import TOKEN_DAYS, UserRepository
+from broadcaster.storage.users import TOKEN_DAYS, UserRepository, add_txn
 from broadcaster.storage.zones import ZoneRepository
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class Storage:
 def seed_from_config(storage: Storage, config: Config) -> None:
     """First start: the configuration file's zones, channels and loudspeakers become the database."""
     now = time.time()
+    hashed = [hash_password(user.password) for user in config.users]  # scrypt: before the transaction
     with storage.db.transaction() as db:
         for zone in config.zones:
             db.execute("INSERT INTO zones (id, name, kind, parent) VALUES (?,?,?,?)",
@@ -109,6 +110,9 @@ def seed_from_config(storage: Storage, config: Config) -> None:
         for s in config.loudspeakers:
             db.execute("INSERT INTO loudspeakers (id, zone, channel, key_sealed, created_at) VALUES (?,?,?,?,?)",
                        (s.id, s.zone, s.channel, storage.sealer.seal(s.id, s.key.encode("utf-8")), now))
+        for user, password_hash in zip(config.users, hashed, strict=True):
+            add_txn(db, SYSTEM, user.name, user.role, list(user.zones), None, must_change=True,
+                    password_hash=password_hash)
         audit_txn(db, SYSTEM, "seed", str(config.path), None,
                   f"{len(config.zones)} zones, {len(config.channels)} channels, "
-                  f"{len(config.loudspeakers)} loudspeakers")
+                  f"{len(config.loudspeakers)} loudspeakers, {len(config.users)} users")

@@ -330,5 +330,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE loudspeakers ADD COLUMN lat REAL;
     ALTER TABLE loudspeakers ADD COLUMN lon REAL;
     """,
+    # 12: a password someone else chose (the demo's, an admin's reset) must be changed at the next sign-in;
+    # a console sign-in is a token kept in a cookie (tokens.session), bounded per user apart from API tokens
+    """
+    ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tokens ADD COLUMN session INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,6 +30,7 @@ CLI = Actor("cli")
 TOKEN_DAYS = 90.0       # the default lifetime (config: api.token_days)
 TOUCH_EVERY_S = 60.0    # last_used_at's resolution
 MAX_TOKENS = 50         # per user: a login cannot grow the tokens table (and the audit log) without end
+MAX_SESSIONS = 10       # console sign-ins kept per user (a phone, an office PC, ...): the oldest ends first
 
 
 def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any]:
@@ -39,8 +40,9 @@ def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any
 
 
 def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any] | None:
-    user = one(conn, "SELECT u.id, u.name, u.role, u.permissions, t.id AS token_id, t.last_used_at AS token_used_at, "
-                     "t.expires_at AS token_expires_at FROM tokens t JOIN users u ON u.id = t.user_id "
+    user = one(conn, "SELECT u.id, u.name, u.role, u.permissions, u.must_change_password, t.id AS token_id, "
+                     "t.last_used_at AS token_used_at, t.expires_at AS token_expires_at, t.session "
+                     "FROM tokens t JOIN users u ON u.id = t.user_id "
                      "WHERE t.token_hash = ?", (hash_token(token),))
     if user is None:
         return None
@@ -50,7 +52,8 @@ def _by_token(conn: sqlite3.Connection, token: str, now: float) -> dict[str, Any
 
 
 def _by_name(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
-    user = one(conn, "SELECT id, name, role, permissions, password_hash FROM users WHERE name = ?", (name,))
+    user = one(conn, "SELECT id, name, role, permissions, must_change_password, password_hash FROM users "
+                     "WHERE name = ?", (name,))
     return _with_zones(conn, user) if user else None
 
 
@@ -62,11 +65,16 @@ def _password_matches(user: dict[str, Any] | None, password: str) -> dict[str, A
     return user
 
 
-def _add(conn: sqlite3.Connection, actor: Actor, name: str, role: str, zones: list[str],
-         password: str | None, permissions: tuple[str, ...] = ()) -> int:
-    cursor = conn.execute("INSERT INTO users (name, role, password_hash, created_at, permissions) VALUES (?,?,?,?,?)",
-                          (name, role, hash_password(password) if password else None, time.time(),
-                           json.dumps(sorted(set(permissions)))))
+def add_txn(conn: sqlite3.Connection, actor: Actor, name: str, role: str, zones: list[str],
+         password: str | None, permissions: tuple[str, ...] = (), must_change: bool = False,
+         password_hash: str | None = None) -> int:
+    """``password_hash``: one hashed already (the seed hashes before its transaction)."""
+    if password and password_hash is None:
+        password_hash = hash_password(password)
+    cursor = conn.execute("INSERT INTO users (name, role, password_hash, created_at, permissions, "
+                          "must_change_password) VALUES (?,?,?,?,?,?)",
+                          (name, role, password_hash, time.time(),
+                           json.dumps(sorted(set(permissions))), int(must_change)))
     user_id = int(cursor.lastrowid or 0)
     for zone in zones:
         conn.execute("INSERT INTO user_zones (user_id, zone) VALUES (?,?)", (user_id, zone))
@@ -80,8 +88,8 @@ def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str, da
     row = one(conn, "SELECT id FROM users WHERE name = ?", (user,))
     if row is None:
         raise Conflict(f"no user named {user!r}")
-    held = conn.execute("SELECT COUNT(*) FROM tokens WHERE user_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-                        (row["id"], now)).fetchone()[0]
+    held = conn.execute("SELECT COUNT(*) FROM tokens WHERE user_id = ? AND session = 0 "
+                        "AND (expires_at IS NULL OR expires_at > ?)", (row["id"], now)).fetchone()[0]
     if held >= MAX_TOKENS:
         raise Conflict(f"{user} has {held} tokens, the most a user may hold; revoke one first")
     token = "bct_" + secrets.token_urlsafe(32)
@@ -94,6 +102,43 @@ def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str, da
 
 _TOKEN_COLUMNS = ("SELECT t.id, u.name AS user, t.label, t.created_at, t.expires_at, t.last_used_at "
                   "FROM tokens t JOIN users u ON u.id = t.user_id")
+
+
+def _new_session(conn: sqlite3.Connection, actor: Actor, user_id: int, name: str, hours: float,
+                 now: float) -> dict[str, Any]:
+    """A console sign-in: a token that lives in a cookie. A user keeps at most MAX_SESSIONS (the
+    oldest end first), and expired ones are removed here, so signing in again and again grows nothing."""
+    conn.execute("DELETE FROM tokens WHERE user_id = ? AND session = 1 AND expires_at <= ?", (user_id, now))
+    conn.execute("DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE user_id = ? AND session = 1 "
+                 "ORDER BY created_at DESC, id LIMIT -1 OFFSET ?)", (user_id, MAX_SESSIONS - 1))
+    token = "bcs_" + secrets.token_urlsafe(32)
+    token_id = "tok_" + secrets.token_hex(6)
+    conn.execute("INSERT INTO tokens (token_hash, id, user_id, label, created_at, expires_at, session) "
+                 "VALUES (?,?,?,?,?,?,1)", (hash_token(token), token_id, user_id, "console session", now,
+                                            now + hours * 3600))
+    audit_txn(conn, actor, "session.start", name, None, token_id)
+    return {**_token_row(conn, token_id), "token": token}
+
+
+def _end_session(conn: sqlite3.Connection, actor: Actor, token_id: str) -> None:
+    row = one(conn, f"{_TOKEN_COLUMNS} WHERE t.id = ? AND t.session = 1", (token_id,))
+    if row is not None:
+        conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+        audit_txn(conn, actor, "session.end", row["user"], None, token_id)
+
+
+def _set_password(conn: sqlite3.Connection, actor: Actor, name: str, password_hash: str,
+                  must_change: bool, keep_token: str | None) -> bool:
+    """A new password (hashed off the database's thread). Every console session of the user ends but
+    ``keep_token`` (the one changing it), so a stolen session does not outlive a reset."""
+    row = one(conn, "SELECT id FROM users WHERE name = ?", (name,))
+    if row is None:
+        return False
+    conn.execute("UPDATE users SET password_hash = ?, must_change_password = ? WHERE id = ?",
+                 (password_hash, int(must_change), row["id"]))
+    conn.execute("DELETE FROM tokens WHERE user_id = ? AND session = 1 AND id IS NOT ?", (row["id"], keep_token))
+    audit_txn(conn, actor, "user.password", name, None, "reset: to be changed at sign-in" if must_change else "")
+    return True
 
 
 def _token_row(conn: sqlite3.Connection, token_id: str) -> dict[str, Any]:
@@ -149,12 +194,13 @@ class UserRepository:
 
     def add(self, name: str, role: str, zones: list[str], password: str | None = None,
             actor: Actor = CLI, permissions: tuple[str, ...] = ()) -> Deferred[int]:
-        return self.db.run("users.add", _add, actor, name, role, zones, password, permissions)
+        return self.db.run("users.add", add_txn, actor, name, role, zones, password, permissions)
 
     def add_sync(self, name: str, role: str, zones: list[str], password: str | None = None,
-                 actor: Actor = CLI, permissions: tuple[str, ...] = ()) -> int:
-        """``permissions``: granted beyond the role's (control.auth.PERMISSIONS)."""
-        return self.db.run_sync(_add, actor, name, role, zones, password, permissions)
+                 actor: Actor = CLI, permissions: tuple[str, ...] = (), must_change: bool = False) -> int:
+        """``permissions``: granted beyond the role's (control.auth.PERMISSIONS); ``must_change``: the
+        password was chosen by someone else (the demo's), so the console asks for a new one first."""
+        return self.db.run_sync(add_txn, actor, name, role, zones, password, permissions, must_change)
 
     def new_token(self, user: str, label: str = "", days: float = TOKEN_DAYS, actor: Actor = CLI,
                   now: float | None = None) -> Deferred[dict[str, Any]]:
@@ -165,6 +211,23 @@ class UserRepository:
     def new_token_sync(self, user: str, label: str = "", days: float = TOKEN_DAYS, actor: Actor = CLI,
                        now: float | None = None) -> dict[str, Any]:
         return self.db.run_sync(_new_token, actor, user, label, days, time.time() if now is None else now)
+
+    def new_session(self, user: dict[str, Any], hours: float, actor: Actor, now: float) -> Deferred[dict[str, Any]]:
+        """``user``: as by_password found it. The row has the cookie's secret (``token``)."""
+        return self.db.run("users.new_session", _new_session, actor, user["id"], user["name"], hours, now)
+
+    def end_session(self, token_id: str, actor: Actor) -> Deferred[None]:
+        return self.db.run("users.end_session", _end_session, actor, token_id)
+
+    def set_password(self, name: str, password: str, actor: Actor, must_change: bool = False,
+                     keep_token: str | None = None) -> Deferred[bool]:
+        """Whether the user exists. scrypt runs in the auth pool, the write in storage's."""
+        hashed = self.db.offload("auth", hash_password, password)
+        return hashed.addCallback(lambda value: self.db.run("users.set_password", _set_password, actor, name,
+                                                            value, must_change, keep_token))
+
+    def set_password_sync(self, name: str, password: str, actor: Actor = CLI, must_change: bool = False) -> bool:
+        return self.db.run_sync(_set_password, actor, name, hash_password(password), must_change, None)
 
     def tokens(self, user: str | None, limit: int, offset: int) -> Deferred[Page]:
         """Newest first; ``user`` None lists everyone's. Secrets are never stored, so never listed."""

@@ -21,18 +21,21 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
+from broadcaster.api.session import COOKIE, csrf_matches
 from broadcaster.control.logins import LoginGuard
 from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
 from broadcaster.web import icecast, streams
 from broadcaster.web.admin import IcecastAdmin
+from broadcaster.web.console import ConsoleFiles, ConsolePage
 from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
 
 log = logging.getLogger(__name__)
+SESSION_COOKIE = COOKIE.encode("ascii")
 CONNECTION_DONE = Failure(ConnectionDone())
 
 
@@ -174,7 +177,8 @@ class Root(Resource):
         """``logins``: the studio ingest's failed-password record, so that guesses at /admin and at
         the ingest (the same users and passwords) count against one limit per address."""
         super().__init__()
-        self.putChild(b"api", AdminApi(server))
+        self.putChild(b"api", AdminApi(server, logins))
+        self.putChild(b"ui", ConsoleFiles(server.config))
         self.putChild(b"channels", ChannelList(server))
         self.putChild(b"metrics", MetricsPage(server))
         self.putChild(b"healthz", Health(server))
@@ -183,6 +187,8 @@ class Root(Resource):
         self.app = server
 
     def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802
+        if path == b"" and not request.postpath:
+            return ConsolePage(server_config=self.app.config)
         channel_id, dot, extension = path.decode("utf-8", "replace").rpartition(".")
         if dot and extension in STREAMS and channel_id in self.app.channels:
             return MountAlias(self.app)
@@ -199,6 +205,8 @@ class NotFound(Resource):
 SPOOL_BYTES = 100_000  # bodies from this size on are spooled to a named file (twisted's own threshold)
 BODY_BYTES = 1024 * 1024 + 1  # any body but an upload: the largest the API reads (a CAP document), and one more
 UPLOAD_ROUTE = (b"POST", b"/api/v1/media")
+SIGN_IN_ROUTE = (b"POST", b"/api/v1/session")
+SIGN_IN_BYTES = 4096  # a name and a password: the one body the API reads from someone not yet known
 
 
 class BoundedRequest(Request):
@@ -224,7 +232,10 @@ class BoundedRequest(Request):
         # self.method and self.path only then).
         method = getattr(self.channel, "_command", b"") or b""
         path = (getattr(self.channel, "_path", b"") or b"").split(b"?", 1)[0].rstrip(b"/")
-        if path.startswith(b"/api/") and not self.requestHeaders.hasHeader(b"authorization"):
+        if (method, path) == SIGN_IN_ROUTE:
+            return SIGN_IN_BYTES
+        if path.startswith(b"/api/") and not (self.requestHeaders.hasHeader(b"authorization")
+                                               or self._session_cookie()):
             return 0
         return self.max_body_bytes if (method, path) == UPLOAD_ROUTE else BODY_BYTES
 
@@ -241,6 +252,15 @@ class BoundedRequest(Request):
         if self.body_limit > BODY_BYTES and not self.too_large and self.vet is not None:
             self._vet(self.vet)
 
+    def _session_cookie(self) -> str | None:
+        """The console's session secret from the Cookie header, read before twisted parses cookies."""
+        for line in self.requestHeaders.getRawHeaders(b"cookie") or []:
+            for part in line.split(b";"):
+                name, _, value = part.strip().partition(b"=")
+                if name == SESSION_COOKIE and value:
+                    return value.decode("latin-1")
+        return None
+
     # --- an upload's token is checked before its body is stored ------------------------------
 
     vet: Callable[[str], Deferred[bool]] | None = None  # is this bearer token valid? (make_site)
@@ -255,6 +275,10 @@ class BoundedRequest(Request):
         read and dropped, under the short deadline of a refused body; the API answers 401."""
         header = (self.requestHeaders.getRawHeaders(b"authorization") or [b""])[0]
         token = header[7:].strip().decode("latin-1") if header[:7].lower() == b"bearer " else ""
+        if not header:  # the console's upload: its cookie, and its CSRF header checked before a byte is stored
+            cookie = self._session_cookie() or ""
+            csrf = (self.requestHeaders.getRawHeaders(b"x-csrf-token") or [b""])[0].decode("latin-1")
+            token = cookie if cookie and csrf_matches(cookie, csrf) else ""
         self._vetting, self._held = True, []
         producer = getattr(self.channel, "_networkProducer", None)
         if producer is not None:
