@@ -110,7 +110,7 @@ def _new_session(conn: sqlite3.Connection, actor: Actor, user_id: int, name: str
     oldest end first), and expired ones are removed here, so signing in again and again grows nothing."""
     conn.execute("DELETE FROM tokens WHERE user_id = ? AND session = 1 AND expires_at <= ?", (user_id, now))
     conn.execute("DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE user_id = ? AND session = 1 "
-                 "ORDER BY created_at DESC, id LIMIT -1 OFFSET ?)", (user_id, MAX_SESSIONS - 1))
+                 "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)", (user_id, MAX_SESSIONS - 1))
     token = "bcs_" + secrets.token_urlsafe(32)
     token_id = "tok_" + secrets.token_hex(6)
     conn.execute("INSERT INTO tokens (token_hash, id, user_id, label, created_at, expires_at, session) "

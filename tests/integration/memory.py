@@ -136,20 +136,24 @@ class Server:
             self.reactor.advance(seconds / steps)
 
     def http(self, method: str, path: str, body: Any = None, who: str | None = "admin",
-             raw: bytes | None = None) -> tuple[int, Any]:
+             raw: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """``headers``: more request headers (a cookie, a CSRF value); the reply's head is kept in
+        ``last_head`` (its Set-Cookie, say)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-        headers = [f"{method} {path} HTTP/1.0", "Host: memory", f"Content-Length: {len(data)}"]
+        lines = [f"{method} {path} HTTP/1.0", "Host: memory", f"Content-Length: {len(data)}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if who is not None:
-            headers.append(f"Authorization: Bearer {self.tokens[who]}")
+            lines.append(f"Authorization: Bearer {self.tokens[who]}")
         protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
         protocol.makeConnection(transport)
-        protocol.dataReceived(("\r\n".join(headers) + "\r\n\r\n").encode() + data)
+        protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
         for _ in range(10):
             if transport.disconnecting or b"\r\n\r\n" in transport.value() and self._complete(transport.value()):
                 break
             self.reactor.advance(0)
         head, _, payload = transport.value().partition(b"\r\n\r\n")
+        self.last_head = head.decode("latin-1")
         status = int(head.split(b" ", 2)[1])
         if b"application/json" in head and payload:
             return status, json.loads(payload)
