@@ -120,14 +120,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if unknown:
         print(f"no zone {unknown[0]!r}; zones: {', '.join(sorted(known))}", file=sys.stderr)
         return 2
-    password = None
-    if args.password:
-        import getpass
-        prompt = f"password for {args.name}: "
-        password = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline().strip()
-        if len(password) < 8:
-            print("a password needs at least 8 characters", file=sys.stderr)
-            return 2
+    password = _read_password(args.name) if args.password else None
+    if args.password and password is None:
+        return 2
     try:
         storage.add_user(args.name, args.role, args.zone, password, permissions=tuple(args.permission))
     except Conflict:
@@ -137,6 +132,36 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     if args.token:
         print(storage.new_token(args.name, "cli", config.api.token_days))
     storage.close()
+    return 0
+
+
+def _read_password(name: str) -> str | None:
+    """Prompted on a terminal, else the first line of stdin; None (said why) if shorter than 8."""
+    import getpass
+
+    prompt = f"password for {name}: "
+    password = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline().strip()
+    if len(password) < 8:
+        print("a password needs at least 8 characters", file=sys.stderr)
+        return None
+    return password
+
+
+def cmd_user_password(args: argparse.Namespace) -> int:
+    """A new password from the server's own shell: the way back in for a locked-out admin. Every
+    console session of the user ends; with --temporary it must be changed at the next sign-in."""
+    password = _read_password(args.name)
+    if password is None:
+        return 2
+    _, storage = _storage(args)
+    try:
+        found = storage.users.set_password_sync(args.name, password, must_change=args.temporary)
+    finally:
+        storage.close()
+    if not found:
+        print(f"no user named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"password of {args.name} set" + (" (to be changed at the next sign-in)" if args.temporary else ""))
     return 0
 
 
@@ -309,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config)
 
-    user = sub.add_parser("user", help="manage API users and tokens")
+    user = sub.add_parser("user", help="manage users, passwords and API tokens")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add a user")
     add.add_argument("name")
@@ -317,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--zone", action="append", default=[], help="a zone the user may act in (repeat)")
     add.add_argument("--permission", action="append", default=[],
                      help="grant bulletin.create or bulletin.approve beyond the role's (repeat)")
-    add.add_argument("--password", action="store_true", help="also set a password (prompted; for studio ingest)")
+    add.add_argument("--password", action="store_true", help="also set a password (prompted; for the console and studio ingest)")
     add.add_argument("--token", action="store_true", help="print a new API token for the user")
     add.set_defaults(func=cmd_user_add)
     token = user_sub.add_parser("token", help="print a new API token for a user")
@@ -331,7 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = user_sub.add_parser("revoke", help="revoke an API token by its id (tok_...)")
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_user_revoke)
-    for p in (add, token, tokens, revoke):
+    passwd = user_sub.add_parser("password", help="set a user's password (prompted, or stdin's first line); "
+                                 "their console sessions end")
+    passwd.add_argument("name")
+    passwd.add_argument("--temporary", action="store_true", help="the user must change it at the next sign-in")
+    passwd.set_defaults(func=cmd_user_password)
+    for p in (add, token, tokens, revoke, passwd):
         p.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
 
     report = sub.add_parser("report", help="the yearly report (--year), or hours on air and loudspeaker "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -344,5 +345,32 @@ def test_users_made_by_the_cli_can_use_the_api(tmp_path: Path) -> None:
         api = Api(server, config, {"op-b": token, "op-b-2": again})
         assert api("GET", "/api/v1/me", who="op-b")[0] == 401, "a revoked token is refused"
         assert api("GET", "/api/v1/me", who="op-b-2")[0] == 200, "the user's other token still works"
+    finally:
+        server.stop()
+
+
+def test_a_password_set_by_the_cli_signs_in_to_the_console_and_must_change_if_temporary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, cli, write_config
+
+    config = write_config(tmp_path)
+    cli(config, "user", "add", "op-b", "--role", "operator", "--zone", "commune-b")
+    command = [sys.executable, "-m", "broadcaster", "user", "password", "op-b", "--temporary", "-c", str(config)]
+    short = subprocess.run(command, input="short\n", capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert short.returncode == 2 and "8 characters" in short.stderr
+    done = subprocess.run(command, input="mot-mat-khau-tam\n", capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0 and "next sign-in" in done.stdout
+    nobody = subprocess.run([*command[:5], "nobody", *command[6:]], input="mot-mat-khau-tam\n", capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert nobody.returncode == 1 and "no user named 'nobody'" in nobody.stderr
+    server = start_server(config)
+    try:
+        request = urllib.request.Request(server.url("/api/v1/session"), method="POST",
+                                         data=json.dumps({"name": "op-b", "password": "mot-mat-khau-tam"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.loads(reply.read())["must_change_password"] is True
     finally:
         server.stop()
