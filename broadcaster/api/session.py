@@ -50,8 +50,18 @@ def cookie_secret(call_request: Any) -> str | None:
     return raw.decode("ascii", "replace") if raw else None
 
 
+def served_over_tls(request: Any) -> bool:
+    """HTTPS here (server.tls), or at a reverse proxy on this machine that says so: a proxy elsewhere
+    cannot be told from a client lying in its headers, so only a loopback peer is believed."""
+    if request.isSecure():
+        return True
+    peer = getattr(request.getClientAddress(), "host", "") or ""
+    forwarded = (request.getHeader("x-forwarded-proto") or "").strip().lower()
+    return forwarded == "https" and (peer.startswith("127.") or peer == "::1")
+
+
 def _set_cookie(call: Call, value: str, max_age: int) -> None:
-    secure = "; Secure" if call.request.isSecure() else ""
+    secure = "; Secure" if served_over_tls(call.request) else ""
     call.request.setHeader(b"Set-Cookie", f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; "
                                           f"SameSite=Strict{secure}".encode("ascii"))
     call.request.setHeader(b"Cache-Control", b"no-store")

@@ -50,6 +50,10 @@ def test_the_cookie_is_http_only_strict_and_not_secure_over_plain_http(server: S
     assert "HttpOnly" in line and "SameSite=Strict" in line and "Path=/" in line
     assert "Secure" not in line  # set only over TLS, where the browser would keep it
     assert "Cache-Control: no-store" in server.last_head
+    # Behind a TLS-terminating proxy on this machine (nginx in docs/console.md), the cookie is Secure.
+    server.http("POST", "/api/v1/session", {"name": "op-a", "password": PASSWORD}, who=None,
+                headers={**JSON, "X-Forwarded-Proto": "https"})
+    assert re.search(r"Set-Cookie: bc_session=[^\r\n]*; Secure", server.last_head)
 
 
 def test_reads_need_no_csrf_and_writes_do(server: Server) -> None:
