@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--zone", action="append", default=[], help="a zone the user may act in (repeat)")
     add.add_argument("--permission", action="append", default=[],
                      help="grant bulletin.create or bulletin.approve beyond the role's (repeat)")
-    add.add_argument("--password", action="store_true", help="also set a password (prompted; for the console and studio ingest)")
+    add.add_argument("--password", action="store_true",
+                     help="also set a password (prompted; for the console and studio ingest)")
     add.add_argument("--token", action="store_true", help="print a new API token for the user")
     add.set_defaults(func=cmd_user_add)
     token = user_sub.add_parser("token", help="print a new API token for a user")

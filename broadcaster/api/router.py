@@ -132,7 +132,8 @@ class AdminApi(Resource):
         principal = await self._authenticate(request, route)
         args: dict[bytes, list[bytes]] = request.args or {}
         query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in args.items() if v}
-        if principal.must_change_password and (method, route.path) not in session.WHILE_MUST_CHANGE:
+        if principal.session and principal.must_change_password and (
+                method, route.path) not in session.WHILE_MUST_CHANGE:  # a script's token is not a password
             raise ApiError(403, "must_change_password", "the password was set by someone else: change it first "
                            "(POST /api/v1/me/password)")
         return await route.handler(Call(request, principal, dict(match.groupdict()), query, self.app,

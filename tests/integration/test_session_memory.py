@@ -148,6 +148,21 @@ def test_a_password_chosen_by_someone_else_must_change_before_anything_else(tmp_
     assert as_console(server, "GET", "/api/v1/session", cookie)[1]["must_change_password"] is False
 
 
+def test_a_temporary_password_does_not_stop_the_users_scripts(server: Server) -> None:
+    """An admin's reset is about the password: the user's API tokens go on working meanwhile."""
+    server.app.storage.users.set_password_sync("op-a", "mat-khau-tam-thoi", must_change=True)
+    assert server.http("GET", "/api/v1/zones", who="op-a")[0] == 200
+    cookie, _ = sign_in(server, password="mat-khau-tam-thoi")
+    assert as_console(server, "GET", "/api/v1/zones", cookie)[0] == 403
+
+
+def test_a_token_made_in_the_console_may_last_token_days(server: Server) -> None:
+    cookie, csrf = sign_in(server)
+    status, token = as_console(server, "POST", "/api/v1/tokens", cookie, csrf, {"label": "a script"})
+    assert status == 201
+    assert token["expires_at"] == pytest.approx(server.wall() + 90 * 86400, abs=5)  # api.token_days, not 12 h
+
+
 def test_the_sign_in_takes_json_only_and_a_small_body(server: Server) -> None:
     status, body = server.http("POST", "/api/v1/session", raw=b"name=op-a&password=x", who=None,
                                headers={"Content-Type": "application/x-www-form-urlencoded"})
