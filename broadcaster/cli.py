@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -302,6 +303,39 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from broadcaster.storage.backup import BackupError, take
+
+    config = _load(args.config or _default_config())
+    s = config.storage
+    try:
+        summary = take(s.path, s.media_dir, s.secret_file, args.directory, progress=lambda line: print(line))
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup in {summary.directory}: {summary.files} files, {summary.bytes / 1e6:.1f} MB")
+    if summary.missing:
+        print(f"warning: {len(summary.missing)} media rows had no file (deleted while the backup ran?): "
+              f"{', '.join(summary.missing[:10])}", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from broadcaster.storage.backup import BackupError, restore
+
+    config = _load(args.config or _default_config())
+    s = config.storage
+    try:
+        summary = restore(args.directory, s.path, s.media_dir, s.secret_file, force=args.force,
+                          progress=lambda line: print(line))
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {summary.files} files into {s.path.parent} and {s.media_dir}: "
+          f"{', '.join(f'{n} {t}' for t, n in summary.rows.items())}")
+    return 0
+
+
 def cmd_speaker(args: argparse.Namespace) -> int:
     from broadcaster.speaker.client import run_speaker
 
@@ -333,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file without starting")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config)
+
+    backup = sub.add_parser("backup", help="back up the database, media library and secret into a new directory "
+                            "(while the server runs)")
+    backup.add_argument("directory", type=Path)
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", help="restore a backup into the configured storage (server stopped)")
+    restore.add_argument("directory", type=Path)
+    restore.add_argument("--force", action="store_true", help="replace a database that holds data, or another secret")
+    restore.set_defaults(func=cmd_restore)
+    for p in (backup, restore):
+        p.add_argument("-c", "--config", type=Path, help=f"configuration file (default {DEFAULT_CONFIG})")
 
     user = sub.add_parser("user", help="manage users, passwords and API tokens")
     user_sub = user.add_subparsers(dest="user_command", required=True)
