@@ -24,6 +24,7 @@ from broadcaster import metrics
 from broadcaster.codecs.audiofile import load_audio
 from broadcaster.codecs.shared import share, sweep
 from broadcaster.config import ChannelConfig, Config, Multicast
+from broadcaster.control import observed
 from broadcaster.control.alerts import AlertDesk
 from broadcaster.control.auth import ZoneTree
 from broadcaster.control.bulletins import BulletinDesk
@@ -102,6 +103,7 @@ class BroadcastServer:
         self.speech = Speech(self, voices, pool=pools.get("speech") if pools else None)
         self.alerts = AlertDesk(self, self.speech, pool=pools.get("alerts") if pools else None)
         self.devices.on_ack = self.alerts.acknowledged
+        metrics.OBSERVED.source = lambda: observed.snapshot(self)  # read at each scrape
         self.bulletins = BulletinDesk(self, pool=pools.get("bulletins") if pools else None)
         self.edge = EdgeRelay(self) if config.edge.links else None
         # The province link (broadcaster/link/): as the province, as a commune under an upstream, or both.

@@ -8,8 +8,11 @@ a time series kept forever by Prometheus.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 # Two registries because the real-time core runs in a process of its own: it
@@ -373,3 +376,64 @@ def merge_expositions(parts: list[bytes]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Merged())
     return generate_latest(registry)
+
+
+# --- what control knows of the province, read at each scrape -------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Control's state as Prometheus sees it at a scrape (control/observed.py builds it): per commune,
+    its loudspeakers and how many are online; per commune, the loudspeakers of alerts on air that were
+    commanded and that acknowledged; per channel, the class on air; free bytes where the server writes."""
+
+    communes: dict[str, tuple[int, int]] = field(default_factory=dict)         # commune -> (registered, online)
+    alert_loudspeakers: dict[str, tuple[int, int]] = field(default_factory=dict)  # commune -> (commanded, acked)
+    on_air: dict[str, str] = field(default_factory=dict)                       # channel -> class (or "silent")
+    free_bytes: dict[str, int] = field(default_factory=dict)                   # store -> bytes free
+
+
+ON_AIR_CLASSES = ("silent", "background", "scheduled", "live", "announcement", "emergency")
+
+
+class ObservedCollector:
+    """Gauges computed when scraped, from one snapshot: O(loudspeakers) once a scrape, never per
+    event, and nothing kept between scrapes that could go stale."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Observed] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # dynamic: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        observed = self.source() if self.source is not None else Observed()
+        registered = GaugeMetricFamily("broadcaster_commune_loudspeakers",
+                                       "Loudspeakers registered in each commune (or ward).", labels=["commune"])
+        online = GaugeMetricFamily("broadcaster_commune_loudspeakers_online",
+                                   "Loudspeakers of each commune with a live subscription now.", labels=["commune"])
+        for commune, (total, up) in sorted(observed.communes.items()):
+            registered.add_metric([commune], total)
+            online.add_metric([commune], up)
+        alerted = GaugeMetricFamily("broadcaster_alert_loudspeakers",
+                                    "Loudspeakers of alerts on air, by commune: commanded, and of them acknowledged.",
+                                    labels=["commune", "state"])
+        for commune, (commanded, acked) in sorted(observed.alert_loudspeakers.items()):
+            alerted.add_metric([commune, "commanded"], commanded)
+            alerted.add_metric([commune, "acknowledged"], acked)
+        on_air = GaugeMetricFamily("broadcaster_channel_on_air",
+                                   "1 for the priority class on air on each channel now (silent: nothing plays).",
+                                   labels=["channel", "class"])
+        for channel, playing in sorted(observed.on_air.items()):
+            for name in ON_AIR_CLASSES:
+                on_air.add_metric([channel, name], 1.0 if name == playing else 0.0)
+        free = GaugeMetricFamily("broadcaster_storage_free_bytes",
+                                 "Bytes free on the file system of each store (database, media, recordings).",
+                                 labels=["store"])
+        for store, value in sorted(observed.free_bytes.items()):
+            free.add_metric([store], value)
+        yield from (registered, online, alerted, on_air, free)
+
+
+OBSERVED = ObservedCollector()
+REGISTRY.register(OBSERVED)
