@@ -37,7 +37,7 @@ def query(port: int, expression: str) -> list[dict[str, Any]]:
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is installed by `make test`")
 def test_prometheus_scrapes_broadcaster(server: RunningServer, tmp_path: Path) -> None:
     # The shipped scrape config, pointed at this test's port.
-    config = yaml.safe_load((Path(__file__).parents[2] / "conf" / "prometheus.yml").read_text())
+    config = yaml.safe_load((Path(__file__).parents[2] / "conf" / "prometheus" / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
     config["scrape_configs"][0]["scrape_interval"] = "1s"
     config["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{server.http_port}"]
