@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN_DEBS := libopus0 libsndfile1 python3-venv espeak-ng
 TEST_DEBS := $(RUN_DEBS) ffmpeg prometheus iproute2 util-linux icecast2 liquidsoap \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav \
-	chromium chromium-driver
+	chromium chromium-driver systemd
 # The peers and players the benchmarks measure against (benchmarks/README.md).
 BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base
 

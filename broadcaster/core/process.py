@@ -37,6 +37,7 @@ from broadcaster.core.commands import CoreSettings
 from broadcaster.core.engine import Core
 from broadcaster.core.link import LINK_READ, FrameReader, encode, send_blocking, send_some
 from broadcaster.core.shards import Shards
+from broadcaster.logfmt import configure
 
 log = logging.getLogger("broadcaster.core")
 
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     name = "core-shard" if shard else "core"
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    configure(name)
     link = socket.socket(fileno=link_fd)
     udp = socket.socket(fileno=udp_fd)
     CoreLoop(link, udp, shard=shard).run()
