@@ -18,8 +18,11 @@ BENCH_DEBS := $(TEST_DEBS) vlc-bin vlc-plugin-base
 run: system-run $(STAMP)
 	$(BIN)/broadcaster serve
 
+# Two test files at a time (most tests wait on servers, players and browsers, not the CPU), then the
+# few that assert no frame was missed or lost, alone (-m solo), so another test's load cannot fail them.
 test: system-test $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not solo"
+	$(BIN)/python -m pytest -q -m solo
 
 lint: $(STAMP)
 	$(BIN)/ruff check broadcaster codecs protocols tests benchmarks

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile
 
 from broadcaster.codecs.pcm import rms_dbfs
 from tests.conftest import Api, RunningServer, run_speaker, wait_until
 from tests.e2e.test_http_stream import metric
+
+pytestmark = pytest.mark.solo  # asserts no frame missed or lost: run alone (Makefile)
 
 
 def online(server: RunningServer) -> int:

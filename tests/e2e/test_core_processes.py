@@ -12,9 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Api, RunningServer, prepare, run_speaker, start_server, wait_until
 from tests.e2e.test_alerts import online, windows
 from tests.e2e.test_http_stream import metric
+
+pytestmark = pytest.mark.solo  # asserts no frame missed or lost: run alone (Makefile)
 
 
 def core_processes(server: RunningServer) -> dict[int, list[str]]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import soundfile
 import yaml
 
 from broadcaster.codecs.pcm import dominant_frequency, rms_dbfs
 from tests.conftest import RunningServer, run_speaker, start_server, write_config
+
+pytestmark = pytest.mark.solo  # asserts no frame missed or lost: run alone (Makefile)
 
 EDGE_KEY = "edge-key-for-the-hue-node-0001"
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +19,8 @@ from broadcaster.protocols.rtp import parse_rtp, seq_delta
 from broadcaster.protocols.speaker import MessageType, encode_message, parse_envelope
 from tests.conftest import KEYS, RunningServer, run_speaker, wait_until
 from tests.e2e.test_http_stream import metric
+
+pytestmark = pytest.mark.solo  # asserts no frame missed or lost: run alone (Makefile)
 
 WAIT_S = 15.0  # a bound on waiting for something that must happen, never an expectation of speed
 
