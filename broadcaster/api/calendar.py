@@ -42,7 +42,8 @@ async def calendar(call: Call) -> Reply:
             items.append(CalendarEntry(kind="bulletin", id=row["id"], title=row["title"], start=slot, end=None,
                                        priority=priority, recurrence=None))
     items.sort(key=lambda e: (e.start, e.id))
-    return 200, Calendar(channel=channel_id, start=start, end=end, items=items)
+    return 200, Calendar(channel=channel_id, timezone=call.app.config.schedule.timezone, start=start, end=end,
+                         items=items)
 
 
 ROUTES = [

@@ -309,6 +309,7 @@ class CalendarEntry(Out):
 
 class Calendar(Out):
     channel: str
+    timezone: str = Field(description="the schedule's time zone: programmes' local times are in it")
     start: float
     end: float
     items: list[CalendarEntry] = Field(description="by start time")

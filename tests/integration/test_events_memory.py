@@ -192,3 +192,22 @@ def test_a_media_items_audio_is_not_served_outside_its_zone(server: Server) -> N
     assert status == 404 and body["error"]["code"] == "not_found"
     status, body = server.http("GET", "/api/v1/media/nothing-here/audio", who="op-a")
     assert status == 404
+
+
+def test_a_programme_is_changed_in_place_and_a_clashing_change_leaves_it_as_it_was(server: Server) -> None:
+    from tests.integration.test_api_memory import schedule, soon, upload
+
+    media = upload(server, "commune-a", "tin")
+    first = schedule(server, "Sáng", "commune-a", [media], soon(server, 1, 6), who="op-a")
+    second = schedule(server, "Trưa", "commune-a", [media], soon(server, 1, 11), who="op-a")
+    body = {"title": "Sáng sớm", "zones": ["commune-a"], "media": [media], "start": soon(server, 1, 5)}
+    status, moved = server.http("PUT", f"/api/v1/programmes/{first}", body, who="op-a")
+    assert status == 200 and moved["title"] == "Sáng sớm" and moved["start_local"].endswith("T05:00:00")
+    assert moved["id"] == first and server.app.schedule.get(first).title == "Sáng sớm"
+    clash = {**body, "start": soon(server, 1, 11)}
+    status, refused = server.http("PUT", f"/api/v1/programmes/{first}", clash, who="op-a")
+    assert status == 409 and refused["error"]["code"] == "clash" and second in refused["error"]["message"]
+    assert server.app.schedule.get(first).title == "Sáng sớm", "the programme stays as it was"
+    assert server.http("GET", f"/api/v1/programmes/{first}")[1]["start_local"].endswith("T05:00:00")
+    status, _ = server.http("PUT", "/api/v1/programmes/p-nothing", body, who="op-a")
+    assert status == 404
