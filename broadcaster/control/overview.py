@@ -149,7 +149,11 @@ class Overview:
             elif held is None or held[0] != top["id"]:
                 self._on_air[channel_id] = (top["id"], now)
         if self.streams:
-            self._build(now)
+            try:
+                self._build(now)
+            except Exception:  # the overview must never break the handling of the core's status
+                log.exception("the overview could not be built; the streams wait for the next second")
+                return
             self._send_all()
 
     @staticmethod

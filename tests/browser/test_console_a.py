@@ -67,10 +67,14 @@ def test_a_commune_operator_sees_only_its_commune_on_the_overview_and_the_loudsp
     assert status == 400 and "lat" in refused["error"]["message"], "a latitude out of range is refused"
     console.sign_in("op-a")
     console.goto("overview")
-    card = console.wait("[data-channel='ch-a']")
+    console.wait("[data-channel='ch-a']")
+
+    def level() -> float:
+        rms = console.find("[data-channel='ch-a'] .meter").get_attribute("data-rms")
+        return float(rms) if rms else -96.0
+
     # The loop plays on ch-a: its level arrives from the stream, a number above silence.
-    console.until(lambda: (card := console.find("[data-channel='ch-a'] .meter")).get_attribute("data-rms") not in ("", None)
-                  and float(card.get_attribute("data-rms")) > -60)
+    console.until(lambda: level() > -60)
     assert "Chương trình nền" in console.find("[data-channel='ch-a'] .on-air").text
     assert console.find_all("[data-channel='ch-b']") == [], "op-a never sees commune B's channel"
     console.screenshot("overview")
@@ -79,6 +83,7 @@ def test_a_commune_operator_sees_only_its_commune_on_the_overview_and_the_loudsp
     assert {r.get_attribute("data-speaker") for r in console.find_all("tr[data-speaker]")} == {"spk-1", "spk-2"}
     points = {p.get_attribute("data-speaker") for p in console.find_all("svg.speaker-map g.map-point")}
     assert points == {"spk-1", "spk-2"}, "the map holds op-a's loudspeakers, placed by lat/lon"
+    assert console.find_all("svg.speaker-map image") == [], "no tile URL configured: no tiles, the map is offline"
     assert "spk-3" not in console.driver.page_source
     console.screenshot("loudspeakers")
     assert console.console_errors() == []
@@ -172,7 +177,7 @@ def test_a_programme_scheduled_in_the_calendar_appears_in_its_week_and_a_clash_i
     assert "Bản tin sáng" in error.text and first["id"] in error.text and error.get_attribute("data-code") == "clash"
     status, listed = console.api("GET", "/api/v1/programmes", "op-a")
     assert [p["title"] for p in listed["items"]].count("Trùng giờ") == 0
-    console.screenshot("schedule")
+    console.screenshot("schedule-clash")
     # Edit: open it from the calendar, move it an hour; the server has it so.
     console.find(f".cal-item[data-id='{first['id']}']").click()
     console.wait(f"#programme-form[data-editing='{first['id']}']")
@@ -181,6 +186,8 @@ def test_a_programme_scheduled_in_the_calendar_appears_in_its_week_and_a_clash_i
     console.wait_text(f".cal-item[data-id='{first['id']}']", "09:00")
     assert console.api("GET", f"/api/v1/programmes/{first['id']}", "op-a")[1]["start_local"].startswith(
         f"{day.isoformat()}T09:00")
+    console.driver.execute_script("window.scrollTo(0, 0)")
+    console.screenshot("schedule")
     assert console.console_errors() == []
     at_phone_size(console, "schedule")
 

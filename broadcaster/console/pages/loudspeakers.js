@@ -8,7 +8,7 @@ import {
 } from "/ui/core.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const MAP_W = 640, MAP_H = 400, PAD = 28;
+const MAP_W = 640, MAP_H = 400, PAD = 28, LABEL_ROOM = 90;  // room on the right for the last point's label
 
 export default {
   strings: {
@@ -39,8 +39,8 @@ export default {
     const listBox = h("div", { id: "speaker-list" });
     root.append(keyBox);
     const channels = (await api("GET", "/api/v1/channels?limit=500")).items;
-    if (can("write")) root.append(registerForm(channels, keyBox, () => refresh()));
     root.append(h("h2", {}, t("map")), mapBox, h("h2", {}, t("list")), listBox);
+    if (can("write")) root.append(registerForm(channels, keyBox, () => refresh()));
 
     async function refresh() {
       const speakers = await all("/api/v1/loudspeakers");
@@ -48,7 +48,10 @@ export default {
       drawList(listBox, speakers, keyBox, refresh);
     }
     await refresh();
-    const timer = setInterval(() => refresh().catch(() => {}), 10000);  // online state, heartbeats
+    // Online state and heartbeats, every 10 s; not while someone is typing in the page.
+    const timer = setInterval(() => {
+      if (!root.contains(document.activeElement)) refresh().catch(() => {});
+    }, 10000);
     ctx.onLeave(() => clearInterval(timer));
   },
 };
@@ -122,9 +125,10 @@ function drawMap(box, speakers, tileUrl) {
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
   for (const { xy: [x, y] } of pts) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
   const span = Math.max(x1 - x0, (y1 - y0) * (MAP_W / MAP_H), 1e-5);  // one point alone: a small box around it
-  const scale = (MAP_W - 2 * PAD) / span;
+  const scale = Math.min((MAP_W - 2 * PAD - LABEL_ROOM) / Math.max(x1 - x0, 1e-5), (MAP_H - 2 * PAD) / Math.max(y1 - y0, 1e-5),
+    (MAP_W - 2 * PAD) / span);
   const cx = (x0 + x1) / 2, cy = (y0 + y1) / 2;
-  const px = (x) => MAP_W / 2 + (x - cx) * scale, py = (y) => MAP_H / 2 + (y - cy) * scale;
+  const px = (x) => (MAP_W - LABEL_ROOM) / 2 + (x - cx) * scale, py = (y) => MAP_H / 2 + (y - cy) * scale;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${MAP_W} ${MAP_H}`);
   svg.setAttribute("class", "speaker-map");
@@ -150,7 +154,7 @@ function tiles(svg, url, scale, px, py, cx, cy) {
   // The zoom whose 256-px tiles are about as big as drawn here; the tiles that cover the box.
   const z = Math.max(0, Math.min(19, Math.round(Math.log2(scale / 256))));
   const n = 2 ** z, size = scale / n;
-  const left = cx - MAP_W / 2 / scale, top = cy - MAP_H / 2 / scale;
+  const left = cx - (MAP_W - LABEL_ROOM) / 2 / scale, top = cy - MAP_H / 2 / scale;  // the inverse of px, py at 0
   for (let tx = Math.floor(left * n); tx <= Math.floor((left + MAP_W / scale) * n); tx++) {
     for (let ty = Math.floor(top * n); ty <= Math.floor((top + MAP_H / scale) * n); ty++) {
       if (ty < 0 || ty >= n) continue;
