@@ -158,7 +158,8 @@ def private_stream(app: BroadcastServer, request: Request, channel: ChannelView)
         if request.finished or request._disconnected:
             return
         body: Any
-        allowed = user is not None and user.get("session") and not user.get("expired")
+        allowed = (user is not None and user.get("session") and not user.get("expired")
+                   and not user.get("must_change_password"))  # as the API: nothing before the new password
         if allowed:
             try:
                 authorize(Principal.from_row(user), Action.READ, [channel.config.zone], app.zones)  # type: ignore[arg-type]

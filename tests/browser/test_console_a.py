@@ -91,6 +91,34 @@ def test_a_commune_operator_sees_only_its_commune_on_the_overview_and_the_loudsp
         at_phone_size(console, page)
 
 
+def test_an_operator_registers_a_loudspeaker_sees_its_key_once_rotates_it_and_sets_a_volume(console: Console) -> None:
+    console.sign_in("op-a")
+    console.goto("loudspeakers")
+    console.fill("#register-speaker input[name=id]", "spk-cho")
+    console.fill("#register-speaker input[name=name]", "Loa chợ")
+    console.fill("#register-speaker input[name=lat]", "16.4665")
+    console.fill("#register-speaker input[name=lon]", "107.5950")
+    console.find("#register-speaker button[type=submit]").click()
+    key = console.wait("#key-box code.key[data-speaker='spk-cho']").text
+    assert len(key) == 64 and all(c in "0123456789abcdef" for c in key), "the generated key, shown"
+    console.wait("svg.speaker-map g.map-point[data-speaker='spk-cho']")
+    status, stored = console.api("GET", "/api/v1/loudspeakers/spk-cho", "op-a")
+    assert status == 200 and stored["zone"] == "hamlet-a" and stored["lat"] == pytest.approx(16.4665)
+    assert "key" not in stored, "the key is never shown again"
+    console.screenshot("loudspeakers-key")
+    console.find("#key-box button").click()
+    console.find("button[data-action='rotate'][data-id='spk-cho']").click()
+    console.wait("dialog.confirm [data-confirm]").click()
+    rotated = console.wait("#key-box code.key[data-speaker='spk-cho']").text
+    assert len(rotated) == 64 and rotated != key
+    # The list redraws itself every 10 s (online state): the value and the click are one script.
+    console.driver.execute_script(
+        "const f = document.querySelector(\"form[data-speaker='spk-cho']\");"
+        "f.querySelector('input[name=volume]').value = '35'; f.querySelector('button[data-action=volume]').click()")
+    console.until(lambda: console.api("GET", "/api/v1/loudspeakers/spk-cho", "op-a")[1]["volume"] == 35)
+    assert console.console_errors() == []
+
+
 def test_the_overview_shows_an_alert_with_its_acknowledgements_and_drops_it_when_cancelled(console: Console) -> None:
     console.sign_in("op-a")
     console.goto("overview")

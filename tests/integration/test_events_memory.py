@@ -211,3 +211,42 @@ def test_a_programme_is_changed_in_place_and_a_clashing_change_leaves_it_as_it_w
     assert server.http("GET", f"/api/v1/programmes/{first}")[1]["start_local"].endswith("T05:00:00")
     status, _ = server.http("PUT", "/api/v1/programmes/p-nothing", body, who="op-a")
     assert status == 404
+
+
+def _raw(server: Server, request: str) -> bytes:
+    protocol = server.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", next(PORTS)))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(request.encode())
+    for _ in range(10):
+        server.reactor.advance(0)
+    return bytes(transport.value())
+
+
+def _cookie(server: Server, name: str, must_change: bool = False) -> str:
+    server.app.storage.users.set_password_sync(name, "mat-khau-thu-nghiem", must_change=must_change)
+    body = json.dumps({"name": name, "password": "mat-khau-thu-nghiem"})
+    reply = _raw(server, f"POST /api/v1/session HTTP/1.0\r\nHost: memory\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n{body}")
+    line = next(h for h in reply.split(b"\r\n") if h.lower().startswith(b"set-cookie:"))
+    return line.split(b":", 1)[1].split(b";", 1)[0].strip().decode()
+
+
+def test_a_private_channels_stream_is_open_to_a_console_session_that_may_see_it(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+    server = Server(tmp_path, patch=lambda doc: doc["channels"][0].update(public=False))
+    server.app.storage.add_user("op-b", "operator", ["commune-b"])
+    get = "GET /channels/ch-a.ogg HTTP/1.0\r\nHost: memory\r\n{}\r\n"
+    assert b" 403 " in _raw(server, get.format("")).split(b"\r\n")[0], "no session: closed as before"
+    assert b" 403 " in _raw(server, get.format("Cookie: bc_session=guessed\r\n")).split(b"\r\n")[0]
+    assert b" 403 " in _raw(server, get.format(f"Cookie: {_cookie(server, 'op-b')}\r\n")).split(b"\r\n")[0], \
+        "another commune's operator may not listen"
+    assert b" 403 " in _raw(server, get.format(f"Authorization: Bearer {server.tokens['op-a']}\r\n")).split(
+        b"\r\n")[0], "a bearer token is not taken here: only the console's session"
+    opened = _raw(server, get.format(f"Cookie: {_cookie(server, 'op-a')}\r\n"))
+    head = opened.partition(b"\r\n\r\n")[0]
+    assert b" 200 " in head.split(b"\r\n")[0] and b"audio/ogg" in head
+    assert len(server.app.channels["ch-a"].listeners) == 1
+    forced = _cookie(server, "op-a", must_change=True)  # a reset password: nothing until it is changed
+    assert b" 403 " in _raw(server, get.format(f"Cookie: {forced}\r\n")).split(b"\r\n")[0]

@@ -68,7 +68,7 @@ async function all(path) {
 function registerForm(channels, keyBox, done) {
   const hamlets = Object.keys(zoneTree.names).filter((z) => inZones(z) && can("write", z));
   const mine = channels.filter((c) => can("write", c.zone));
-  const id = h("input", { name: "id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.-]*", maxlength: 64 });
+  const id = h("input", { name: "id", required: true, pattern: "[A-Za-z0-9][A-Za-z0-9_.\\-]*", maxlength: 64 });
   const name = h("input", { name: "name", maxlength: 200 });
   const zone = select("zone", hamlets.map((z) => [z, zoneName(z)]), hamlets.find((z) => zoneTree.kinds[z] === "hamlet"));
   const channel = select("channel", mine.map((c) => [c.id, c.name]));
