@@ -303,3 +303,46 @@ def test_a_second_browser_of_another_commune_sees_only_its_own(console: Console)
         assert other.find_all("[data-channel='ch-a']") == []
     finally:
         quit_driver(driver)
+
+
+def test_map_tiles_are_drawn_under_the_points_only_when_a_tile_url_is_configured(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    import http.server
+
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+                        "0000000d49444154789c6360f8cf00000301010018dd8db00000000049454e44ae426082")
+    asked: list[str] = []
+
+    class Tiles(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    tiles = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=tiles.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{tiles.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+    config, tokens = prepare_console(tmp_path_factory.mktemp("tiles"), {"console": {"tile_url": url}})
+    server = start_server(config)
+    driver = make_driver()
+    try:
+        console = Console(server, config, tokens, driver)
+        assert console.api("PATCH", "/api/v1/loudspeakers/spk-1", body={"lat": 16.46, "lon": 107.59})[0] == 200
+        console.sign_in("op-a")
+        console.goto("loudspeakers")
+        console.wait("svg.speaker-map g.map-point[data-speaker='spk-1']")
+        images = console.find_all("svg.speaker-map image.map-tile")
+        assert images and all(i.get_attribute("href").startswith(url.split("{z}")[0]) for i in images)
+        console.until(lambda: len(asked) > 0)  # the browser fetched them (the CSP allows the tile server)
+        assert all(p.endswith(".png") and p.count("/") == 3 for p in asked)
+        assert console.console_errors() == []
+    finally:
+        quit_driver(driver)
+        server.stop()
+        tiles.shutdown()
