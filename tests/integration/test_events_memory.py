@@ -250,3 +250,19 @@ def test_a_private_channels_stream_is_open_to_a_console_session_that_may_see_it(
     assert len(server.app.channels["ch-a"].listeners) == 1
     forced = _cookie(server, "op-a", must_change=True)  # a reset password: nothing until it is changed
     assert b" 403 " in _raw(server, get.format(f"Cookie: {forced}\r\n")).split(b"\r\n")[0]
+
+
+def test_the_calendar_shows_an_approved_bulletins_slots_and_not_an_unapproved_one(server: Server) -> None:
+    from tests.integration.test_bulletins_memory import approve, people, upload, write
+
+    people(server)
+    media = upload(server)
+    approved = approve(server, write(server, media, at_s=3600))
+    waiting = write(server, media, at_s=7200, title="Chưa duyệt")
+    now = server.wall()
+    status, week = server.http("GET", f"/api/v1/calendar?channel=ch-a&from={now}&to={now + 86400}", who="op-a")
+    assert status == 200
+    bulletins = [i for i in week["items"] if i["kind"] == "bulletin"]
+    assert [(b["id"], b["end"]) for b in bulletins] == [(approved["id"], None)]
+    assert bulletins[0]["start"] == pytest.approx(now + 3600, abs=1.0) and bulletins[0]["priority"] == 20
+    assert waiting["id"] not in {i["id"] for i in week["items"]}

@@ -1,7 +1,9 @@
 // Media library: the list (title, zone, length, measured and applied loudness), upload with a progress
 // bar (the loudness result shown when the server has measured and normalised it), play in the page.
 
-import { api, can, clear, field, h, inZones, select, showError, t, table, toast, upload, zoneName, zoneTree } from "/ui/core.js";
+import {
+  api, can, clear, confirmDialog, field, h, inZones, select, showError, t, table, toast, upload, zoneName, zoneTree,
+} from "/ui/core.js";
 
 export default {
   strings: {
@@ -108,7 +110,6 @@ function drawList(box, items, player, refresh) {
         player.play().catch(() => {});
       } }, "▶ ", t("play")),
       can("write", m.zone) ? h("button", { type: "button", class: "link", "data-write": "", dataset: { action: "delete", id: m.id }, onclick: async () => {
-        const { confirmDialog } = await import("/ui/core.js");
         if (!(await confirmDialog(t("delete"), t("delete_confirm", { title: m.title }), t("delete"), true))) return;
         try {
           await api("DELETE", `/api/v1/media/${encodeURIComponent(m.id)}`);

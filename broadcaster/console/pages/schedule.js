@@ -42,7 +42,8 @@ export default {
     }
     let channel = channels.find((c) => c.id === ctx.params.channel) || channels[0];
     // The server's schedule time zone: the calendar is drawn in it and programmes are entered in it.
-    const probe = await api("GET", `/api/v1/calendar?channel=${encodeURIComponent(channel.id)}&to=${Date.now() / 1000 + 1}`);
+    const nowS = Date.now() / 1000;  // the browser's clock may differ from the server's: both ends given
+    const probe = await api("GET", `/api/v1/calendar?channel=${encodeURIComponent(channel.id)}&from=${nowS}&to=${nowS + 1}`);
     const tz = probe.timezone;
     let week = weekStart(Date.now() / 1000, tz);
     const picker = select("channel", channels.map((c) => [c.id, `${c.name} (${zoneName(c.zone)})`]), channel.id);
