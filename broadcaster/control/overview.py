@@ -39,6 +39,9 @@ PER_ADDRESS = 16      # from one address (a commune office behind NAT)
 HEARTBEAT_S = 15.0
 RETRY_MS = 3000       # the browser's reconnect delay (the stream's `retry:` line)
 MAX_BACKLOG_BYTES = 64 * 1024  # about a minute of overviews waiting for a slow client
+# A stream is authenticated when it opens; it is ended after this long and the browser opens it again,
+# authenticated again, so a signed-out session or a revoked token stops getting events within minutes.
+MAX_AGE_S = 300.0
 
 # What an input's id says it is (the desks name their inputs so: control/*.py).
 KINDS = (("a-", "alert"), ("bl-", "bulletin"), ("p-", "programme"), ("r-", "relay"), ("l-", "live"),
@@ -72,8 +75,10 @@ class EventStream:
     """One open stream: the request, who it is for, and whether its socket keeps up."""
 
     def __init__(self, request: Request, user: str, address: str, visible: Collection[str] | None,
-                 on_close: Callable[[EventStream], None]) -> None:
+                 on_close: Callable[[EventStream], None], call_later: Callable[..., Any]) -> None:
         self.request = request
+        self._call_later = call_later
+        self._expiry: Any = None
         self.user = user
         self.address = address
         self.visible = None if visible is None else frozenset(visible)  # zones; None: all (an admin)
@@ -85,7 +90,16 @@ class EventStream:
     def start(self, first: bytes) -> None:
         self.request.registerProducer(self, True)
         self.request.notifyFinish().addBoth(lambda _: self._close())
+        self._expiry = self._call_later(MAX_AGE_S, self.end)
         self.write(b"retry: %d\n\n" % RETRY_MS + first)
+
+    def end(self) -> None:
+        """Finish the reply (its age is up, or the server stops): the browser reconnects."""
+        if self.closed:
+            return
+        self._close()
+        self.request.unregisterProducer()
+        self.request.finish()
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -109,6 +123,8 @@ class EventStream:
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._expiry is not None and self._expiry.active():
+                self._expiry.cancel()
             self._on_close(self)
 
     # IPushProducer: Twisted pauses us when the socket's send buffer is full.
@@ -237,7 +253,7 @@ class Overview:
 
     def open(self, request: Request, user: str, address: str, visible: Collection[str] | None) -> None:
         """Start a stream on this request (its head already set; ``check`` passed just before)."""
-        stream = EventStream(request, user, address, visible, self._closed)
+        stream = EventStream(request, user, address, visible, self._closed, self.app.reactor.callLater)
         if not self.streams:  # nothing was built while no one watched
             self._build(self.app.wall())
         self.streams.add(stream)
@@ -255,9 +271,7 @@ class Overview:
     def stop(self) -> None:
         """The server stops: every stream ends (the browser reconnects to whoever serves next)."""
         for stream in list(self.streams):
-            stream.request.unregisterProducer()
-            stream.request.finish()
-            stream._close()
+            stream.end()
 
 
 def _json(value: Any) -> bytes:

@@ -266,3 +266,17 @@ def test_the_calendar_shows_an_approved_bulletins_slots_and_not_an_unapproved_on
     assert [(b["id"], b["end"]) for b in bulletins] == [(approved["id"], None)]
     assert bulletins[0]["start"] == pytest.approx(now + 3600, abs=1.0) and bulletins[0]["priority"] == 20
     assert waiting["id"] not in {i["id"] for i in week["items"]}
+
+
+def test_a_stream_ends_after_its_age_and_is_authenticated_again_when_it_reopens(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(overview, "MAX_AGE_S", 5.0)
+    stream = Stream(server, "op-a")
+    server.advance(3.0)
+    assert not stream.transport.disconnecting
+    server.advance(3.0)
+    assert stream.transport.disconnecting and not server.app.overview.streams, "ended: the browser reconnects"
+    revoked = server.app.storage.db.run_sync(
+        lambda conn: conn.execute("DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE name = 'op-a')"))
+    assert revoked.rowcount >= 1
+    assert Stream(server, "op-a").status == 401, "a revoked token gets no new stream"

@@ -2,7 +2,7 @@
 // loudspeakers online/offline) and the alerts on air with their acknowledgement counts. It updates
 // itself from /api/v1/events (server-sent events, about once a second); the stream is closed on leave.
 
-import { clear, fmtAgo, h, state, t, zoneName } from "/ui/core.js";
+import { api, clear, fmtAgo, h, state, t, zoneName } from "/ui/core.js";
 
 const KIND = {
   vi: { alert: "Cảnh báo", bulletin: "Bản tin", programme: "Chương trình", relay: "Tiếp sóng", live: "Trực tiếp",
@@ -36,23 +36,34 @@ export default {
   },
 
   async render(root, ctx) {
-    const state = h("span", { class: "badge", id: "overview-state" }, t("connecting"));
+    const badge = h("span", { class: "badge", id: "overview-state" }, t("connecting"));
     const alerts = h("div", { id: "alerts-on-air", class: "card" });
     const cards = h("div", { class: "cards", id: "channel-cards" });
-    root.append(h("div", { class: "overview-head" }, h("h1", {}, t("title")), state), alerts, cards);
-    let last = null;
+    root.append(h("div", { class: "overview-head" }, h("h1", {}, t("title")), badge), alerts, cards);
+    let last = null, source = null, retry = null, closed = false;
     const draw = () => { if (last) { drawAlerts(alerts, last.alerts); drawCards(cards, last.channels); } };
-    const source = new EventSource("/api/v1/events");
-    source.addEventListener("overview", (event) => {
-      last = JSON.parse(event.data);
-      state.textContent = t("live_updates");
-      state.className = "badge ok";
-      draw();
-    });
-    source.onerror = () => { state.textContent = t("reconnecting"); state.className = "badge off"; };
+    const connect = () => {
+      source = new EventSource("/api/v1/events");
+      source.addEventListener("overview", (event) => {
+        last = JSON.parse(event.data);
+        badge.textContent = t("live_updates");
+        badge.className = "badge ok";
+        draw();
+      });
+      source.onerror = () => {
+        badge.textContent = t("reconnecting");
+        badge.className = "badge off";
+        // A network error is retried by the browser itself; a refusal (401, 429, 503) closes the stream:
+        // ask for the session (a 401 there brings the sign-in back), then open it again.
+        if (source.readyState === EventSource.CLOSED && !closed) {
+          retry = setTimeout(() => api("GET", "/api/v1/session").then(() => { if (!closed) connect(); }, () => {}), 5000);
+        }
+      };
+    };
+    connect();
     // "since" reads "12 s ago": redrawn between events too, so a stalled stream does not freeze it.
     const timer = setInterval(draw, 5000);
-    ctx.onLeave(() => { source.close(); clearInterval(timer); });
+    ctx.onLeave(() => { closed = true; source.close(); clearTimeout(retry); clearInterval(timer); });
   },
 };
 
