@@ -34,6 +34,7 @@ from broadcaster.control.devices import Devices, Online
 from broadcaster.control.edge import EdgeRelay
 from broadcaster.control.hls import HlsDesk
 from broadcaster.control.mp3 import Mp3Desk
+from broadcaster.control.overview import Overview
 from broadcaster.control.programmes import ProgrammeRunner, programme_from_row
 from broadcaster.control.records import Entry, Records
 from broadcaster.control.relays import RelayDesk
@@ -116,6 +117,7 @@ class BroadcastServer:
         self.transcode = TranscodeThread(reactor, pools.get("transcode") if pools else None)
         self.hls = HlsDesk(config.hls, self.transcode.run, reactor, self.wall)
         self.mp3 = Mp3Desk(config.mp3, self.transcode.run, -(-config.http.burst_ms // config.http.page_ms))
+        self.overview = Overview(self)  # the console's /api/v1/events streams
         self._tracked: dict[str, tuple[EventHandler, EventHandler]] = {}
         self._stopping = False
         self.started_at = self.wall()  # Icecast's server_start
@@ -178,6 +180,7 @@ class BroadcastServer:
                 loop.stop()
         if self.http_port is not None:
             self.http_port.stopListening()
+        self.overview.stop()
         self.alerts.stop()
         self.speech.stop()
         self.relays.stop()
@@ -244,6 +247,7 @@ class BroadcastServer:
             for channel_id, status in event.channels.items():
                 if channel_id in self.channels:
                     self.channels[channel_id].status = status
+            self.overview.status(event)
         elif isinstance(event, c.ChannelFailed):
             log.critical("channel %s cannot play: %s", event.channel, event.reason)
             ready = self._ready.get(event.channel)

@@ -120,6 +120,18 @@ transcoders_refused_total = Counter(
     "broadcaster_transcoders_refused_total",
     "HLS playlists and MP3 streams refused (503) because http.max_transcoders encoders were running.",
     ["kind"], registry=REGISTRY)
+event_streams = Gauge(
+    "broadcaster_event_streams",
+    "Open /api/v1/events streams (the console's overview, server-sent events).",
+    registry=REGISTRY)
+event_streams_dropped_total = Counter(
+    "broadcaster_event_streams_dropped_total",
+    "Event streams ended by the server, by reason (slow = backlog over the limit).",
+    ["reason"], registry=REGISTRY)
+event_streams_refused_total = Counter(
+    "broadcaster_event_streams_refused_total",
+    "Event streams refused with 429, by limit (user, address).",
+    ["limit"], registry=REGISTRY)
 relays_on_air = Gauge(
     "broadcaster_relays_on_air",
     "Relays playing now (scheduled or on demand), whether their upstream is up or not.",

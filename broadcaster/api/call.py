@@ -56,7 +56,17 @@ class Raw:
     text: str | bytes
 
 
-Reply = tuple[int, BaseModel | Raw | None]
+@dataclass(frozen=True)
+class Stream:
+    """A reply that stays open (server-sent events): the router writes the status and headers, then
+    hands the request to ``start``, which owns it from then on and finishes it (or the client goes).
+    The router does not finish it."""
+
+    content_type: str
+    start: Callable[[Request], None]
+
+
+Reply = tuple[int, BaseModel | Raw | Stream | None]
 Handler = Callable[["Call"], Awaitable[Reply]]
 
 

@@ -61,7 +61,8 @@ async def create_speaker(call: Call) -> Reply:
     key = body.key if body.key is not None else secrets.token_hex(32)
     row = await call.storage.loudspeakers.register(call.actor, body.id, body.zone, body.channel, key,
                                                    name=body.name or "",
-                                                   volume=80 if body.volume is None else body.volume)
+                                                   volume=80 if body.volume is None else body.volume,
+                                                   lat=body.lat, lon=body.lon)
     await facade(call.app.device_changed, body.id)
     # The key is shown once; only its sealed form is stored.
     return 201, LoudspeakerWithKey.model_validate({**_view(call, row), "key": key})
@@ -109,7 +110,8 @@ ROUTES = [
           LoudspeakerWithKey, 201, LoudspeakerCreate, errors=(403, 409)),
     Route("GET", "/api/v1/loudspeakers/{id}", get_speaker, "One loudspeaker", Loudspeaker, errors=(403, 404),
           query=(ID,)),
-    Route("PATCH", "/api/v1/loudspeakers/{id}", update_speaker, "Assign a channel, set volume or name", Loudspeaker,
+    Route("PATCH", "/api/v1/loudspeakers/{id}", update_speaker,
+          "Assign a channel, set volume, name or position (lat, lon)", Loudspeaker,
           body=LoudspeakerUpdate, errors=(403, 404, 409), query=(ID,)),
     Route("DELETE", "/api/v1/loudspeakers/{id}", delete_speaker, "Remove a loudspeaker; its audio stops at once",
           None, 204, errors=(403, 404, 409), query=(ID,)),

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET
 
 from broadcaster import metrics
-from broadcaster.api.call import ApiError, Call, Param, Reply, Route
+from broadcaster.api.call import ApiError, Call, Param, Reply, Route, Stream
 from broadcaster.api.models import Media, Page
 from broadcaster.control.auth import Action
 from broadcaster.control.space import DiskFull, free_bytes, is_full, require
@@ -43,6 +44,30 @@ async def list_media(call: Call) -> Reply:
 
 async def get_media(call: Call) -> Reply:
     return 200, _view(await _row(call))
+
+
+AUDIO_TYPES = {".flac": "audio/flac", ".ogg": "audio/ogg", ".opus": "audio/ogg", ".wav": "audio/wav",
+               ".mp3": "audio/mpeg"}
+
+
+async def media_audio(call: Call) -> Reply:
+    """The stored (normalised) audio, to play in the console: twisted's static file, so a player's
+    Range requests (seeking) work and the file is sent as the socket takes it, never read whole."""
+    from twisted.web.static import File
+
+    row = await _row(call)
+    path = Path(row["path"])
+    content_type = AUDIO_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    if not path.is_file():
+        raise ApiError(404, "not_found", f"media item {row['id']!r} has no stored audio file")
+
+    def start(request: Any) -> None:
+        body = File(str(path), defaultType=content_type).render(request)
+        if body is not NOT_DONE_YET:  # HEAD, or a range it cannot satisfy: answered whole
+            request.write(body)
+            request.finish()
+
+    return 200, Stream(content_type, start)
 
 
 def _process(body: bytes | str, **settings: Any) -> ProcessedMedia:
@@ -166,6 +191,9 @@ ROUTES = [
                  Param("title", "the item's title", required=True),
                  Param("filename", "the uploaded file's name, for messages"))),
     Route("GET", "/api/v1/media/{id}", get_media, "One media item", Media, errors=(403, 404), query=(ID,)),
+    Route("GET", "/api/v1/media/{id}/audio", media_audio,
+          "The item's stored audio (normalised; FLAC for uploads), for playing; Range requests work",
+          errors=(404,), query=(ID,), reply_media="audio/flac"),
     Route("DELETE", "/api/v1/media/{id}", delete_media,
           "Delete a media item and its file; refused with 409 (in_use) naming the programmes while any plays it",
           None, 204,

@@ -188,6 +188,10 @@ class Channel(Out):
 
 # --- loudspeakers ---------------------------------------------------------------------------
 
+Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS 84 degrees north, for the console's map")]
+Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS 84 degrees east, for the console's map")]
+
+
 class LoudspeakerCreate(Body):
     id: Ident
     zone: str
@@ -195,12 +199,16 @@ class LoudspeakerCreate(Body):
     name: str | None = None
     volume: Volume | None = None
     key: DeviceKey | None = Field(None, description="omit to have the server generate one")
+    lat: Latitude | None = None
+    lon: Longitude | None = None
 
 
 class LoudspeakerUpdate(Body):
     channel: str | None = None
     volume: Volume | None = None
     name: str | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
 
 
 class Loudspeaker(Out):
@@ -210,6 +218,8 @@ class Loudspeaker(Out):
     channel: str
     volume: int
     created_at: float
+    lat: float | None = None
+    lon: float | None = None
     online: bool
     last_heartbeat: float | None
     address: str | None
@@ -285,6 +295,24 @@ class Programme(Out):
     created_at: float
     channels: list[str]
     next: list[float] = Field(description="the next start times (Unix seconds), up to 5 within 8 days")
+
+
+class CalendarEntry(Out):
+    kind: Literal["programme", "bulletin"]
+    id: str = Field(description="the programme's or the bulletin's id")
+    title: str
+    start: float = Field(description="Unix seconds")
+    end: float | None = Field(description="Unix seconds (exclusive); None for a bulletin (its length is its audio's)")
+    priority: int
+    recurrence: str | None = Field(None, description="a programme's: once, daily, weekdays, weekly")
+
+
+class Calendar(Out):
+    channel: str
+    timezone: str = Field(description="the schedule's time zone: programmes' local times are in it")
+    start: float
+    end: float
+    items: list[CalendarEntry] = Field(description="by start time")
 
 
 # --- relays -------------------------------------------------------------------------------------

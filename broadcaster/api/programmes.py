@@ -67,11 +67,10 @@ def _priority(value: str | int) -> int:
     return value
 
 
-async def create_programme(call: Call) -> Reply:
-    from broadcaster.control.schedule import Clash, ScheduleError
+async def _planned(call: Call, body: ProgrammeCreate, programme_id: str) -> tuple[Any, NewProgramme]:
+    """The body checked against zones, scope, media and relays: the schedule's programme and its row."""
     from broadcaster.control.schedule import Programme as Scheduled
 
-    body = call.body(ProgrammeCreate)
     if not body.zones or not all(z in call.app.zones for z in body.zones):
         raise ApiError(400, "bad_reference", "zones: must be a non-empty list of zone ids")
     call.authorize(Action.WRITE, *body.zones)
@@ -104,26 +103,59 @@ async def create_programme(call: Call) -> Reply:
         raise ApiError(400, "bad_value", f"start: local time in {call.app.config.schedule.timezone}; "
                        "give it without an offset")
     duration = float(body.duration_s or sum(found[m]["duration_s"] for m in body.media))
-    programme = Scheduled(id="p-" + uuid.uuid4().hex[:10], title=body.title, channels=channels, start=start,
+    programme = Scheduled(id=programme_id, title=body.title, channels=channels, start=start,
                           duration_s=duration, recurrence=body.recurrence, weekdays=tuple(body.weekdays or ()),
                           until=until, priority=priority, on_restart=body.on_restart, relay=body.relay)
+    item = NewProgramme(id=programme.id, title=programme.title, zones=list(body.zones), media=list(body.media),
+                        start_local=start.isoformat(), duration_s=duration, recurrence=programme.recurrence,
+                        weekdays=list(programme.weekdays), until=until.isoformat() if until else None,
+                        priority=priority, on_restart=programme.on_restart, on_preempt=body.on_preempt,
+                        relay=body.relay)
+    return programme, item
+
+
+async def _schedule(call: Call, programme: Any) -> None:
+    """Into the schedule (replacing one of the same id), or the clash named as a 409."""
+    from broadcaster.control.schedule import Clash, ScheduleError
+
     try:
         await facade(call.app.schedule.add, programme)
     except Clash as exc:
         raise ApiError(409, "clash", str(exc)) from None
     except ScheduleError as exc:
         raise ApiError(400, "bad_value", str(exc)) from None
-    item = NewProgramme(id=programme.id, title=programme.title, zones=list(body.zones), media=list(body.media),
-                        start_local=start.isoformat(), duration_s=duration, recurrence=programme.recurrence,
-                        weekdays=list(programme.weekdays), until=until.isoformat() if until else None,
-                        priority=priority, on_restart=programme.on_restart, on_preempt=body.on_preempt,
-                        relay=body.relay)
+
+
+async def create_programme(call: Call) -> Reply:
+    programme, item = await _planned(call, call.body(ProgrammeCreate), "p-" + uuid.uuid4().hex[:10])
+    await _schedule(call, programme)
     try:
         row = await call.storage.programmes.add(call.actor, item)
     except BaseException:
         await facade(call.app.schedule.remove, programme.id)
         raise
     return 201, _view(call, row, _next_starts(call))
+
+
+async def replace_programme(call: Call) -> Reply:
+    """Every field at once (the console's edit): the schedule takes the new version in place of the
+    old (which it does not clash with), the row follows; if the row cannot be written, the old
+    version goes back into the schedule."""
+    row = await _row(call)
+    call.authorize(Action.WRITE, *row["zones"])
+    programme, item = await _planned(call, call.body(ProgrammeCreate), row["id"])
+    before = call.app.schedule.get(row["id"])
+    await _schedule(call, programme)
+    try:
+        updated = await call.storage.programmes.replace(call.actor, item)
+    except BaseException:
+        if before is not None:
+            await facade(call.app.schedule.add, before)
+        raise
+    if updated is None:  # deleted meanwhile
+        await facade(call.app.schedule.remove, row["id"])
+        raise ApiError(404, "not_found", f"no programme {row['id']!r}")
+    return 200, _view(call, updated, _next_starts(call))
 
 
 async def delete_programme(call: Call) -> Reply:
@@ -144,6 +176,10 @@ ROUTES = [
           "shared channel is refused with 409 naming it", Programme, 201, ProgrammeCreate, errors=(403, 409)),
     Route("GET", "/api/v1/programmes/{id}", get_programme, "One programme", Programme, errors=(403, 404),
           query=(ID,)),
+    Route("PUT", "/api/v1/programmes/{id}", replace_programme,
+          "Change a programme (every field, as for creating it); a clash with another programme is refused "
+          "with 409 naming it, and the programme stays as it was", Programme, 200, ProgrammeCreate,
+          errors=(403, 404, 409), query=(ID,)),
     Route("DELETE", "/api/v1/programmes/{id}", delete_programme,
           "Remove a programme from the schedule (a play in progress finishes)", None, 204, errors=(403, 404),
           query=(ID,)),

@@ -23,7 +23,9 @@ from broadcaster import metrics
 from broadcaster.api import (
     alerts,
     bulletins,
+    calendar,
     channels,
+    events,
     link,
     logs,
     loudspeakers,
@@ -36,7 +38,7 @@ from broadcaster.api import (
     zones,
 )
 from broadcaster.api import speech as speech_api
-from broadcaster.api.call import ApiError, Call, Raw, Reply, Route
+from broadcaster.api.call import ApiError, Call, Raw, Reply, Route, Stream
 from broadcaster.api.models import Me
 from broadcaster.control.auth import Principal
 from broadcaster.control.logins import LoginGuard
@@ -83,6 +85,8 @@ ROUTES: list[Route] = [
     *reports.ROUTES,
     *tokens.ROUTES,
     *link.ROUTES,
+    *events.ROUTES,
+    *calendar.ROUTES,
 ]
 
 
@@ -198,6 +202,8 @@ class AdminApi(Resource):
     @staticmethod
     def _shape(result: Reply) -> tuple[int, Any, str | None]:
         status, body = result
+        if isinstance(body, Stream):
+            return status, body, body.content_type
         if isinstance(body, Raw):
             return status, body.text, body.content_type
         if isinstance(body, BaseModel):
@@ -239,6 +245,12 @@ class AdminApi(Resource):
             if content_type is None:
                 request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
                 request.write(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+            elif isinstance(body, Stream):  # it stays open: the stream owns the request from here
+                request.setHeader(b"Content-Type", content_type.encode("ascii"))
+                request.setHeader(b"Cache-Control", b"no-store")
+                request.setHeader(b"X-Accel-Buffering", b"no")  # a reverse proxy must pass each event on at once
+                body.start(request)
+                return
             else:
                 request.setHeader(b"Content-Type", content_type.encode("ascii"))
                 request.write(body if isinstance(body, bytes) else str(body).encode("utf-8"))

@@ -8,9 +8,12 @@ media time and does nothing else.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from typing import Any
+
+import numpy as np
 
 from broadcaster import metrics
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings, silence_packet
@@ -19,6 +22,12 @@ from broadcaster.core.commands import ChannelSpec
 from broadcaster.core.mixer import Mixer
 from broadcaster.core.outputs import EncodedFrame, Output, OutputContext, build_outputs
 from broadcaster.protocols.rtp import OPUS_CLOCK_RATE, OPUS_PAYLOAD_TYPE, RtpPacketizer
+
+LEVEL_FLOOR_DBFS = -96.0  # what silence reads as (a 24-bit floor): the meter needs a number
+
+
+def _dbfs(amplitude: float) -> float:
+    return round(max(LEVEL_FLOOR_DBFS, 20.0 * math.log10(amplitude)) if amplitude > 0 else LEVEL_FLOOR_DBFS, 1)
 
 
 class Channel:
@@ -44,6 +53,12 @@ class Channel:
         self.by_kind: dict[str, Any] = {o.kind: o for o in self.outputs}
         self._marker = True
         self._last_tick: int | None = None
+        # The level meter (the console's overview): the mixed frames' energy since the last status(),
+        # one numpy reduction per frame (np.dot: no temporary array), never per listener; the loudest
+        # frame's energy is kept too (a 20 ms peak-of-RMS, at no further reduction).
+        self._energy = 0.0
+        self._loudest = 0.0
+        self._level_samples = 0
         self._encode_seconds = metrics.HistogramTally(metrics.encode_seconds.labels(self.id))
         self._frames_encoded = metrics.Tally(metrics.frames_encoded_total.labels(self.id))
         self._frames_silent = metrics.Tally(metrics.frames_silent_total.labels(self.id))
@@ -77,10 +92,15 @@ class Channel:
             return
         started = time.perf_counter()
         frame = self.mixer.mix()
+        self._level_samples += self.frame_samples
         if frame is None:
             packet = self.silence
             self._frames_silent.pending += 1
         else:
+            energy = float(np.dot(frame, frame))
+            self._energy += energy
+            if energy > self._loudest:
+                self._loudest = energy
             packet = self.encoder.encode(frame)
             self._frames_encoded.pending += 1
             self._encode_seconds.observe(time.perf_counter() - started)
@@ -91,8 +111,20 @@ class Channel:
         for output in self.outputs:
             output.send(encoded)
 
+    def level(self) -> dict[str, float | None]:
+        """The mixed audio since the last call (about a second), in dBFS: ``rms_dbfs`` over all of it,
+        ``peak_dbfs`` the RMS of its loudest frame; None when the channel mixed nothing (no output
+        needed it). Silence reads LEVEL_FLOOR_DBFS."""
+        samples, energy, loudest = self._level_samples, self._energy, self._loudest
+        self._level_samples, self._energy, self._loudest = 0, 0.0, 0.0
+        if samples == 0:
+            return {"rms_dbfs": None, "peak_dbfs": None}
+        return {"rms_dbfs": _dbfs(math.sqrt(energy / samples)),
+                "peak_dbfs": _dbfs(math.sqrt(loudest / self.frame_samples))}
+
     def status(self) -> dict[str, Any]:
-        described: dict[str, Any] = {"top": None if self.mixer.top is None else int(self.mixer.top)}
+        described: dict[str, Any] = {"top": None if self.mixer.top is None else int(self.mixer.top),
+                                     "level": self.level()}
         for output in self.outputs:
             described.update(output.describe())
         return described

@@ -28,8 +28,8 @@ from broadcaster.storage.logs import Actor, audit_txn
 
 log = logging.getLogger(__name__)
 
-COLUMNS = "id, name, zone, channel, volume, created_at"
-EDITABLE = ("channel", "volume", "name")
+COLUMNS = "id, name, zone, channel, volume, created_at, lat, lon"
+EDITABLE = ("channel", "volume", "name", "lat", "lon")
 
 
 @dataclass(frozen=True)
@@ -126,25 +126,28 @@ class LoudspeakerRepository:
     # --- writes ----------------------------------------------------------------------
 
     def _register(self, conn: sqlite3.Connection, actor: Actor, device_id: str, zone: str, channel: str,
-                  name: str, volume: int, key: str) -> dict[str, Any]:
+                  name: str, volume: int, key: str, lat: float | None, lon: float | None) -> dict[str, Any]:
         if _get(conn, device_id) is not None:
             raise Exists(f"loudspeaker {device_id!r} is already registered")
-        conn.execute("INSERT INTO loudspeakers (id, name, zone, channel, key_sealed, volume, created_at) "
-                     "VALUES (?,?,?,?,?,?,?)", (device_id, name, zone, channel,
-                                                self.sealer.seal(device_id, key.encode("utf-8")), volume, time.time()))
+        conn.execute("INSERT INTO loudspeakers (id, name, zone, channel, key_sealed, volume, created_at, lat, lon) "
+                     "VALUES (?,?,?,?,?,?,?,?,?)", (device_id, name, zone, channel,
+                                                    self.sealer.seal(device_id, key.encode("utf-8")), volume,
+                                                    time.time(), lat, lon))
         audit_txn(conn, actor, "loudspeaker.register", device_id, zone, f"channel={channel}")
         row = _get(conn, device_id)
         assert row is not None
         return row
 
     def register(self, actor: Actor, device_id: str, zone: str, channel: str, key: str, name: str = "",
-                 volume: int = 80) -> Deferred[dict[str, Any]]:
-        """Fires with the stored row; Exists if the id is taken, Conflict if zone or channel are gone."""
+                 volume: int = 80, lat: float | None = None, lon: float | None = None) -> Deferred[dict[str, Any]]:
+        """Fires with the stored row; Exists if the id is taken, Conflict if zone or channel are gone.
+        ``lat``/``lon``: where it stands (the console's map), or None."""
         return self.db.run("loudspeakers.register", self._register, actor, device_id, zone, channel, name, volume,
-                           key)
+                           key, lat, lon)
 
     def update(self, actor: Actor, device_id: str, changes: dict[str, Any]) -> Deferred[dict[str, Any] | None]:
-        """Set some of channel, volume, name; fires with the row after (None if there is no such loudspeaker)."""
+        """Set some of channel, volume, name, lat, lon; fires with the row after (None if there is no
+        such loudspeaker)."""
         return self.db.run("loudspeakers.update", _update, actor, device_id, changes)
 
     def _rotate(self, conn: sqlite3.Connection, actor: Actor, device_id: str, key: str) -> bool:

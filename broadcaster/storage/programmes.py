@@ -4,7 +4,7 @@ Rows keep ``zones``, ``media`` and ``weekdays`` as JSON text; the
 repository returns them decoded as lists (``decode``), except ``all_sync``
 which gives raw rows for ``control.programmes.programme_from_row``.
 
-Loop side (Deferred): ``list_visible``, ``get``, ``add``, ``delete``.
+Loop side (Deferred): ``list_visible``, ``get``, ``add``, ``replace``, ``delete``.
 Sync (start-up, control until it moves): ``all_sync``, ``get_sync``.
 """
 
@@ -64,7 +64,7 @@ def _get(conn: sqlite3.Connection, programme_id: str) -> dict[str, Any] | None:
     return decode(row) if row else None
 
 
-def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str, Any]:
+def _check_references(conn: sqlite3.Connection, item: NewProgramme) -> None:
     wanted = sorted(set(item.media))
     stored = {r["id"] for r in rows(conn, f"SELECT id FROM media WHERE id IN ({','.join('?' * len(wanted))})",
                                     wanted)} if wanted else set()
@@ -73,9 +73,18 @@ def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str
         raise Conflict(f"media item {missing[0]!r} no longer exists")
     if item.relay is not None and one(conn, "SELECT id FROM relays WHERE id = ?", (item.relay,)) is None:
         raise Conflict(f"relay {item.relay!r} no longer exists")
+
+
+def _values(item: NewProgramme) -> dict[str, Any]:
     values: dict[str, Any] = asdict(item)
     for name in ("zones", "media", "weekdays"):
         values[name] = json.dumps(values[name])
+    return values
+
+
+def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str, Any]:
+    _check_references(conn, item)
+    values = _values(item)
     values.update(created_by=actor.name, created_at=time.time())
     conn.execute(f"INSERT INTO programmes ({', '.join(values)}) VALUES ({','.join('?' * len(values))})",
                  tuple(values.values()))
@@ -84,6 +93,19 @@ def _add(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str
     row = _get(conn, item.id)
     assert row is not None
     return row
+
+
+def _replace(conn: sqlite3.Connection, actor: Actor, item: NewProgramme) -> dict[str, Any] | None:
+    if _get(conn, item.id) is None:
+        return None
+    _check_references(conn, item)
+    values = _values(item)
+    del values["id"]
+    conn.execute(f"UPDATE programmes SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+                 (*values.values(), item.id))
+    audit_txn(conn, actor, "programme.update", item.id, item.zones[0],
+              f"{item.title} {item.recurrence} {item.start_local}")
+    return _get(conn, item.id)
 
 
 def _delete(conn: sqlite3.Connection, actor: Actor, programme_id: str) -> dict[str, Any] | None:
@@ -117,6 +139,11 @@ class ProgrammeRepository:
         """Fires with the stored (decoded) row. Conflict if a media item of its playlist is not
         stored (deleted meanwhile): checked in the insert's transaction."""
         return self.db.run("programmes.add", _add, actor, item)
+
+    def replace(self, actor: Actor, item: NewProgramme) -> Deferred[dict[str, Any] | None]:
+        """Every field of programme ``item.id`` (its author and creation time kept); fires with the
+        row after, or None if there is no such programme. Conflict as for ``add``."""
+        return self.db.run("programmes.replace", _replace, actor, item)
 
     def delete(self, actor: Actor, programme_id: str) -> Deferred[dict[str, Any] | None]:
         """Fires with the deleted (decoded) row, or None."""

@@ -21,7 +21,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from broadcaster import metrics
 from broadcaster.api import AdminApi
-from broadcaster.api.session import COOKIE, csrf_matches
+from broadcaster.api.session import COOKIE, cookie_secret, csrf_matches
+from broadcaster.control.auth import Action, Forbidden, Principal, authorize
 from broadcaster.control.logins import LoginGuard
 from broadcaster.control.studio import StudioDesk
 from broadcaster.protocols.ingest import Sniffer
@@ -33,6 +34,7 @@ from broadcaster.web.sdp import channel_sdp
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
+    from broadcaster.control.channels import ChannelView
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE = COOKIE.encode("ascii")
@@ -121,6 +123,8 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
                           origin=app.config.server.host)
         return respond(request, "sdp", 200, sdp, "application/sdp")
     if not channel.config.public:
+        if extension == "ogg" and cookie_secret(request) is not None:
+            return private_stream(app, request, channel)
         return error(request, "stream", 403, "not_public",
                      f"channel {channel_id!r} is not open to public HTTP listening")
     icecast.cors(request)
@@ -131,12 +135,56 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
         return streams.hls_playlist(app, request, channel)
     if extension == "mp3":
         return streams.mp3_stream(app, request, channel)
-    full = streams.listeners_full(app, request, channel_id)
+    return ogg_stream(app, request, channel)
+
+
+def ogg_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> Any:
+    full = streams.listeners_full(app, request, channel.id)
     if full is not None:
         return full
     metrics.http_requests_total.labels("stream", "200").inc()
     return serve_stream(request, channel, max_backlog_bytes=app.config.http.max_backlog_bytes,
-                        on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel_id, reason).inc())
+                        on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel.id, reason).inc())
+
+
+def private_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> Any:
+    """The Ogg stream of a channel closed to public listening, for a console user who may see its
+    zone (the monitor page): the session cookie is looked up in the storage pool, as the API does;
+    anyone else is refused as before (403 not_public). Only the session cookie: no bearer token,
+    so the stream's URL in an <audio> element carries no secret."""
+    refusal = f"channel {channel.id!r} is not open to public HTTP listening"
+
+    def found(user: dict[str, Any] | None) -> None:
+        if request.finished or request._disconnected:
+            return
+        body: Any
+        allowed = (user is not None and user.get("session") and not user.get("expired")
+                   and not user.get("must_change_password"))  # as the API: nothing before the new password
+        if allowed:
+            try:
+                authorize(Principal.from_row(user), Action.READ, [channel.config.zone], app.zones)  # type: ignore[arg-type]
+            except Forbidden:
+                allowed = False
+        if not allowed:
+            metrics.auth_failures_total.labels("stream").inc()
+            body = error(request, "stream", 403, "not_public", refusal)
+        else:
+            body = ogg_stream(app, request, channel)
+            if body is NOT_DONE_YET:
+                return
+        request.write(body)
+        request.finish()
+
+    def failed(failure: Failure) -> None:
+        log.error("private stream of %s: the session lookup failed: %s", channel.id, failure.getErrorMessage())
+        if not (request.finished or request._disconnected):
+            request.write(error(request, "stream", 503, "unavailable", "try again shortly"))
+            request.finish()
+
+    secret = cookie_secret(request)
+    assert secret is not None
+    app.storage.users.by_token(secret, app.wall()).addCallbacks(found, failed)
+    return NOT_DONE_YET
 
 
 def hls_file(app: BroadcastServer, request: Request, channel_id: str, name: str) -> Any:

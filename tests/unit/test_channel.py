@@ -107,3 +107,29 @@ def test_skipped_ticks_advance_media_time() -> None:
     assert elapsed_samples == 960 * 11
     assert (last.sequence - first.sequence) % 65536 == len(sock.sent) - 1
     assert tone._position == 960 * 12, "the programme skipped ahead with the clock"
+
+
+def test_the_level_is_the_mixed_audios_rms_and_loudest_frame_since_the_last_status() -> None:
+    channel, _, _ = make_channel([("127.0.0.1", 1000)])
+    channel.mixer.add(ToneSource(440.0, level_dbfs=-9.0))
+    for tick in range(50):
+        channel.tick(tick)
+    level = channel.status()["level"]
+    # A sine at -9 dBFS RMS: every frame is as loud as the whole.
+    assert abs(level["rms_dbfs"] - -9.0) < 0.3 and abs(level["peak_dbfs"] - level["rms_dbfs"]) < 0.3
+    for tick in range(50, 60):
+        channel.tick(tick)  # the tone goes on: the count starts again from the last status()
+    assert abs(channel.level()["rms_dbfs"] - -9.0) < 0.3
+    assert channel.level() == {"rms_dbfs": None, "peak_dbfs": None}, "nothing mixed since: no reading"
+
+
+def test_silence_reads_the_floor_and_a_channel_nobody_needs_has_no_level() -> None:
+    channel, _, _ = make_channel([("127.0.0.1", 1000)])
+    for tick in range(10):
+        channel.tick(tick)
+    assert channel.level() == {"rms_dbfs": -96.0, "peak_dbfs": -96.0}
+    idle, _, _ = make_channel([])
+    idle.mixer.add(ToneSource(440.0))
+    for tick in range(10):
+        idle.tick(tick)
+    assert idle.level() == {"rms_dbfs": None, "peak_dbfs": None}
