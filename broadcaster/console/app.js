@@ -149,7 +149,8 @@ async function enter() {
   "☰ ", t("menu"));
   const header = h("header", { class: "top" },
     toggle,
-    h("span", { class: "brand" }, "📢 ", state.lang === "vi" ? "Truyền thanh cơ sở" : "Commune radio"),
+    h("span", { class: "brand" }, h("img", { src: "/ui/icon.svg", alt: "", class: "brand-icon" }),
+      state.lang === "vi" ? "Truyền thanh cơ sở" : "Commune radio"),
     h("span", { class: "who", id: "who" }, s.name, " · ", t(`role_${s.role}`)),
     h("a", { href: "#/password", class: "link", dataset: { action: "password" } }, t("change_password")),
     languageButton(),
