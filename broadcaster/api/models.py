@@ -139,6 +139,48 @@ class TokenCreated(Token):
     token: str = Field(description="the secret, for 'Authorization: Bearer'; shown only this once")
 
 
+# --- users (admin) -----------------------------------------------------------------------
+
+Permission = Literal["bulletin.create", "bulletin.approve"]
+
+
+class UserCreate(Body):
+    name: Ident = Field(description="the sign-in name")
+    role: Role
+    zones: list[str] = Field([], max_length=200, description="where it may act (a subtree each); an operator or "
+                                                             "viewer needs at least one")
+    permissions: list[Permission] = Field([], description="granted beyond the role's (a viewer who writes or "
+                                                          "approves bulletins)")
+    password: str = Field(min_length=8, max_length=1024,
+                          description="at least 8 characters; the user must change it at first sign-in")
+
+
+class UserUpdate(Body):
+    role: Role | None = None
+    zones: list[str] | None = Field(None, max_length=200)
+    permissions: list[Permission] | None = None
+
+
+class UserPassword(Body):
+    password: str = Field(min_length=8, max_length=1024, description="at least 8 characters; the user must "
+                                                                     "change it at its next sign-in")
+
+
+class User(Out):
+    name: str
+    role: Role
+    zones: list[str]
+    permissions: list[str] = Field(description="granted beyond the role's")
+    must_change_password: bool = Field(description="the password was set by someone else: changed at sign-in")
+    created_at: float
+    tokens: int = Field(description="API tokens it holds (unexpired)")
+    sessions: int = Field(description="console sessions signed in now")
+
+
+class SessionsEnded(Out):
+    ended: int
+
+
 # --- zones and channels ----------------------------------------------------------------
 
 class ZoneCreate(Body):

@@ -35,6 +35,7 @@ from broadcaster.api import (
     reports,
     session,
     tokens,
+    users,
     zones,
 )
 from broadcaster.api import speech as speech_api
@@ -84,6 +85,7 @@ ROUTES: list[Route] = [
     *logs.ROUTES,
     *reports.ROUTES,
     *tokens.ROUTES,
+    *users.ROUTES,
     *link.ROUTES,
     *events.ROUTES,
     *calendar.ROUTES,

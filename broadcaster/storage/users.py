@@ -3,7 +3,12 @@
 Loop side (Deferred): ``by_token``, ``by_password`` (the scrypt check runs in
 the "auth" pool, apart from SQL, so a flood of wrong passwords delays only
 logins), ``add``, ``new_token``, ``tokens``, ``revoke_token``,
-``token_used``. Sync (CLI, tests): the same with ``_sync``.
+``token_used``; the admin's ``listing``, ``update``, ``delete`` and
+``end_sessions`` (api/users.py). Sync (CLI, tests): the same with ``_sync``.
+
+The province keeps at least one admin: an update or removal that would leave
+none is refused (``LastAdmin``) inside the same write transaction, so two
+admins demoting each other at once cannot both succeed.
 
 A token is a secret shown once (``bct_...``, stored only as its SHA-256) and a
 public id (``tok_...``) it is listed and revoked by. It expires (``expires_at``);
@@ -23,7 +28,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from broadcaster.storage.crypto import check_password, dummy_hash, hash_password, hash_token
-from broadcaster.storage.db import Conflict, Database, Page, one, page, rows
+from broadcaster.storage.db import Conflict, Database, Exists, Page, one, page, rows
 from broadcaster.storage.logs import Actor, audit_txn
 
 CLI = Actor("cli")
@@ -31,6 +36,10 @@ TOKEN_DAYS = 90.0       # the default lifetime (config: api.token_days)
 TOUCH_EVERY_S = 60.0    # last_used_at's resolution
 MAX_TOKENS = 50         # per user: a login cannot grow the tokens table (and the audit log) without end
 MAX_SESSIONS = 10       # console sign-ins kept per user (a phone, an office PC, ...): the oldest ends first
+
+
+class LastAdmin(Conflict):
+    """The change would leave the province without an admin."""
 
 
 def _with_zones(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +78,8 @@ def add_txn(conn: sqlite3.Connection, actor: Actor, name: str, role: str, zones:
          password: str | None, permissions: tuple[str, ...] = (), must_change: bool = False,
          password_hash: str | None = None) -> int:
     """``password_hash``: one hashed already (the seed hashes before its transaction)."""
+    if one(conn, "SELECT id FROM users WHERE name = ?", (name,)) is not None:
+        raise Exists(f"a user named {name!r} exists")
     if password and password_hash is None:
         password_hash = hash_password(password)
     cursor = conn.execute("INSERT INTO users (name, role, password_hash, created_at, permissions, "
@@ -168,6 +179,87 @@ def _touch(conn: sqlite3.Connection, token_id: str, now: float) -> None:
                  (now, token_id, now - TOUCH_EVERY_S))
 
 
+_USER_COLUMNS = (
+    "SELECT u.id, u.name, u.role, u.permissions, u.must_change_password, u.created_at, "
+    "(SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id AND t.session = 0 "
+    " AND (t.expires_at IS NULL OR t.expires_at > ?)) AS tokens, "
+    "(SELECT COUNT(*) FROM tokens t WHERE t.user_id = u.id AND t.session = 1 "
+    " AND (t.expires_at IS NULL OR t.expires_at > ?)) AS sessions FROM users u")
+
+
+def _listed(conn: sqlite3.Connection, user: dict[str, Any]) -> dict[str, Any]:
+    user = _with_zones(conn, user)
+    user["permissions"] = json.loads(user["permissions"] or "[]")
+    user["must_change_password"] = bool(user["must_change_password"])
+    user.pop("id")
+    return user
+
+
+def _listing(conn: sqlite3.Connection, now: float, limit: int, offset: int) -> Page:
+    found = page(conn, f"{_USER_COLUMNS} ORDER BY u.name", (now, now), limit, offset)
+    return Page([_listed(conn, u) for u in found.items], found.total, limit, offset)
+
+
+def _one(conn: sqlite3.Connection, name: str, now: float) -> dict[str, Any] | None:
+    user = one(conn, f"{_USER_COLUMNS} WHERE u.name = ?", (now, now, name))
+    return _listed(conn, user) if user else None
+
+
+def _keeps_an_admin(conn: sqlite3.Connection, user_id: int) -> None:
+    left = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND id != ?", (user_id,)).fetchone()[0]
+    if not left:
+        raise LastAdmin("the province needs at least one admin: make another user admin first")
+
+
+def _update(conn: sqlite3.Connection, actor: Actor, name: str, role: str | None, zones: list[str] | None,
+            permissions: tuple[str, ...] | None, now: float) -> dict[str, Any] | None:
+    """Change what is given (None: kept); the user's row after, or None if there is none."""
+    row = one(conn, "SELECT id, role FROM users WHERE name = ?", (name,))
+    if row is None:
+        return None
+    changed: list[str] = []
+    if role is not None and role != row["role"]:
+        if row["role"] == "admin":
+            _keeps_an_admin(conn, row["id"])
+        conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, row["id"]))
+        changed.append(f"role={role}")
+    if zones is not None:
+        conn.execute("DELETE FROM user_zones WHERE user_id = ?", (row["id"],))
+        for zone in sorted(set(zones)):
+            conn.execute("INSERT INTO user_zones (user_id, zone) VALUES (?,?)", (row["id"], zone))
+        changed.append(f"zones={','.join(sorted(set(zones)))}")
+    if permissions is not None:
+        conn.execute("UPDATE users SET permissions = ? WHERE id = ?",
+                     (json.dumps(sorted(set(permissions))), row["id"]))
+        changed.append(f"permissions={','.join(sorted(set(permissions)))}")
+    if changed:
+        audit_txn(conn, actor, "user.update", name, None, " ".join(changed))
+    return _one(conn, name, now)
+
+
+def _delete(conn: sqlite3.Connection, actor: Actor, name: str) -> bool:
+    """Whether the user was removed; its tokens and sessions go with it (ON DELETE CASCADE)."""
+    row = one(conn, "SELECT id, role FROM users WHERE name = ?", (name,))
+    if row is None:
+        return False
+    if row["role"] == "admin":
+        _keeps_an_admin(conn, row["id"])
+    held = conn.execute("SELECT COUNT(*) FROM tokens WHERE user_id = ?", (row["id"],)).fetchone()[0]
+    conn.execute("DELETE FROM users WHERE id = ?", (row["id"],))
+    audit_txn(conn, actor, "user.delete", name, None, f"role={row['role']} tokens and sessions ended: {held}")
+    return True
+
+
+def _end_sessions(conn: sqlite3.Connection, actor: Actor, name: str) -> int | None:
+    """How many console sessions of the user ended; None if there is no such user."""
+    row = one(conn, "SELECT id FROM users WHERE name = ?", (name,))
+    if row is None:
+        return None
+    ended = conn.execute("DELETE FROM tokens WHERE user_id = ? AND session = 1", (row["id"],)).rowcount
+    audit_txn(conn, actor, "session.end", name, None, f"all {ended} ended by an admin")
+    return int(ended)
+
+
 class UserRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -193,8 +285,32 @@ class UserRepository:
         return _password_matches(self.db.run_sync(_by_name, name), password)
 
     def add(self, name: str, role: str, zones: list[str], password: str | None = None,
-            actor: Actor = CLI, permissions: tuple[str, ...] = ()) -> Deferred[int]:
-        return self.db.run("users.add", add_txn, actor, name, role, zones, password, permissions)
+            actor: Actor = CLI, permissions: tuple[str, ...] = (), must_change: bool = False) -> Deferred[int]:
+        """Exists if the name is taken. scrypt runs in the auth pool, the write in storage's."""
+        if not password:
+            return self.db.run("users.add", add_txn, actor, name, role, zones, None, permissions, must_change)
+        hashed = self.db.offload("auth", hash_password, password)
+        return hashed.addCallback(lambda value: self.db.run("users.add", add_txn, actor, name, role, zones, None,
+                                                            permissions, must_change, value))
+
+    def listing(self, limit: int, offset: int, now: float | None = None) -> Deferred[Page]:
+        """Every user by name, with zones, permissions and how many live tokens and sessions it holds."""
+        return self.db.read("users.listing", _listing, time.time() if now is None else now, limit, offset)
+
+    def one(self, name: str, now: float | None = None) -> Deferred[dict[str, Any] | None]:
+        return self.db.read("users.one", _one, name, time.time() if now is None else now)
+
+    def update(self, name: str, actor: Actor, role: str | None = None, zones: list[str] | None = None,
+               permissions: tuple[str, ...] | None = None, now: float | None = None) -> Deferred[dict[str, Any] | None]:
+        """The user's row after the change; None if there is no such user; LastAdmin if it would leave none."""
+        return self.db.run("users.update", _update, actor, name, role, zones, permissions,
+                           time.time() if now is None else now)
+
+    def delete(self, name: str, actor: Actor) -> Deferred[bool]:
+        return self.db.run("users.delete", _delete, actor, name)
+
+    def end_sessions(self, name: str, actor: Actor) -> Deferred[int | None]:
+        return self.db.run("users.end_sessions", _end_sessions, actor, name)
 
     def add_sync(self, name: str, role: str, zones: list[str], password: str | None = None,
                  actor: Actor = CLI, permissions: tuple[str, ...] = (), must_change: bool = False) -> int:
