@@ -136,7 +136,7 @@ export default {
 
     function sendTitle() {
       if (socket?.readyState === WebSocket.OPEN && showTitle.value.trim()) {
-        socket.send(JSON.stringify({ type: "metadata", data: { title: showTitle.value.trim(), artist: state.session.name } }));
+        socket.send(JSON.stringify({ type: "metadata", data: { title: showTitle.value.trim() } }));
       }
     }
 
