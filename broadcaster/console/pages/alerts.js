@@ -99,7 +99,8 @@ export default {
       if (!stopped) timer = setTimeout(refresh, POLL_MS);
     }
 
-    root.append(h("h1", {}, t("title")));
+    // What is on air first (and its cancel button): the form to send another is below it.
+    root.append(h("h1", {}, t("title")), h("h2", {}, t("on_air")), onAir, recent);
     if (can("write")) {
       let media = [];
       try { media = (await api("GET", "/api/v1/media?limit=500")).items; } catch { /* text only */ }
@@ -129,7 +130,8 @@ export default {
           const alert = await api("POST", "/api/v1/alerts", body);
           sent.add(alert.id);
           toast(t("sent"));
-          form.reset();
+          title.value = "";
+          text.value = "";
           form.querySelectorAll(":scope > .error").forEach((e) => e.remove());
         } catch (exc) {
           showError(form, exc);
@@ -138,7 +140,6 @@ export default {
       });
       root.append(form);
     }
-    root.append(h("h2", {}, t("on_air")), onAir, recent);
     await refresh();
   },
 };

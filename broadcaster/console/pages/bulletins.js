@@ -126,8 +126,9 @@ function planFields(plan = {}) {
 
 async function editPage(root, ctx, existing) {
   root.append(h("p", {}, h("a", { href: "#/bulletins" }, "← ", t("title"))), h("h1", {}, existing ? `${t("edit")}: ${existing.title}` : t("write")));
-  let media = [];
+  let media = [], voices = [];
   try { media = (await api("GET", "/api/v1/media?limit=500")).items; } catch { /* no media list: text only */ }
+  try { voices = (await api("GET", "/api/v1/speech/languages")).languages.map((l) => l.language); } catch { /* typed in */ }
   const b = existing || { plan: {}, zones: [], class: "thong-thuong", language: "vi" };
   const title = h("input", { name: "title", required: true, maxlength: 200, value: b.title || "" });
   const summary = h("input", { name: "summary", maxlength: 1000, value: b.summary || "" });
@@ -135,7 +136,11 @@ async function editPage(root, ctx, existing) {
   const mediaSel = select("media", [["", t("no_media")], ...media.map((m) => [m.id, `${m.title} (${Math.round(m.duration_s)} s)`])], b.media || "");
   const category = h("input", { name: "category", maxlength: 64, value: b.category || "", placeholder: "thoi-tiet" });
   const klass = select("class", CLASSES.map((c) => [c, t(`class_${c}`)]), b.class);
-  const language = h("input", { name: "language", value: b.language || "vi", maxlength: 35 });
+  // The languages the server can read aloud (a bulletin in another plays only as media).
+  const wanted = b.language || "vi";
+  const language = voices.length
+    ? select("language", [...new Set([...voices, wanted])].map((l) => [l, l]), wanted)
+    : h("input", { name: "language", value: wanted, maxlength: 35 });
   const from = h("input", { name: "valid_from", type: "datetime-local", value: b.valid_from ? localInput(b.valid_from) : "" });
   const until = h("input", { name: "valid_until", type: "datetime-local", value: b.valid_until ? localInput(b.valid_until) : "" });
   const zones = zonePicker(b.zones);
