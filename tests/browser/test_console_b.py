@@ -436,3 +436,23 @@ def test_going_live_with_the_fake_microphone_is_heard_and_ends_at_off_air(consol
     muted = [i for i in range(first_live, last_live) if abs(heard_pitches[i] - 880) >= 5]
     assert muted, f"push-to-talk released: the tone stops while on air: {heard_pitches}"
     assert any(abs(f - 440) < 5 for f in heard_pitches[last_live + 1:]), f"the loop after off air: {heard_pitches}"
+
+
+def test_the_live_page_says_when_the_page_is_not_a_secure_context(console: Console) -> None:
+    """Opened by a name (mapped to loopback) over plain HTTP, the page is not a secure context: the browser
+    gives no microphone, and the page says HTTPS is needed instead of failing."""
+    driver = make_driver("--host-resolver-rules=MAP radio.test 127.0.0.1")
+    try:
+        remote = Console(console.server, console.config, console.tokens, driver)
+        address = console.url("/").replace("127.0.0.1", "radio.test")
+        remote.url = lambda path="/": address.rstrip("/") + path  # type: ignore[method-assign]
+        sign_in(remote, "op-a")
+        remote.goto("live")
+        notice = remote.wait("#live-not-secure")
+        assert "HTTPS" in notice.text and "server.tls" in notice.text
+        assert remote.find_all("#live-switch") == []
+        assert driver.execute_script("return window.isSecureContext") is False
+        remote.screenshot("live-not-secure")
+        assert remote.console_errors() == []
+    finally:
+        quit_driver(driver)
