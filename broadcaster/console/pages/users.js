@@ -114,6 +114,7 @@ async function userPage(root, ctx, name) {
 
   const password = h("input", { name: "password", type: "password", minlength: 8, required: true, autocomplete: "new-password" });
   const reset = h("form", { class: "card", id: "user-reset" }, h("h2", {}, t("reset")),
+    h("input", { type: "text", name: "username", autocomplete: "username", value: user.name, hidden: true, readonly: true }),
     field(t("new_password"), password, t("reset_hint")),
     h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary", "data-write": "", disabled: mine }, t("reset"))));
   reset.addEventListener("submit", async (event) => {
