@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
+
 
 def socket_of(transport: Any) -> Any:
-    """The socket of a plain TCP or UNIX transport, or None (TLS, tests' fakes: they get write())."""
-    if hasattr(transport, "_tempDataBuffer") and hasattr(transport, "dataBuffer"):
+    """The socket of a plain TCP or UNIX transport, or None (TLS, tests' fakes: they get write()).
+
+    A TLS transport (twisted's ProtocolWrapper) forwards unknown attributes to the TCP transport
+    under it, so duck typing would find that socket and write the clear text on it: only a real
+    file-descriptor transport qualifies."""
+    if isinstance(transport, FileDescriptor) and hasattr(transport, "_tempDataBuffer"):
         return getattr(transport, "socket", None)
     return None
 
