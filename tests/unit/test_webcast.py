@@ -9,6 +9,8 @@ import os
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -308,3 +310,24 @@ def test_sniffer_hands_an_oversized_get_head_to_the_web() -> None:
     sniffer.makeConnection(StringTransport())
     sniffer.dataReceived(b"GET /ingest/ch-a HTTP/1.1\r\nUpgrade: websocket\r\nX: " + b"a" * 17000)
     assert web.protocols and web.protocols[0].data.startswith(b"GET /ingest/ch-a")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages=st.lists(st.one_of(
+    st.binary(max_size=200).map(lambda b: frame(ws.OP_BINARY, b)),
+    st.text(max_size=80).map(lambda t: frame(ws.OP_TEXT, t.encode())),
+    st.dictionaries(st.sampled_from(["type", "data", "mime", "user", "password", "title"]),
+                    st.one_of(st.text(max_size=10), st.integers(), st.none(),
+                              st.dictionaries(st.sampled_from(["mime", "user", "password", "title", "artist"]),
+                                              st.one_of(st.text(max_size=10), st.integers(), st.none()))),
+                    max_size=3).map(text),
+    st.binary(max_size=40)), max_size=6), accept=st.booleans())
+def test_fuzz_the_connection_never_raises(messages: list[bytes], accept: bool) -> None:
+    desk = Desk(None if accept else Refusal(401, "unauthenticated", "no"))
+    connection, transport = connect(desk)
+    connection.dataReceived(upgrade())
+    for data in messages:
+        connection.dataReceived(data)  # a protocol error closes; nothing escapes
+    connection.connectionLost()
+    assert len(closes(transport)) <= 1
