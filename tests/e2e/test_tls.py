@@ -49,7 +49,7 @@ def secure(tmp_path: Path) -> Iterator[tuple[RunningServer, Path, ssl.SSLContext
 
 
 def https(server: RunningServer, context: ssl.SSLContext, path: str, limit: int | None = None) -> bytes:
-    with urllib.request.urlopen(f"https://127.0.0.1:{server.http_port}{path}", timeout=10,
+    with urllib.request.urlopen(f"https://127.0.0.1:{server.http_port}{path}", timeout=30,
                                 context=context) as response:
         return bytes(response.read(limit) if limit else response.read())
 
@@ -65,6 +65,12 @@ def test_https_serves_health_streams_and_knows_it_is_secure(secure: tuple[Runnin
     assert https(server, context, "/channels/ch-a.ogg", 4096).startswith(b"OggS")
     status = json.loads(https(server, context, "/status-json.xsl"))["icestats"]["source"]
     assert all(s["listenurl"].startswith(f"https://127.0.0.1:{server.http_port}/") for s in status), status
+    request = urllib.request.Request(f"https://127.0.0.1:{server.http_port}/api/v1/session", method="POST",
+                                     data=json.dumps({"name": "op-a", "password": PASSWORD}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("bc_session=") and "; Secure" in cookie, "the console's cookie is Secure over TLS"
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as plain:
         plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = b""

@@ -27,7 +27,7 @@ def webm_tone(wav: Path) -> bytes:
 
 def open_webcast(url: str, user: str | None, password: str, mime: str = "audio/webm;codecs=opus",
                  context: ssl.SSLContext | None = None) -> ClientConnection:
-    socket = connect(url, subprotocols=[Subprotocol("webcast")], open_timeout=10, ssl=context,
+    socket = connect(url, subprotocols=[Subprotocol("webcast")], open_timeout=30, ssl=context,
                      proxy=None, user_agent_header="broadcaster-tests webcast", legacy=True)  # loopback only
     data: dict[str, Any] = {"mime": mime, "password": password}
     if user is not None:
