@@ -153,7 +153,8 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self.session: IngestSession | None = None
         self.closing = False  # a close frame went out: nothing more is read or written
         self.disconnected = False
-        self.clean = False
+        self.clean = False  # the client closed with a close frame
+        self.failed = False  # we closed it for an error: its session ends as failed, however the TCP ends
 
     # --- the connection -------------------------------------------------------------------
 
@@ -167,6 +168,7 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         elif self.session is None:
             self._protocol_error(ws.WebSocketError(ws.POLICY, f"no hello within {HELLO_TIMEOUT_S:.0f} s", "timeout"))
         else:
+            self.failed = True
             self._close(ws.POLICY, "no audio for too long")  # a studio whose network died without a FIN
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -341,6 +343,7 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self._close(close_code(refusal), refusal.message)
 
     def _protocol_error(self, exc: ws.WebSocketError) -> None:
+        self.failed = True
         metrics.webcast_rejected_total.labels(exc.label).inc()
         peer = self.request.peer if hasattr(self, "request") else "?"
         log.info("webcast from %s closed (%d): %s", peer, exc.code, exc.reason)
@@ -367,4 +370,4 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self.setTimeout(None)
         if self.session is not None:
             session, self.session = self.session, None
-            session.close(clean=self.clean or reason.check(ConnectionDone) is not None)
+            session.close(clean=not self.failed and (self.clean or reason.check(ConnectionDone) is not None))

@@ -331,3 +331,13 @@ def test_fuzz_the_connection_never_raises(messages: list[bytes], accept: bool) -
         connection.dataReceived(data)  # a protocol error closes; nothing escapes
     connection.connectionLost()
     assert len(closes(transport)) <= 1
+
+
+def test_a_protocol_error_mid_session_ends_it_as_failed() -> None:
+    desk = Desk()
+    connection, transport = connect(desk)
+    connection.dataReceived(upgrade() + hello() + frame(ws.OP_BINARY, b"audio"))
+    connection.dataReceived(bytes([0x83, 0x80]) + MASK)  # a reserved opcode
+    assert [c.code for c in closes(transport)] == [1002]
+    connection.connectionLost()  # our own clean TCP close
+    assert desk.session.closed is False
