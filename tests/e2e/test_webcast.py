@@ -162,3 +162,17 @@ def test_protocol_errors_close_with_1002_and_are_counted(studio: tuple[RunningSe
     assert closed is not None and closed.code == 1002 and "hello" in closed.reason, closed
     # An ordinary GET of the same path is still the web's (no upgrade asked): not a webcast.
     assert server.get_json("/healthz")["status"] == "ok"
+
+
+def test_wrong_passwords_share_the_ingest_limit(studio: tuple[RunningServer, Path]) -> None:
+    """The webcast and the Icecast ingest are one login record: ten wrong passwords from an address in a
+    minute, then 4429 with no password check (and an Icecast source from there gets 429 too)."""
+    server, _ = studio
+    codes = [refusal(open_webcast(url(server), "op-a", f"wrong-{i}"))[0] for i in range(11)]
+    assert codes[:10] == [4401] * 10 and codes[10] == 4429, codes
+    assert metric(server, "broadcaster_ingest_refused_total", {"reason": "too_many_failures"}) >= 1
+    from tests.e2e.test_studio import raw_source, reply
+
+    sock = raw_source(server, "/ingest/ch-a")
+    assert reply(sock).startswith("HTTP/1.0 429")
+    sock.close()
