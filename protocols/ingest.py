@@ -28,7 +28,8 @@ CONNECTION_DONE = Failure(ConnectionDone())
 MAX_HEAD_BYTES = 16 * 1024
 MAX_EARLY_BYTES = 256 * 1024  # audio buffered while credentials are checked (16 s at 128 kb/s)
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               409: "Conflict", 415: "Unsupported Media Type", 429: "Too Many Requests",
+               405: "Method Not Allowed", 409: "Conflict", 415: "Unsupported Media Type", 426: "Upgrade Required",
+               429: "Too Many Requests",
                431: "Request Header Fields Too Large",
                500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
 

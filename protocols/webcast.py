@@ -48,6 +48,7 @@ from broadcaster.protocols import websocket as ws
 from broadcaster.protocols.ingest import (
     MAX_EARLY_BYTES,
     MAX_HEAD_BYTES,
+    STATUS_TEXT,
     IngestSession,
     Refusal,
     SourceRequest,
@@ -219,7 +220,7 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         metrics.webcast_rejected_total.labels("bad_handshake").inc()
         body = message.encode("utf-8") + b"\n"
         assert self.transport is not None
-        self.transport.write(f"HTTP/1.1 {status} {'Upgrade Required' if status == 426 else 'Bad Request'}\r\n"
+        self.transport.write(f"HTTP/1.1 {status} {STATUS_TEXT.get(status, 'Error')}\r\n"
                              f"Server: broadcaster\r\nContent-Type: text/plain; charset=utf-8\r\n"
                              f"Content-Length: {len(body)}\r\n{headers}Connection: close\r\n\r\n".encode("latin-1")
                              + body)
