@@ -66,7 +66,7 @@ MAX_FIELD_CHARS = 1024  # a hello's or metadata's string field
 PONGS_PER_SECOND = 10
 CONNECTION_DONE = Failure(ConnectionDone())
 CLOSE_GRACE_S = 5.0  # after our close frame (or HTTP error), the client has this long to read it
-SERVER_FAULT, GOING_AWAY = 1011, 1001
+SERVER_FAULT, GOING_AWAY, TRY_AGAIN_LATER = 1011, 1001, 1013
 
 
 class WebcastController(Protocol):
@@ -166,8 +166,11 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         if self.closing:  # our close frame went out CLOSE_GRACE_S ago and the client is still there
             if self.transport is not None:
                 self.transport.abortConnection()  # type: ignore[attr-defined]
-        elif self.session is None:
+        elif self.hello is None:
             self._protocol_error(ws.WebSocketError(ws.POLICY, f"no hello within {HELLO_TIMEOUT_S:.0f} s", "timeout"))
+        elif self.session is None:  # the password check is queued behind others (a flood): try later
+            self._protocol_error(ws.WebSocketError(TRY_AGAIN_LATER, "the server is busy: try again",
+                                                   "decision_timeout"))
         else:
             self.failed = True
             self._close(ws.POLICY, "no audio for too long")  # a studio whose network died without a FIN

@@ -341,3 +341,15 @@ def test_a_protocol_error_mid_session_ends_it_as_failed() -> None:
     assert [c.code for c in closes(transport)] == [1002]
     connection.connectionLost()  # our own clean TCP close
     assert desk.session.closed is False
+
+
+def test_a_decision_that_does_not_come_in_time_closes_with_try_again_later() -> None:
+    clock = Clock()
+    desk = Desk("defer")
+    connection, transport = connect(desk, clock)
+    connection.dataReceived(upgrade() + hello())
+    clock.advance(HELLO_TIMEOUT_S + 0.1)
+    assert [c.code for c in closes(transport)] == [1013]
+    assert desk.pending is not None
+    desk.pending.callback(desk.session)  # the check ends after all: the session is closed at once
+    assert desk.session.closed is False and desk.session.connection is None
