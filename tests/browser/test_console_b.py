@@ -129,6 +129,9 @@ def test_a_bulletin_written_by_an_editor_is_approved_by_another_user(console: Co
     status, approved = console.api("GET", f"/api/v1/bulletins/{bulletin}", "chair-a")
     assert status == 200 and approved["state"] in ("approved", "scheduled", "played"), approved
     assert approved["approved_by"] == "chair-a" and approved["speech"], "approved, and its text read into speech"
+    # As soon as approved, it plays on commune-a's channel; its plays are listed on its page.
+    assert wait_until(lambda: console.api("GET", f"/api/v1/bulletins/{bulletin}/plays", "chair-a")[1]["total"] >= 1)
+    open_page(console, f"bulletins/{bulletin}", "#bulletin-plays tr[data-channel=ch-a]")
 
     # An edit sends it back for approval; the approver sees what changed, approved and now.
     edited = {k: approved[k] for k in ("title", "summary", "text", "category", "class", "language", "zones", "plan")}

@@ -272,9 +272,9 @@ async function detailPage(root, ctx, id) {
   try {
     const plays = await api("GET", `/api/v1/bulletins/${b.id}/plays`);
     if (plays.items.length) {
-      root.append(h("h2", {}, t("plays")), table([t("when"), t("channel"), t("outcome"), t("loudspeakers")],
-        plays.items.map((p) => h("tr", {}, h("td", {}, fmtTime(p.started_at)), h("td", {}, p.channel),
-          h("td", {}, p.outcome || "…"), h("td", {}, `${p.online ?? "—"} / ${p.acknowledged ?? "—"}`)))));
+      root.append(h("h2", {}, t("plays")), h("div", { id: "bulletin-plays" }, table([t("when"), t("channel"), t("outcome"), t("loudspeakers")],
+        plays.items.map((p) => h("tr", { dataset: { channel: p.channel } }, h("td", {}, fmtTime(p.started_at)), h("td", {}, p.channel),
+          h("td", {}, p.outcome || "…"), h("td", {}, `${p.online ?? "—"} / ${p.acknowledged ?? "—"}`))))));
     }
   } catch { /* plays are extra */ }
 }
