@@ -229,12 +229,19 @@ export default {
 
     ctx.onLeave(() => { leaving = true; micOff(); });
 
-    root.append(h("div", { class: "card live" },
+    // A form, so Enter in the password field goes on air (and a password manager knows whose it is).
+    const form = h("form", { class: "card live", id: "live-form" },
+      h("input", { type: "text", name: "username", autocomplete: "username", value: state.session.name, hidden: true, readonly: true }),
       field(t("channel"), channel), field(t("show_title"), showTitle),
       h("div", { class: "buttons" }, mic), h("div", { class: "field" }, h("span", { class: "label" }, t("level")), meter),
       field(t("your_password"), password, t("password_hint")),
       h("label", { class: "check" }, pttMode, " ", t("ptt_mode")),
       status, notes,
-      h("div", { class: "buttons live-buttons" }, onAir, ptt)));
+      h("div", { class: "buttons live-buttons" }, onAir, ptt));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (stream && !socket) goOn();
+    });
+    root.append(form);
   },
 };
