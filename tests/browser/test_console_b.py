@@ -264,6 +264,13 @@ def test_the_logs_show_and_the_yearly_report_downloads(console: Console, tmp_pat
     console.wait("#audit-log tbody tr[data-id]")
     assert "session.start" in console.wait("#audit-log").text
     assert int(console.wait("#audit-log [data-total]").get_attribute("data-total")) > 0
+    # A period with nothing in it: both logs empty (the range goes to the server, not a filter in the page).
+    for name, day in (("from", "2020-01-01"), ("to", "2020-01-31")):
+        console.driver.execute_script("arguments[0].value = arguments[1]",
+                                      console.wait(f"#log-range input[name={name}]"), day)
+    press(console, "#log-range button[type=submit]")
+    console.wait("#audit-log [data-total='0']")
+    console.wait("#broadcast-log [data-total='0']")
 
     Select(console.wait("#yearly-form select[name=format]")).select_by_value("csv")
     console.wait("#yearly-form [data-action=download]").click()
@@ -337,6 +344,12 @@ def test_an_admin_creates_a_user_who_must_change_the_password(console: Console) 
     console.wait("#user-edit button[type=submit]").click()
     assert console.wait("#user-edit .error").get_attribute("data-code") == "last_admin"
     assert console.api("GET", "/api/v1/users/admin", "admin")[1]["role"] == "admin"
+    # Removed through the page, after its confirmation: it is gone on the server.
+    open_page(console, "users/can-bo-b", "#user-remove")
+    press(console, "#user-remove [data-action=remove]")
+    confirm(console)
+    console.wait("#user-add")
+    assert console.api("GET", "/api/v1/users/can-bo-b", "admin")[0] == 404
     assert console.console_errors() == []
 
 
@@ -401,6 +414,7 @@ def test_going_live_with_the_fake_microphone_is_heard_and_ends_at_off_air(consol
         assert wait_until(lambda: console.server.get_json("/healthz")["loudspeakers_online"] >= 1)
         subscribed = time.monotonic()  # about when the speaker's recording starts
         time.sleep(1.5)  # it hears the channel's own 440 Hz loop first
+        live.fill(".live input[name=title]", "Bản tin trực tiếp")
         live.fill(".live input[name=password]", PASSWORD)
         on_air = time.monotonic()
         live.wait("#live-switch").click()
@@ -408,6 +422,9 @@ def test_going_live_with_the_fake_microphone_is_heard_and_ends_at_off_air(consol
         session = console.api("GET", "/api/v1/channels/ch-a", "op-a")[1]["live"]
         assert session is not None and session["by"] == "op-a"
         assert not live.find_all("#live-notes .error"), "the refusal went when a new go-live began"
+        # The webcast's metadata message: listeners see the title.
+        assert wait_until(lambda: "Bản tin trực tiếp" in str(
+            console.api("GET", "/api/v1/channels/ch-a", "op-a")[1].get("title") or ""))
         live.screenshot("live-on-air")
         time.sleep(4.0)  # on air, the microphone open; what is asserted is what was heard
         live.wait(".live input[name=ptt-mode]").click()
