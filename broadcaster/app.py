@@ -8,6 +8,7 @@ control's reactor. Tests build the same server with the core in memory
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.pcm import PcmSpec
 from broadcaster.storage import KeySealer, Storage, seed_from_config
 from broadcaster.web.site import make_site
+from broadcaster.web.tls import TlsPortFactory, load_material, server_options
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,7 @@ class BroadcastServer:
         self.reload_programmes()
         self.bulletins.load()
         self.http_port = self.reactor.listenTCP(
-            self.config.server.http_port if http_port is None else http_port, make_site(self), interface=host)
+            self.config.server.http_port if http_port is None else http_port, self._http_factory(), interface=host)
         for loop, interval, now in self._loops:
             loop.start(interval, now=now)
         if self.edge is not None:
@@ -161,6 +163,20 @@ class BroadcastServer:
             self.ready.addCallback(self._start_link)
         udp = self.udp_socket.getsockname()[1] if hasattr(self.udp_socket, "getsockname") else 0
         return self.http_port.getHost().port, udp  # type: ignore[union-attr]
+
+    def _http_factory(self) -> Any:
+        """The HTTP port's factory; with ``server.tls``, inside TLS (everything on the port is HTTPS)."""
+        factory = make_site(self)
+        tls = self.config.server.tls
+        if tls is None:
+            return factory
+        material = load_material(tls.certificate, tls.key)  # checked at config load; read again for this start
+        if material.expires < datetime.datetime.now(datetime.UTC):
+            log.warning("server.tls: the certificate %s expired on %s: browsers will refuse it", tls.certificate,
+                        material.expires.isoformat())
+        log.info("HTTPS on the HTTP port: %s (until %s)", material.chain[0].subject.rfc4514_string(),
+                 material.expires.date().isoformat())
+        return TlsPortFactory(server_options(material), factory)
 
     def _start_link(self, _: object = None) -> None:
         for side in (self.link_upstream, self.link_downstream):

@@ -36,6 +36,14 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """HTTPS on the HTTP port (broadcaster/web/tls.py): PEM files, checked when the config is loaded."""
+
+    certificate: Path  # the server's certificate, then its intermediates
+    key: Path  # its private key, unencrypted
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     http_port: int = 8000
@@ -43,6 +51,7 @@ class ServerConfig:
     udp_fanout: str = "auto"  # "auto" (sendmmsg where available) or "loop" (one sendto per address)
     core_nice: int = -5  # the audio core process's nice value: ahead of control for the CPU (root may lower it)
     core_processes: int = 0  # processes the channels are spread over; 0 ("auto"): one per CPU (core/shards.py)
+    tls: TlsConfig | None = None  # set: the HTTP port serves HTTPS only
 
 
 @dataclass(frozen=True)
@@ -437,7 +446,7 @@ def parse_config(document: Any, *, file: str, base_dir: Path) -> Config:
     top = r.mapping(document, "", {"server", "audio", "http", "hls", "mp3", "speakers", "storage", "live",
                                    "relay", "schedule", "alerts", "bulletins", "api", "reports", "zones", "channels",
                                    "loudspeakers", "edge", "tts", "link", "console", "users"})
-    server = _server(r, top.get("server"))
+    server = _server(r, top.get("server"), base_dir)
     audio = _audio(r, top.get("audio"))
     http = _http(r, top.get("http"))
     hls = _hls(r, top.get("hls"))
@@ -600,8 +609,24 @@ def _link(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> LinkCon
                       timeout_s=r.float_range(d, "timeout_s", "link", LinkConfig.timeout_s, 0.5, 120.0))
 
 
-def _server(r: _Reader, value: Any) -> ServerConfig:
-    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout", "core_nice", "core_processes"})
+def _tls(r: _Reader, value: Any, base_dir: Path) -> TlsConfig | None:
+    if value is None:
+        return None
+    d = r.mapping(value, "server.tls", {"certificate", "key"})
+    paths = {name: (base_dir / r.typed(d, name, "server.tls", str, required=True)).resolve()
+             for name in ("certificate", "key")}
+    from broadcaster.web.tls import TlsError, load_material  # cryptography: only for a server that uses TLS
+
+    try:
+        load_material(paths["certificate"], paths["key"])
+    except TlsError as exc:
+        raise r.fail(f"server.tls.{exc.field}", exc.message) from None
+    return TlsConfig(certificate=paths["certificate"], key=paths["key"])
+
+
+def _server(r: _Reader, value: Any, base_dir: Path) -> ServerConfig:
+    d = r.mapping(value, "server", {"host", "http_port", "udp_port", "udp_fanout", "core_nice", "core_processes",
+                                    "tls"})
     host = r.typed(d, "host", "server", str, ServerConfig.host)
     try:
         ipaddress.ip_address(host)
@@ -615,6 +640,7 @@ def _server(r: _Reader, value: Any) -> ServerConfig:
         core_nice=r.int_range(d, "core_nice", "server", ServerConfig.core_nice, -20, 19),
         core_processes=0 if d.get("core_processes", "auto") == "auto"
         else r.int_range(d, "core_processes", "server", 1, 1, 64),
+        tls=_tls(r, d.get("tls"), base_dir),
     )
 
 

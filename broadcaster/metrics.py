@@ -168,6 +168,12 @@ ingest_refused_total = Counter(
     "broadcaster_ingest_refused_total",
     "Studio sources refused, by reason (unauthenticated, forbidden, already_live, unknown_mount, ...).",
     ["reason"], registry=REGISTRY)
+webcast_rejected_total = Counter(
+    "broadcaster_webcast_rejected_total",
+    "Webcast (WebSocket) clients closed for breaking the protocol, by reason (bad_handshake, bad_frame, "
+    "unmasked, too_big, bad_utf8, bad_hello, timeout, early_audio, ...); ignored_* counts text messages "
+    "after the hello that were ignored.",
+    ["reason"], registry=REGISTRY)
 live_buffer_seconds = Gauge(
     "broadcaster_live_buffer_seconds",
     "Audio held in a channel's live jitter buffer.",

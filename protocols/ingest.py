@@ -2,9 +2,9 @@
 
 Studio tools (ffmpeg, BUTT, Mixxx, liquidsoap, libshout) send ``PUT`` (or
 the legacy ``SOURCE``) followed by an endless body with no length and no
-chunking. twisted.web cannot take such a body, so the port's protocol looks
-at the request line first: ``PUT`` and ``SOURCE`` go to ``IngestConnection``,
-everything else to the ordinary twisted.web channel. The connection only
+chunking. twisted.web cannot take such a body, so the port's protocol
+(protocols/sniffer.py) looks at the request line first: ``PUT`` and
+``SOURCE`` come here, to ``IngestConnection``. The connection only
 parses and frames; whether the source may go on air is the controller's
 decision (broadcaster/control/studio.py), made before the ``200``: a format
 refusal (415) must reach the client before it starts sending audio.
@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 log = logging.getLogger(__name__)
 
-INGEST_METHODS = (b"PUT", b"SOURCE")
-API_PREFIX = b"/api/"
 CONNECTION_DONE = Failure(ConnectionDone())
 MAX_HEAD_BYTES = 16 * 1024
 MAX_EARLY_BYTES = 256 * 1024  # audio buffered while credentials are checked (16 s at 128 kb/s)
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               409: "Conflict", 415: "Unsupported Media Type", 429: "Too Many Requests",
+               405: "Method Not Allowed", 409: "Conflict", 415: "Unsupported Media Type", 426: "Upgrade Required",
+               429: "Too Many Requests",
                431: "Request Header Fields Too Large",
                500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
 
@@ -203,74 +201,3 @@ class IngestConnection(TwistedProtocol, TimeoutMixin):
         if self.session is not None:
             session, self.session = self.session, None
             session.close(clean=reason.check(ConnectionDone) is not None)
-
-
-class Sniffer(TwistedProtocol, TimeoutMixin):
-    """Reads the request line, then hands the connection to ingest or to twisted.web.
-
-    A connection must send its first request's whole head within HEAD_TIMEOUT_S
-    of connecting, however slowly it trickles: a thousand silent or trickling
-    sockets must not hold the port (the web's own idle timeout, and the ingest's
-    idle timeout, take over once the head is in)."""
-
-    HEAD_TIMEOUT_S = 10.0
-
-    def __init__(self, web: Any, ingest: IngestController, call_later: Any = None) -> None:
-        self.web_factory = web
-        self.ingest = ingest
-        self.delegate: TwistedProtocol | None = None
-        self._buffer = b""
-        self._tail = b""  # the last bytes seen, to find the end of the head across reads
-        self._head_done = False
-        if call_later is not None:
-            self.callLater = call_later  # type: ignore[method-assign]
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self.setTimeout(self.HEAD_TIMEOUT_S)
-
-    def timeoutConnection(self) -> None:  # noqa: N802
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def _watch_head(self, data: bytes) -> None:
-        if self._head_done:
-            return
-        seen = self._tail + data
-        if b"\r\n\r\n" in seen:
-            self._head_done = True
-            self.setTimeout(None)
-        else:
-            self._tail = seen[-3:]
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self._watch_head(data)
-        if self.delegate is not None:
-            self.delegate.dataReceived(data)
-            return
-        self._buffer += data
-        if b" " not in self._buffer and len(self._buffer) < 16:
-            return
-        method = self._buffer.split(b" ", 1)[0]
-        if method == b"PUT":  # a studio, unless it is the API's (an edit): /api/ is never a mount
-            path = self._buffer[len(method) + 1:]
-            if len(path) < len(API_PREFIX) and API_PREFIX.startswith(path):
-                return
-            if path.startswith(API_PREFIX):
-                method = b"PUT-API"
-        transport: ITransport = self.transport  # type: ignore[assignment]
-        if method in INGEST_METHODS:
-            self.delegate = IngestConnection(self.ingest)
-        else:
-            self.delegate = self.web_factory.buildProtocol(transport.getPeer())
-        assert self.delegate is not None
-        self.delegate.makeConnection(transport)
-        data, self._buffer = self._buffer, b""
-        self.delegate.dataReceived(data)
-
-    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:  # noqa: N802
-        self.setTimeout(None)
-        factory = getattr(self, "factory", None)
-        if factory is not None and hasattr(factory, "closed"):
-            factory.closed(self)
-        if self.delegate is not None:
-            self.delegate.connectionLost(reason)

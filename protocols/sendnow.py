@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
+from twisted.protocols.policies import ProtocolWrapper
+
 
 def socket_of(transport: Any) -> Any:
-    """The socket of a plain TCP or UNIX transport, or None (TLS, tests' fakes: they get write())."""
+    """The socket of a plain TCP or UNIX transport, or None (TLS, tests' fakes: they get write()).
+
+    A TLS transport (twisted's TLSMemoryBIOProtocol, a ProtocolWrapper) forwards unknown
+    attributes to the TCP transport under it, so duck typing alone would find that socket and
+    write the clear text on it: wrappers and TLS transports never qualify."""
+    if isinstance(transport, ProtocolWrapper) or ISSLTransport.providedBy(transport):
+        return None
     if hasattr(transport, "_tempDataBuffer") and hasattr(transport, "dataBuffer"):
         return getattr(transport, "socket", None)
     return None

@@ -19,7 +19,9 @@ import binascii
 import logging
 import re
 import time
+import unicodedata
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -55,6 +57,8 @@ HEAD_BYTES = 64  # the first bytes of a stream, kept to name its format if it ca
 # A stream that has given no audio after this much is unplayable (the longest headers, Vorbis with a
 # big comment or Ogg/FLAC with a picture, are far below it).
 FIRST_AUDIO_BYTES = 512 * 1024
+TITLE_BYTES = 512  # longer titles are cut (at a character): Icecast's own limit is about this, players show less
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 class SessionRecording:
@@ -261,13 +265,14 @@ class StudioDesk:
         self.logins = LoginGuard()
         self.unplayable = UnplayableSources()
 
-    def open(self, request: SourceRequest) -> Deferred[LiveSession]:
+    def open(self, request: SourceRequest, credentials: tuple[str, str] | None = None) -> Deferred[LiveSession]:
         """Check the password off the reactor (scrypt takes tens of milliseconds),
         then decide on the reactor. An address with too many recent failures, a
         declared format we cannot decode, or a console whose stream just turned
         out unplayable, is refused before any password check: a flood or a
-        reconnect loop costs no scrypt."""
-        user, password = self._credentials(request)
+        reconnect loop costs no scrypt. ``credentials``: the user and password a
+        webcast hello carries (protocols/webcast.py); else HTTP Basic's."""
+        user, password = credentials or self._credentials(request)
         now = self.app.reactor.seconds()
         if not self.logins.allowed(request.peer, now):
             wait = self.logins.retry_after_s(request.peer, now)
@@ -331,6 +336,14 @@ class StudioDesk:
             stale.kick()  # a dead studio connection must not lock the channel
         return LiveSession(self, principal, request, channels, path)
 
+    def is_mount(self, path: str) -> bool:
+        """A studio mount (the Sniffer sends a WebSocket upgrade on one to the webcast ingest)."""
+        return MOUNT.match(unquote(path.split("?", 1)[0])) is not None
+
+    def retitle(self, session: LiveSession, title: str, artist: str) -> None:
+        """A webcast metadata message: as /admin/metadata with title= and artist=."""
+        show_title(self.app, session.channels, clean_title(title), clean_title(artist), session.principal.name)
+
     def _room(self) -> None:
         """A live session is recorded (the record of what went on air): with the recordings' disk
         short of ``storage.min_free_bytes``, a new one is refused (507) rather than left unrecorded.
@@ -356,6 +369,32 @@ class StudioDesk:
     def _refuse(self, status: int, reason: str, message: str) -> Refusal:
         metrics.ingest_refused_total.labels(reason).inc()
         return Refusal(status, reason, message)
+
+
+def clean_title(raw: str) -> str:
+    """One line of printable text, at most TITLE_BYTES of UTF-8 (cut at a character, never inside one)."""
+    text = _CONTROL.sub(" ", unicodedata.normalize("NFC", raw)).strip()
+    data = text.encode("utf-8")
+    if len(data) > TITLE_BYTES:
+        text = data[:TITLE_BYTES].decode("utf-8", "ignore").rstrip()
+    return text
+
+
+def show_title(app: BroadcastServer, channels: Iterable[Channel], name: str, by: str, who: str) -> None:
+    """What a studio says plays now (``by - name``; an empty name clears it), from /admin/metadata or a
+    webcast metadata message: on each channel, counted, noted once in the live session's log entry."""
+    shown = (f"{by} - {name}" if by else name) if name else None
+    noted: set[int] = set()
+    for channel in channels:
+        if shown == channel.title:
+            continue  # the same title again (consoles resend it): no chain, no log note
+        channel.set_title(name or None, by or None)
+        metrics.title_updates_total.labels(channel.id).inc()
+        live = channel.live
+        if live is not None and live.entry is not None and id(live) not in noted:
+            noted.add(id(live))  # one note for a session on several channels; none before it is on air
+            app.records.note(live.entry, f"title: {shown or '(cleared)'} (by {who})")
+        log.info("channel %s: title %r set by %s", channel.id, shown, who)
 
 
 def mount_of(request: SourceRequest) -> str:

@@ -28,7 +28,6 @@ import base64
 import binascii
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape, quoteattr
@@ -40,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from broadcaster import metrics
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize, visible_zones
 from broadcaster.control.logins import LoginGuard
+from broadcaster.control.studio import clean_title, show_title
 from broadcaster.web import icecast
 
 if TYPE_CHECKING:
@@ -48,14 +48,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TITLE_BYTES = 512  # longer titles are cut (at a character): Icecast's own limit is about this, players show less
 COMMANDS = {"stats", "listclients", "metadata", "killsource", "listmounts"}
 NEEDS_MOUNT = {"listclients", "metadata", "killsource"}
 WRITES = {"metadata", "killsource"}
 MOUNT = re.compile(r"^/?(?:ingest/(?:zone/(?P<zones>[^/]+)|(?P<ingest>[^/]+))"
                    r"|(?P<channel>[^/]+?)(?:\.(?:ogg|mp3|opus))?)$")
 XML_HEAD = b'<?xml version="1.0"?>\n'
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # no XML 1.0 document may hold these
 
 
@@ -82,15 +80,6 @@ def element(name: str, value: object) -> str:
 
 def iceresponse(message: str, ok: bool = True) -> bytes:
     return xml(f"<iceresponse>{element('message', message)}{element('return', 1 if ok else 0)}</iceresponse>")
-
-
-def clean_title(raw: str) -> str:
-    """One line of printable text, at most TITLE_BYTES of UTF-8 (cut at a character, never inside one)."""
-    text = _CONTROL.sub(" ", unicodedata.normalize("NFC", raw)).strip()
-    data = text.encode("utf-8")
-    if len(data) > TITLE_BYTES:
-        text = data[:TITLE_BYTES].decode("utf-8", "ignore").rstrip()
-    return text
 
 
 def decode_value(value: bytes, charset: str | None) -> str:
@@ -294,18 +283,7 @@ class IcecastAdmin(Resource):
             raise AdminError(400, "Missing parameter: song (or title and artist)")
         name = clean_title(decode_value(song if song is not None else title or b"", charset))
         by = clean_title(decode_value(artist, charset)) if song is None and artist is not None else ""
-        shown = (f"{by} - {name}" if by else name) if name else None
-        noted: set[int] = set()
-        for channel in channels:
-            if shown == channel.title:
-                continue  # the same title again (consoles resend it): no chain, no log note
-            channel.set_title(name or None, by or None)
-            metrics.title_updates_total.labels(channel.id).inc()
-            live = channel.live
-            if live is not None and live.entry is not None and id(live) not in noted:
-                noted.add(id(live))  # one note for a session on several channels; none before it is on air
-                self.app.records.note(live.entry, f"title: {shown or '(cleared)'} (by {principal.name})")
-            log.info("channel %s: title %r set by %s", channel.id, shown, principal.name)
+        show_title(self.app, channels, name, by, principal.name)
         return iceresponse("Metadata update successful")
 
     def _killsource(self, channels: list[ChannelView], principal: Principal, mount: str) -> bytes:

@@ -19,6 +19,7 @@ from twisted.web import http_headers
 from twisted.web.server import Request
 
 from broadcaster import __version__
+from broadcaster.api.session import served_over_tls
 
 if TYPE_CHECKING:
     from broadcaster.app import BroadcastServer
@@ -54,14 +55,15 @@ def preflight(request: Request) -> bytes:
 
 
 def base_url(request: Request) -> str:
-    """The URL clients reached us at (the Host they sent), for the URLs we hand them."""
+    """The URL clients reached us at (the Host they sent), for the URLs we hand them: https over
+    server.tls or behind a TLS proxy on this machine, as the session cookie's Secure is decided."""
     header = request.getHeader(b"host")
     if header:
         host = header.decode("ascii", "replace")
     else:
         address = request.getHost()
         host = f"{address.host}:{address.port}"
-    return f"{'https' if request.isSecure() else 'http'}://{host}"
+    return f"{'https' if served_over_tls(request) else 'http'}://{host}"
 
 
 def times(at: float) -> tuple[str, str]:

@@ -25,8 +25,8 @@ from broadcaster.api.session import COOKIE, cookie_secret, csrf_matches
 from broadcaster.control.auth import Action, Forbidden, Principal, authorize
 from broadcaster.control.logins import LoginGuard
 from broadcaster.control.studio import StudioDesk
-from broadcaster.protocols.ingest import Sniffer
 from broadcaster.protocols.listener import serve_stream
+from broadcaster.protocols.sniffer import Sniffer
 from broadcaster.web import icecast, streams
 from broadcaster.web.admin import IcecastAdmin
 from broadcaster.web.console import ConsoleFiles, ConsolePage
@@ -457,7 +457,7 @@ class BoundedChannel(HTTPChannel):
 
 
 class HttpPortFactory(ServerFactory):
-    """The HTTP port: studio sources (PUT/SOURCE) go to ingest, the rest to twisted.web.
+    """The HTTP port: studio sources (PUT/SOURCE, a webcast upgrade) go to ingest, the rest to twisted.web.
 
     At most ``per_address`` connections from one address at a time: one host
     cannot take the port (or the process's file descriptors) from everyone else.
@@ -476,7 +476,7 @@ class HttpPortFactory(ServerFactory):
             metrics.connections_refused_total.labels("per_address").inc()
             return None
         self.open[host] = self.open.get(host, 0) + 1
-        protocol = Sniffer(self.site, self.desk, self.call_later)
+        protocol = Sniffer(self.site, self.desk, self.call_later, webcast=self.desk)
         protocol.factory = self
         protocol.peer_host = host
         return protocol

@@ -161,3 +161,26 @@ def test_a_listener_without_chunking_gets_the_bare_page() -> None:
     assert theirs.recv(100) == b"page"
     ours.close()
     theirs.close()
+
+
+def test_a_tls_transport_is_never_written_around() -> None:
+    """TLS wraps the TCP transport and forwards unknown attributes to it: its socket must not be used."""
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    from broadcaster.protocols.sendnow import socket_of
+
+    a, b = socket.socketpair()
+    try:
+        tcp = SocketTransport([], a)
+        assert socket_of(tcp) is a
+        wrapper = TLSMemoryBIOProtocol(TLSMemoryBIOFactory(CertificateOptions(), True, Factory()), Protocol())
+        wrapper.transport = tcp  # type: ignore[assignment]
+        assert wrapper.socket is a  # what duck typing would have found
+        assert socket_of(wrapper) is None
+        assert socket_of(StringTransport()) is None
+    finally:
+        a.close()
+        b.close()
