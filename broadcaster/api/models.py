@@ -133,6 +133,7 @@ class Token(Out):
     created_at: float
     expires_at: float | None
     last_used_at: float | None = Field(description="to the minute; null if never used")
+    session: bool = Field(False, description="a console sign-in (its cookie), not a script's token")
 
 
 class TokenCreated(Token):

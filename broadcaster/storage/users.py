@@ -111,7 +111,7 @@ def _new_token(conn: sqlite3.Connection, actor: Actor, user: str, label: str, da
     return {**_token_row(conn, token_id), "token": token}
 
 
-_TOKEN_COLUMNS = ("SELECT t.id, u.name AS user, t.label, t.created_at, t.expires_at, t.last_used_at "
+_TOKEN_COLUMNS = ("SELECT t.id, u.name AS user, t.label, t.created_at, t.expires_at, t.last_used_at, t.session "
                   "FROM tokens t JOIN users u ON u.id = t.user_id")
 
 

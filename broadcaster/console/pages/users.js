@@ -126,7 +126,7 @@ async function userPage(root, ctx, name) {
   const tokens = await api("GET", `/api/v1/tokens?user=${encodeURIComponent(user.name)}&limit=500`);
   const access = h("div", { class: "card", id: "user-tokens" }, h("h2", {}, `${t("tokens")} · ${t("sessions")}`),
     table([t("label"), t("created"), t("expires"), t("used"), ""], tokens.items.map((tok) => h("tr", { dataset: { id: tok.id } },
-      h("td", {}, tok.label || tok.id), h("td", {}, fmtTime(tok.created_at)), h("td", {}, fmtTime(tok.expires_at)),
+      h("td", {}, tok.label || tok.id, tok.session ? h("span", { class: "badge" }, t("sessions")) : null), h("td", {}, fmtTime(tok.created_at)), h("td", {}, fmtTime(tok.expires_at)),
       h("td", {}, fmtAgo(tok.last_used_at)),
       h("td", {}, h("button", { type: "button", class: "secondary", "data-write": "", dataset: { action: "revoke", id: tok.id },
         onclick: async () => {
