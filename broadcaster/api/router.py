@@ -183,7 +183,6 @@ class AdminApi(Resource):
                 raise ApiError(401, "unauthenticated", "the console session has expired; sign in again")
             raise ApiError(401, "unauthenticated", "the token has expired; make a new one (POST /api/v1/tokens "
                            "with another, or broadcaster user token)")
-        self.logins.succeeded(address)
         self._touch(user, now, clock)
         return Principal.from_row(user, remote)
 

@@ -82,24 +82,30 @@ async def sign_in(call: Call) -> Reply:
     if content_type != "application/json":  # a form on another site cannot send this without a preflight
         raise ApiError(415, "unsupported_media_type", "send the sign-in as application/json")
     body = call.body(SessionCreate)
-    guard, address, clock = call.passwords, call.remote or "", call.app.reactor.seconds()
-    if guard is not None and not guard.allowed(address, clock):
-        metrics.auth_limited_total.labels("console").inc()
-        wait = guard.retry_after_s(address, clock)
-        raise ApiError(429, "too_many_failures", f"too many failed sign-ins from {address}; try again in "
-                       f"{wait:.0f} s", retry_after_s=max(1, math.ceil(wait)))
-    user = await call.storage.users.by_password(body.name, body.password)
+    user = await _check_password(call, body.name, body.password)
     if user is None:
-        metrics.auth_failures_total.labels("console").inc()
-        if guard is not None:
-            guard.failed(address, call.app.reactor.seconds())
         raise ApiError(401, "unauthenticated", "wrong user name or password")
-    if guard is not None:
-        guard.succeeded(address)
     hours = call.app.config.api.session_hours
     row = await call.storage.users.new_session(user, hours, call.actor_named(user["name"]), call.app.wall())
     _set_cookie(call, row["token"], hours * 3600)
     return 200, _session(call, row["token"], {**user, "session": True}, row["expires_at"])
+
+
+async def _check_password(call: Call, name: str, password: str) -> dict[str, Any] | None:
+    """The user, if the password is theirs; counted against the address's limit (429 past it, with no
+    scrypt run), shared with the studio ingest and /admin."""
+    guard, address, clock = call.passwords, call.remote or "", call.app.reactor.seconds()
+    if guard is not None and not guard.attempt(address, clock):
+        metrics.auth_limited_total.labels("console").inc()
+        wait = guard.retry_after_s(address, clock)
+        raise ApiError(429, "too_many_failures", f"too many wrong passwords from {address}; try again in "
+                       f"{wait:.0f} s", retry_after_s=max(1, math.ceil(wait)))
+    user = await call.storage.users.by_password(name, password)
+    if user is None:
+        metrics.auth_failures_total.labels("console").inc()
+    elif guard is not None:
+        guard.forgive(address, clock)
+    return user
 
 
 async def current(call: Call) -> Reply:
@@ -122,8 +128,7 @@ async def sign_out(call: Call) -> Reply:
 async def change_password(call: Call) -> Reply:
     body = call.body(PasswordChange)
     name = call.principal.name
-    if await call.storage.users.by_password(name, body.current) is None:
-        metrics.auth_failures_total.labels("console").inc()
+    if await _check_password(call, name, body.current) is None:  # a stolen session cannot guess it freely
         raise ApiError(403, "wrong_password", "the current password is not right; nothing was changed")
     if body.new == body.current:
         raise ApiError(400, "bad_value", "new: must differ from the current password")

@@ -1,8 +1,7 @@
 """/api/v1/tokens: a user's API tokens. Everyone may list, make and revoke their
 own; an admin anyone's. Another user's token is answered as missing (404), the
 same as one that never was, so ids tell nothing. A token made by an operator or
-viewer with another token expires no later than that token (one made from a console
-session, a password just checked, may last api.token_days), and a user holds at most
+viewer expires no later than the token or console session it was made with, and a user holds at most
 storage.users.MAX_TOKENS."""
 
 from __future__ import annotations
@@ -37,10 +36,10 @@ async def create_token(call: Call) -> Reply:
     now = call.app.wall()
     days: float = body.days or most
     own = call.principal.token_expires_at
-    if not _admin(call) and own is not None and not call.principal.session:
-        # A token cannot outlive the one that made it: a leaked token, revoked or expired,
-        # leaves no fresh one behind that lasts longer. A console session is a password just
-        # checked, so a token made from it may last api.token_days.
+    if not _admin(call) and own is not None:
+        # A token cannot outlive the one that made it: a leaked token (or a stolen console
+        # session), revoked or expired, leaves no fresh one behind that lasts longer. Long-lived
+        # tokens come from the CLI or an admin.
         days = min(days, max(0.0, own - now) / 86400)
     row = await call.storage.users.new_token(user, body.label, days, call.actor, now)
     return 201, TokenCreated.model_validate(row)

@@ -1,10 +1,14 @@
 """Failed password checks per address: after a few, an address waits before it
 may try again, and its attempts cost nothing (no scrypt) meanwhile.
 
-Pure, with time passed in: the studio ingest asks ``allowed`` before it
-checks a password and reports how the check went. A province's commune
-offices sit behind NAT, so the limit is generous and short: it stops a
-flood, not a colleague who mistyped.
+Pure, with time passed in. A password check is an ``attempt``: counted as a
+failure before the check runs (so checks already running count against the
+limit: 64 parallel guesses from one address do not all get a scrypt) and
+``forgive``n once it succeeded. A success forgives only itself: it never
+clears the address's other failures, so someone with one account cannot
+interleave their own good sign-ins with guesses at other users' passwords.
+A province's commune offices sit behind NAT, so the limit is generous and
+short: it stops a flood, not a colleague who mistyped.
 """
 
 from __future__ import annotations
@@ -32,8 +36,24 @@ class LoginGuard:
             recent = self._failures[address] = deque()
         recent.append(now)
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def attempt(self, address: str, now: float) -> bool:
+        """Whether a check may run now; if so it is counted as a failure until ``forgive``n."""
+        if not self.allowed(address, now):
+            return False
+        self.failed(address, now)
+        return True
+
+    def forgive(self, address: str, at: float) -> None:
+        """The attempt made at ``at`` succeeded: it no longer counts (the others still do)."""
+        recent = self._failures.get(address)
+        if recent is None:
+            return
+        try:
+            recent.remove(at)
+        except ValueError:
+            return  # already out of the window
+        if not recent:
+            del self._failures[address]
 
     def retry_after_s(self, address: str, now: float) -> float:
         recent = self._recent(address, now)

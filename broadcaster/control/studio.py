@@ -274,13 +274,13 @@ class StudioDesk:
         webcast hello carries (protocols/webcast.py); else HTTP Basic's."""
         user, password = credentials or self._credentials(request)
         now = self.app.reactor.seconds()
-        if not self.logins.allowed(request.peer, now):
+        self._playable(request, now)
+        if not self.logins.attempt(request.peer, now):
             wait = self.logins.retry_after_s(request.peer, now)
             raise self._refuse(429, "too_many_failures",
                                f"too many wrong passwords from {request.peer}; try again in {wait:.0f} s")
-        self._playable(request, now)
         check = self.app.storage.users.by_password(user, password)  # the auth pool: a flood waits there
-        return check.addCallback(self._decide, request)
+        return check.addCallback(self._decide, request, now)
 
     def _playable(self, request: SourceRequest, now: float) -> None:
         """415 before 200: the decision must come before the answer, since Icecast source clients
@@ -296,12 +296,11 @@ class StudioDesk:
                                f"{UnsupportedFormat(failure.seen)} (this console's last stream here, "
                                f"{now - failure.at:.0f} s ago; change the format, or try again in {wait:.0f} s)")
 
-    def _decide(self, row: dict[str, Any] | None, request: SourceRequest) -> LiveSession:
+    def _decide(self, row: dict[str, Any] | None, request: SourceRequest, attempted_at: float) -> LiveSession:
         if row is None:
             metrics.auth_failures_total.labels("ingest").inc()
-            self.logins.failed(request.peer, self.app.reactor.seconds())
             raise self._refuse(401, "unauthenticated", "wrong user name or password")
-        self.logins.succeeded(request.peer)
+        self.logins.forgive(request.peer, attempted_at)
         principal = Principal.from_row(row, request.peer)
         path = mount_of(request)
         match = MOUNT.match(path)

@@ -91,7 +91,9 @@ def take(database: Path, media_dir: Path, secret_file: Path, target: Path,
         raise BackupError(f"{secret_file}: no server secret there (storage.secret_file)")
     work = target.with_name(f".{target.name}.partial")
     shutil.rmtree(work, ignore_errors=True)
-    (work / MEDIA).mkdir(parents=True)
+    # Only the service's user may read it: password and token hashes, the sealed keys, the secret.
+    work.mkdir(mode=0o700, parents=True)
+    (work / MEDIA).mkdir(mode=0o700)
     summary = Summary(target)
     try:
         progress(f"database {database} ...")
@@ -105,6 +107,7 @@ def take(database: Path, media_dir: Path, secret_file: Path, target: Path,
         finally:
             copy.close()
             source.close()
+        os.chmod(work / DATABASE, 0o600)
         progress(f"  {', '.join(f'{n} {t}' for t, n in summary.rows.items())}")
         files: dict[str, dict[str, Any]] = {DATABASE: {}}
         for i, (media_id, stored) in enumerate(media, start=1):
@@ -198,6 +201,7 @@ def restore(source: Path, database: Path, media_dir: Path, secret_file: Path, fo
             progress(f"media {i}/{len(media_files)}")
     staged = database.with_name(database.name + ".restoring")
     shutil.copy2(source / DATABASE, staged)
+    os.chmod(staged, 0o600)
     conn = sqlite3.connect(staged)
     try:  # each media row to where its file is now
         for media_id, stored in conn.execute("SELECT id, path FROM media").fetchall():

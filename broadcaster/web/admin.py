@@ -114,12 +114,12 @@ class IcecastAdmin(Resource):
             return self._error(request, "admin", AdminError(400, "Unrecognised command"))
         route = f"admin_{command}"
         try:
-            user, password = self._credentials(request)
+            user, password, attempted_at = self._credentials(request)
         except AdminError as exc:
             return self._error(request, route, exc)
 
         def run(row: dict[str, Any] | None) -> bytes:
-            return self._command(command, self._authenticated(row, request), request)
+            return self._command(command, self._authenticated(row, request, attempted_at), request)
 
         checked: Deferred[dict[str, Any] | None] = self.app.storage.users.by_password(user, password)
         checked.addCallback(run).addCallbacks(
@@ -127,7 +127,8 @@ class IcecastAdmin(Resource):
             lambda failure: self._failed(request, route, failure))
         return NOT_DONE_YET
 
-    def _credentials(self, request: Request) -> tuple[str, str]:
+    def _credentials(self, request: Request) -> tuple[str, str, float]:
+        """The Basic credentials, and when their check was counted (to forgive it if they are right)."""
         header = (request.getHeader("authorization") or "").strip()
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
@@ -139,19 +140,18 @@ class IcecastAdmin(Resource):
         if not sep or not user:
             raise AdminError(401, "malformed Basic credentials")
         address, now = self._address(request), self.app.reactor.seconds()
-        if not self.logins.allowed(address, now):  # refused before any password check
+        if not self.logins.attempt(address, now):  # refused before any password check; counted until it succeeds
             metrics.auth_limited_total.labels("icecast_admin").inc()
             wait = self.logins.retry_after_s(address, now)
             raise AdminError(429, f"too many wrong passwords from {address}; try again in {wait:.0f} s", wait)
-        return user, password
+        return user, password, now
 
-    def _authenticated(self, row: dict[str, Any] | None, request: Request) -> Principal:
+    def _authenticated(self, row: dict[str, Any] | None, request: Request, attempted_at: float) -> Principal:
         address = self._address(request)
         if row is None:
             metrics.auth_failures_total.labels("icecast_admin").inc()
-            self.logins.failed(address, self.app.reactor.seconds())
             raise AdminError(401, "wrong user name or password")
-        self.logins.succeeded(address)
+        self.logins.forgive(address, attempted_at)
         return Principal.from_row(row, address)
 
     @staticmethod

@@ -64,7 +64,8 @@ def test_a_backup_taken_while_the_server_runs_restores_completely(tmp_path: Path
     manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
     assert manifest["rows"]["loudspeakers"] == before["/api/v1/loudspeakers"]
     assert any(name.startswith("media/") for name in manifest["files"])
-    assert oct((tmp_path / "backup" / "secret.key").stat().st_mode & 0o777) == "0o600"
+    for name, mode in (("secret.key", 0o600), ("broadcaster.db", 0o600), (".", 0o700), ("media", 0o700)):
+        assert (tmp_path / "backup" / name).stat().st_mode & 0o777 == mode, name
 
     # A fresh machine: the same configuration, its storage somewhere new and empty.
     fresh = tmp_path / "fresh"
