@@ -205,3 +205,32 @@ def test_a_refused_body_gets_the_short_deadline_whatever_it_declares(server: Ser
         if transport.disconnecting:
             break
     assert transport.disconnecting and server.reactor.seconds() - started <= 31
+
+
+def test_a_console_upload_without_its_csrf_header_stores_nothing(server: Server) -> None:
+    """The one CSRF check outside the router: an upload's body is vetted before it is stored, and a
+    cookie alone (as another site's form would send it) does not pass."""
+    import re
+
+    server.app.storage.users.set_password_sync("op-a", "mat-khau-cua-op-a")
+    status, session = server.http("POST", "/api/v1/session", {"name": "op-a", "password": "mat-khau-cua-op-a"},
+                                  who=None, headers={"Content-Type": "application/json"})
+    assert status == 200
+    cookie = re.search(r"bc_session=([^;]+)", server.last_head).group(1)  # type: ignore[union-attr]
+    spool = server.config.storage.media_dir / ".incoming"
+    for csrf in (b"", b"X-CSRF-Token: forged\r\n"):
+        channel = server.site.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50004))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST /api/v1/media?zone=commune-a&title=x HTTP/1.1\r\nHost: m\r\n"
+                             b"Cookie: bc_session=" + cookie.encode() + b"\r\n" + csrf +
+                             b"Content-Length: 3000000\r\n\r\n" + b"x" * 50_000)
+        server.reactor.advance(0)
+        request = channel._channel.requests[-1]
+        channel.dataReceived(b"x" * 1_000_000)
+        assert request.too_large and stored(request) == 0, csrf
+        assert list(spool.iterdir()) == [], "nor spooled"
+    # With its header the same upload is taken (and refused only for what it is: not audio).
+    status, reply = server.http("POST", "/api/v1/media?zone=commune-a&title=x", raw=b"RIFF" + b"\0" * 300_000,
+                                who=None, headers={"Cookie": f"bc_session={cookie}", "X-CSRF-Token": session["csrf"]})
+    assert (status, reply["error"]["code"]) == (422, "undecodable")
