@@ -46,17 +46,29 @@ def _headers(request: Request, content_type: str, csp: bytes) -> None:
     request.setHeader(b"X-Frame-Options", b"DENY")
 
 
+_CACHE: dict[Path, tuple[int, bytes, bytes]] = {}  # path -> (mtime_ns, bytes, etag): a few small files
+
+
+def _read(path: Path) -> tuple[bytes, bytes]:
+    """A console file and its ETag, read and hashed once (again only if it changed on disk)."""
+    mtime = path.stat().st_mtime_ns
+    cached = _CACHE.get(path)
+    if cached is None or cached[0] != mtime:
+        data = path.read_bytes()
+        cached = _CACHE[path] = (mtime, data, b'"' + hashlib.sha256(data).hexdigest()[:20].encode("ascii") + b'"')
+    return cached[1], cached[2]
+
+
 def serve(request: Request, path: Path, csp: bytes) -> bytes:
     """A console file, revalidated on every load (no-cache with an ETag): an upgrade's new
     scripts are never mixed with a cached old page."""
     try:
-        data = path.read_bytes()
+        data, etag = _read(path)
     except OSError:
         request.setResponseCode(404)
         metrics.http_requests_total.labels("console", "404").inc()
         _headers(request, "text/plain; charset=utf-8", csp)
         return b"not found\n"
-    etag = b'"' + hashlib.sha256(data).hexdigest()[:20].encode("ascii") + b'"'
     _headers(request, TYPES.get(path.suffix, "application/octet-stream"), csp)
     request.setHeader(b"Cache-Control", b"no-cache")
     request.setHeader(b"ETag", etag)
