@@ -21,11 +21,12 @@ has to for an Icecast client). A refusal closes the socket with
 
 What an unauthenticated client can cost is bounded: the head by the Sniffer,
 the hello by time (HELLO_TIMEOUT_S from connecting) and size (MAX_HELLO_BYTES),
-audio buffered while the password is checked by MAX_EARLY_BYTES, any message
-by MAX_MESSAGE_BYTES, pongs by PONGS_PER_SECOND. A protocol error closes with
-its RFC 6455 code and is counted (``broadcaster_webcast_rejected_total{reason}``;
-a malformed text message after the hello is ignored, and counted as ``ignored_*``:
-a console's broken title must not take it off air).
+audio buffered while the password is checked by MAX_EARLY_BYTES (and so is any
+message until the session is accepted; MAX_MESSAGE_BYTES after), pongs by
+PONGS_PER_SECOND. A protocol error closes with its RFC 6455 code and is counted
+(``broadcaster_webcast_rejected_total{reason}``; a malformed text message after
+the hello is ignored, and counted as ``ignored_*``: a console's broken title
+must not take it off air).
 """
 
 from __future__ import annotations
@@ -264,7 +265,9 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             raise ws.WebSocketError(ws.PROTOCOL_ERROR, "the first message must be the hello (text)", "bad_hello")
         hello = parse_hello(message.text)
         self.hello = hello
-        self.reader.max_message = MAX_MESSAGE_BYTES
+        # Until the desk accepts, a message is bounded as the early audio is: an unchecked client must
+        # not make us hold a MAX_MESSAGE_BYTES frame (64 connections an address, times that).
+        self.reader.max_message = MAX_EARLY_BYTES
         request = replace(self.request, headers={**self.request.headers, "content-type": hello.mime})
         try:
             decision = self.controller.open(request, (hello.user, hello.password))
@@ -324,6 +327,7 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             return
         self.session = session
         session.attach(self)
+        self.reader.max_message = MAX_MESSAGE_BYTES  # accepted: a studio's chunks may be bigger
         self.setTimeout(session.idle_timeout_s)
         if self._title is not None:
             self.controller.retitle(session, *self._title)
