@@ -358,8 +358,10 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self._close(exc.code, exc.reason)
 
     def _close(self, code: int, reason: str) -> None:
-        """Send a close frame (once) and end the connection; the session, if any, ends with it."""
-        if self.closing or self.transport is None:
+        """Send a close frame (once) and end the connection; the session, if any, ends with it.
+        After connectionLost nothing is written and no timer armed (Twisted leaves ``transport`` set,
+        and a decision failing late still lands here)."""
+        if self.closing or self.disconnected or self.transport is None:
             return
         self.closing = True
         self.transport.write(ws.close_frame(code, reason))

@@ -378,3 +378,15 @@ def test_a_decision_that_does_not_come_in_time_closes_with_try_again_later() -> 
     desk.pending.callback(desk.session)  # the check ends after all: the session is closed at once
     assert desk.session.closed is False and desk.session.connection is None
 
+
+def test_a_decision_failing_after_the_client_went_writes_nothing_and_arms_no_timer() -> None:
+    clock = Clock()
+    desk = Desk("defer")
+    connection, transport = connect(desk, clock)
+    connection.dataReceived(upgrade() + hello())
+    connection.connectionLost()  # Twisted leaves .transport set after this
+    assert clock.getDelayedCalls() == []
+    written = transport.value()
+    assert desk.pending is not None
+    desk.pending.errback(Refusal(401, "unauthenticated", "wrong user name or password"))
+    assert transport.value() == written and clock.getDelayedCalls() == []
