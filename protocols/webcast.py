@@ -147,7 +147,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self._head = b""
         self.upgraded = False
         self.hello: Hello | None = None
-        self._deciding = False
         self._early: list[bytes] = []  # audio that came while the decision was pending
         self._early_bytes = 0
         self._title: tuple[str, str] | None = None  # a title that came while the decision was pending
@@ -278,7 +277,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             log.exception("webcast: opening a session failed")
             self._refuse(Refusal(500, "internal", "the server could not start the session; see its log"))
             return
-        self._deciding = True
         if isinstance(decision, Deferred):
             decision.addCallbacks(self._accepted, self._failed)
         else:
@@ -313,7 +311,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
     # --- the decision ---------------------------------------------------------------------
 
     def _failed(self, failure: Failure) -> None:
-        self._deciding = False
         if failure.check(Refusal):
             self._refuse(failure.value)
         else:
@@ -321,7 +318,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             self._refuse(Refusal(500, "internal", "the server could not start the session; see its log"))
 
     def _accepted(self, session: IngestSession) -> None:
-        self._deciding = False
         if self.transport is None or self.disconnected or self.closing:
             session.close(clean=False)  # the client went while we were checking it
             return
