@@ -21,11 +21,12 @@ has to for an Icecast client). A refusal closes the socket with
 
 What an unauthenticated client can cost is bounded: the head by the Sniffer,
 the hello by time (HELLO_TIMEOUT_S from connecting) and size (MAX_HELLO_BYTES),
-audio buffered while the password is checked by MAX_EARLY_BYTES, any message
-by MAX_MESSAGE_BYTES, pongs by PONGS_PER_SECOND. A protocol error closes with
-its RFC 6455 code and is counted (``broadcaster_webcast_rejected_total{reason}``;
-a malformed text message after the hello is ignored, and counted as ``ignored_*``:
-a console's broken title must not take it off air).
+audio buffered while the password is checked by MAX_EARLY_BYTES (and so is any
+message until the session is accepted; MAX_MESSAGE_BYTES after), pongs by
+PONGS_PER_SECOND. A protocol error closes with its RFC 6455 code and is counted
+(``broadcaster_webcast_rejected_total{reason}``; a malformed text message after
+the hello is ignored, and counted as ``ignored_*``: a console's broken title
+must not take it off air).
 """
 
 from __future__ import annotations
@@ -146,7 +147,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self._head = b""
         self.upgraded = False
         self.hello: Hello | None = None
-        self._deciding = False
         self._early: list[bytes] = []  # audio that came while the decision was pending
         self._early_bytes = 0
         self._title: tuple[str, str] | None = None  # a title that came while the decision was pending
@@ -264,7 +264,9 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             raise ws.WebSocketError(ws.PROTOCOL_ERROR, "the first message must be the hello (text)", "bad_hello")
         hello = parse_hello(message.text)
         self.hello = hello
-        self.reader.max_message = MAX_MESSAGE_BYTES
+        # Until the desk accepts, a message is bounded as the early audio is: an unchecked client must
+        # not make us hold a MAX_MESSAGE_BYTES frame (64 connections an address, times that).
+        self.reader.max_message = MAX_EARLY_BYTES
         request = replace(self.request, headers={**self.request.headers, "content-type": hello.mime})
         try:
             decision = self.controller.open(request, (hello.user, hello.password))
@@ -275,7 +277,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             log.exception("webcast: opening a session failed")
             self._refuse(Refusal(500, "internal", "the server could not start the session; see its log"))
             return
-        self._deciding = True
         if isinstance(decision, Deferred):
             decision.addCallbacks(self._accepted, self._failed)
         else:
@@ -310,7 +311,6 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
     # --- the decision ---------------------------------------------------------------------
 
     def _failed(self, failure: Failure) -> None:
-        self._deciding = False
         if failure.check(Refusal):
             self._refuse(failure.value)
         else:
@@ -318,12 +318,12 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
             self._refuse(Refusal(500, "internal", "the server could not start the session; see its log"))
 
     def _accepted(self, session: IngestSession) -> None:
-        self._deciding = False
         if self.transport is None or self.disconnected or self.closing:
             session.close(clean=False)  # the client went while we were checking it
             return
         self.session = session
         session.attach(self)
+        self.reader.max_message = MAX_MESSAGE_BYTES  # accepted: a studio's chunks may be bigger
         self.setTimeout(session.idle_timeout_s)
         if self._title is not None:
             self.controller.retitle(session, *self._title)
@@ -354,8 +354,10 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
         self._close(exc.code, exc.reason)
 
     def _close(self, code: int, reason: str) -> None:
-        """Send a close frame (once) and end the connection; the session, if any, ends with it."""
-        if self.closing or self.transport is None:
+        """Send a close frame (once) and end the connection; the session, if any, ends with it.
+        After connectionLost nothing is written and no timer armed (Twisted leaves ``transport`` set,
+        and a decision failing late still lands here)."""
+        if self.closing or self.disconnected or self.transport is None:
             return
         self.closing = True
         self.transport.write(ws.close_frame(code, reason))

@@ -13,7 +13,7 @@ big), and nothing else: tests/unit/test_websocket.py fuzzes that.
 
 Twisted 26 has ``twisted.web.websocket``, but it is a twisted.web resource
 on top of the wsproto package: the port's first request is routed by the
-Sniffer (protocols/ingest.py) before twisted.web sees it, and its bounds
+Sniffer (protocols/sniffer.py) before twisted.web sees it, and its bounds
 (head, hello, frame sizes) are this module's, so a small parser fits better
 than a second dependency.
 """

@@ -182,6 +182,30 @@ def test_too_much_audio_before_the_decision_is_refused() -> None:
     assert counted("early_audio") == before + 1
 
 
+def test_a_big_message_before_the_decision_is_refused_from_its_header() -> None:
+    desk = Desk("defer")
+    connection, transport = connect(desk)
+    connection.dataReceived(upgrade() + hello())
+    before = counted("too_big")
+    big = frame(ws.OP_BINARY, bytes(1 << 20))  # MAX_MESSAGE_BYTES: what an accepted studio may send
+    connection.dataReceived(big[:64 * 1024])  # its header and a first piece: refused before the rest comes
+    assert [c.code for c in closes(transport)] == [1009] and counted("too_big") == before + 1
+    assert len(connection.reader._buffer) <= 64 * 1024 and connection._early_bytes == 0
+    connection.dataReceived(big[64 * 1024:])  # the rest is not read, let alone held
+    assert len(connection.reader._buffer) <= 64 * 1024
+
+
+def test_an_accepted_session_takes_messages_bigger_than_the_early_bound() -> None:
+    desk = Desk("defer")
+    connection, transport = connect(desk)
+    connection.dataReceived(upgrade() + hello())
+    assert desk.pending is not None
+    desk.pending.callback(desk.session)
+    chunk = bytes(MAX_EARLY_BYTES + 1)
+    connection.dataReceived(frame(ws.OP_BINARY, chunk))
+    assert desk.session.fed == [chunk] and closes(transport) == []
+
+
 @pytest.mark.parametrize("refusal, code", [(Refusal(401, "unauthenticated", "wrong user name or password"), 4401),
                                            (Refusal(403, "forbidden", "not your zone"), 4403),
                                            (Refusal(409, "already_live", "ch-a is already live"), 4409),
@@ -353,3 +377,16 @@ def test_a_decision_that_does_not_come_in_time_closes_with_try_again_later() -> 
     assert desk.pending is not None
     desk.pending.callback(desk.session)  # the check ends after all: the session is closed at once
     assert desk.session.closed is False and desk.session.connection is None
+
+
+def test_a_decision_failing_after_the_client_went_writes_nothing_and_arms_no_timer() -> None:
+    clock = Clock()
+    desk = Desk("defer")
+    connection, transport = connect(desk, clock)
+    connection.dataReceived(upgrade() + hello())
+    connection.connectionLost()  # Twisted leaves .transport set after this
+    assert clock.getDelayedCalls() == []
+    written = transport.value()
+    assert desk.pending is not None
+    desk.pending.errback(Refusal(401, "unauthenticated", "wrong user name or password"))
+    assert transport.value() == written and clock.getDelayedCalls() == []
