@@ -48,12 +48,13 @@ def runs(heard: list[str]) -> list[str]:
     return [x for i, x in enumerate(heard) if (i == 0 or x != heard[i - 1]) and x not in ("quiet", "mixed")]
 
 
-def live(server: Server, seconds: float, *speakers: Speaker) -> None:
-    """Let time pass as devices live it: keepalives each second, commands acknowledged."""
+def live(server: Server, seconds: float, *speakers: Speaker, ack: bool = True) -> None:
+    """Let time pass as devices live it: keepalives each second, commands acknowledged (unless not)."""
     for _ in range(round(seconds / 0.5)):
         server.advance(0.5)
         for speaker in speakers:
-            speaker.ack_all()
+            if ack:
+                speaker.ack_all()
             if round(server.reactor.seconds() * 2) % 2 == 0:
                 speaker.keepalive()
 

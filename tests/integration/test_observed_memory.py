@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.memory import Server, Speaker
+from tests.integration.memory import Server
+from tests.integration.test_alerts_memory import live
 
 
 def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -21,16 +22,6 @@ def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
 
 def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
-
-
-def live(server: Server, seconds: float, *speakers: Speaker, ack: bool = True) -> None:
-    for _ in range(round(seconds / 0.5)):
-        server.advance(0.5)
-        for speaker in speakers:
-            if ack:
-                speaker.ack_all()
-            if round(server.reactor.seconds() * 2) % 2 == 0:
-                speaker.keepalive()
 
 
 @pytest.fixture
