@@ -14,7 +14,8 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,10 +218,22 @@ def prepare_console(tmp_path: Path, extra: dict[str, Any] | None = None) -> tupl
     return config, tokens
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    tmp_path = tmp_path_factory.mktemp("console")
-    config, tokens = prepare_console(tmp_path)
+@contextmanager
+def running_console(tmp_path: Path, extra: dict[str, Any] | None = None,
+                    edit: Callable[[Any], None] | None = None) -> Iterator[Console]:
+    """A server with the test users and a browser beside it; ``edit(storage)`` changes the database
+    before the server starts (a channel made private, say)."""
+    config, tokens = prepare_console(tmp_path, extra)
+    if edit is not None:
+        from broadcaster.config import load_config
+        from broadcaster.storage import KeySealer, Storage
+
+        loaded = load_config(config)
+        storage = Storage(loaded.storage.path, KeySealer.from_file(loaded.storage.secret_file))
+        try:
+            edit(storage)
+        finally:
+            storage.close()
     server = start_server(config)
     driver = make_driver()
     try:
@@ -228,3 +241,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     finally:
         quit_driver(driver)
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    with running_console(tmp_path_factory.mktemp("console")) as running:
+        yield running

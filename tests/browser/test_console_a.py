@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, Console, make_driver, prepare_console, quit_driver
+from tests.browser.conftest import PASSWORD, Console, make_driver, prepare_console, quit_driver, running_console
 from tests.conftest import run_speaker, start_server, tone_file
 
 PAGES = ("overview", "loudspeakers", "schedule", "media", "monitor")
@@ -28,24 +28,11 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")  # the schedule's default time zone
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """ch-a closed to public listening (its operator monitors it with the console's session)."""
-    tmp_path = tmp_path_factory.mktemp("console-a")
-    config, tokens = prepare_console(tmp_path)
-    from broadcaster.config import load_config
-    from broadcaster.storage import KeySealer, Storage
-
-    loaded = load_config(config)
-    storage = Storage(loaded.storage.path, KeySealer.from_file(loaded.storage.secret_file))
-    try:
+    def private(storage: Any) -> None:
         storage.db.run_sync(lambda conn: conn.execute("UPDATE channels SET public = 0 WHERE id = 'ch-a'"))
-    finally:
-        storage.close()
-    server = start_server(config)
-    driver = make_driver()
-    try:
-        yield Console(server, config, tokens, driver)
-    finally:
-        quit_driver(driver)
-        server.stop()
+
+    with running_console(tmp_path_factory.mktemp("console-a"), edit=private) as running:
+        yield running
 
 
 def at_phone_size(console: Console, page: str) -> None:

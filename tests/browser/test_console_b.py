@@ -19,8 +19,8 @@ import pytest
 import soundfile
 
 from broadcaster.codecs.pcm import dominant_frequency
-from tests.browser.conftest import PASSWORD, Console, make_driver, prepare_console, quit_driver
-from tests.conftest import run_speaker, start_server, tone_file, wait_until
+from tests.browser.conftest import PASSWORD, Console, make_driver, quit_driver, running_console
+from tests.conftest import run_speaker, tone_file, wait_until
 
 PAGES = ("bulletins", "alerts", "relays", "reports", "live")
 
@@ -29,17 +29,10 @@ PAGES = ("bulletins", "alerts", "relays", "reports", "live")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The shared server, with commune operators allowed to alert their zones and relays of loopback
     streams allowed (the relay test relays the server's own ch-b onto ch-a: no address but loopback)."""
-    tmp_path = tmp_path_factory.mktemp("console-b")
-    config, tokens = prepare_console(tmp_path, {"alerts": {"operators_may_alert": True},
-                                                "relay": {"allow_private": True},
-                                                "live": {"target_delay_ms": 200, "stall_timeout_ms": 2500}})
-    server = start_server(config)
-    driver = make_driver()
-    try:
-        yield Console(server, config, tokens, driver)
-    finally:
-        quit_driver(driver)
-        server.stop()
+    with running_console(tmp_path_factory.mktemp("console-b"), {
+            "alerts": {"operators_may_alert": True}, "relay": {"allow_private": True},
+            "live": {"target_delay_ms": 200, "stall_timeout_ms": 2500}}) as running:
+        yield running
 
 
 def sign_in(console: Console, who: str, password: str = PASSWORD) -> None:
