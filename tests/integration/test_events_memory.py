@@ -6,6 +6,7 @@ the console's pages read."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,66 @@ def test_a_programme_is_changed_in_place_and_a_clashing_change_leaves_it_as_it_w
     assert server.http("GET", f"/api/v1/programmes/{first}")[1]["start_local"].endswith("T05:00:00")
     status, _ = server.http("PUT", "/api/v1/programmes/p-nothing", body, who="op-a")
     assert status == 404
+
+
+def _local(unix_s: float) -> str:
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(unix_s, ZoneInfo("Asia/Ho_Chi_Minh")).replace(tzinfo=None).isoformat()
+
+
+@pytest.mark.parametrize("moved_s", [0.0, 10.0, -10.0])
+def test_a_programme_edited_within_its_preload_plays_only_as_edited(server: Server, moved_s: float) -> None:
+    """The old version was already sent to the core (PRELOAD_S ahead): the edit takes it back, and only
+    the new version starts, at its own time."""
+    from broadcaster.control.programmes import PRELOAD_S
+    from broadcaster.core import commands as c
+    from tests.integration.test_api_memory import upload
+
+    sent: list[c.Command] = []
+    core_send = server.app.core.send
+    server.app.core.send = lambda command: (sent.append(command), core_send(command))[1]  # type: ignore[method-assign]
+    old_media, new_media = upload(server, "commune-a", "cu"), upload(server, "commune-a", "moi")
+    start = int(server.wall()) + 30.0
+    body = {"title": "Cũ", "zones": ["commune-a"], "media": [old_media], "start": _local(start)}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    server.advance(1.0)
+    (old,) = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert start - server.wall() < PRELOAD_S, "the old version is on its way to the core"
+    status, edited = server.http("PUT", f"/api/v1/programmes/{programme['id']}",
+                                 {**body, "title": "Mới", "media": [new_media], "start": _local(start + moved_s)},
+                                 who="op-a")
+    assert status == 200, edited
+    server.advance(45.0)
+    assert [m.input_id for m in sent if isinstance(m, c.RemoveInput)] == [old.input_id]
+    added = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert [m.source.name for m in added] == ["Cũ", "Mới"]
+    assert added[1].start_at is not None and added[1].start_at + 1.8e9 == pytest.approx(start + moved_s, abs=1e-6)
+    log = [e for e in server.http("GET", "/api/v1/broadcasts")[1]["items"] if e["kind"] == "scheduled"]
+    assert [(e["item"], e["outcome"]) for e in log] == [("Mới", "completed")], log
+    assert start + moved_s - 0.05 <= log[0]["started_at"] <= start + moved_s + 0.05
+    assert not server.app.programmes.plays and not server.app.programmes.loading
+
+
+def test_a_programme_deleted_within_its_preload_is_taken_back_once_and_not_played(server: Server) -> None:
+    from broadcaster.core import commands as c
+    from tests.integration.test_api_memory import upload
+
+    sent: list[c.Command] = []
+    core_send = server.app.core.send
+    server.app.core.send = lambda command: (sent.append(command), core_send(command))[1]  # type: ignore[method-assign]
+    body = {"title": "Xoá", "zones": ["commune-a"], "media": [upload(server, "commune-a", "x")],
+            "start": _local(int(server.wall()) + 30.0)}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    server.advance(1.0)
+    (added,) = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert server.http("DELETE", f"/api/v1/programmes/{programme['id']}", who="op-a")[0] == 204
+    server.advance(40.0)
+    assert [m.input_id for m in sent if isinstance(m, c.RemoveInput)] == [added.input_id]
+    assert [e for e in server.http("GET", "/api/v1/broadcasts")[1]["items"] if e["kind"] == "scheduled"] == []
+    assert not server.app.programmes.plays
 
 
 def _raw(server: Server, request: str) -> bytes:
