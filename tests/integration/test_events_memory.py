@@ -214,6 +214,39 @@ def test_a_programme_is_changed_in_place_and_a_clashing_change_leaves_it_as_it_w
     assert status == 404
 
 
+@pytest.mark.parametrize("case", ["restored", "not_scheduled", "slot_taken"])
+def test_a_programme_change_the_store_refuses_leaves_the_schedule_as_the_row_says(
+        server: Server, case: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The row is written after the schedule took the new version: when the write fails the caller
+    hears why (here the media went meanwhile, 409), and the schedule goes back to the row's version:
+    the old one, none if the row had none in the schedule, and none (logged) if a programme took the old
+    one's slot while the write was on its way."""
+    from broadcaster.control.schedule import Programme as Scheduled
+    from broadcaster.storage.db import Conflict
+    from tests.integration.test_api_memory import schedule, soon, upload
+
+    media = upload(server, "commune-a", "tin")
+    pid = schedule(server, "Sáng", "commune-a", [media], soon(server, 1, 6), who="op-a")
+    before = server.app.schedule.get(pid)
+    if case == "not_scheduled":  # a row the schedule could not take when the server started
+        server.app.schedule.remove(pid)
+
+    def replace(actor: Any, item: Any) -> Any:
+        if case == "slot_taken":  # another request, served while this write was on its way
+            server.app.schedule.add(Scheduled(id="p-other", title="Khác", channels=("ch-a",),
+                                              start=before.start, duration_s=before.duration_s))
+        raise Conflict(f"media item {media!r} no longer exists")
+
+    monkeypatch.setattr(server.app.storage.programmes, "replace", replace)
+    body = {"title": "Sáng sớm", "zones": ["commune-a"], "media": [media], "start": soon(server, 1, 5)}
+    status, reply = server.http("PUT", f"/api/v1/programmes/{pid}", body, who="op-a")
+    assert status == 409 and "no longer exists" in reply["error"]["message"], reply
+    expected = {"restored": before, "not_scheduled": None, "slot_taken": None}[case]
+    assert server.app.schedule.get(pid) is expected
+    assert ("no longer fits" in caplog.text) == (case == "slot_taken")
+    assert server.http("GET", f"/api/v1/programmes/{pid}")[1]["title"] == "Sáng", "the row as it was"
+
+
 def _local(unix_s: float) -> str:
     from zoneinfo import ZoneInfo
 
