@@ -124,6 +124,29 @@ def test_another_communes_alert_is_not_in_the_stream(server: Server) -> None:
     assert b"Ch\xe1\xbb\x89 x\xc3\xa3 B" not in op_a.transport.value()
 
 
+def test_an_alert_on_several_communes_shows_a_caller_only_its_own_zones_and_channels(server: Server) -> None:
+    """The admin alerts both communes, then the whole province: commune A's operator sees the alert, but
+    not commune B's zone or channel ids; a target above its zones is named by its own channel's zone."""
+    op_a, admin = Stream(server, "op-a"), Stream(server, "admin")
+    status, both = server.http("POST", "/api/v1/alerts", {"title": "Hai xã", "zones": ["commune-a", "commune-b"],
+                                                          "text": "Khẩn.", "repeat": 5})
+    assert status == 201, both
+    server.advance(2.0)
+    (seen,) = op_a.last()["alerts"]
+    assert seen["zones"] == ["commune-a"] and seen["channels"] == ["ch-a"]
+    assert b"commune-b" not in op_a.transport.value() and b"ch-b" not in op_a.transport.value()
+    (whole,) = admin.last()["alerts"]
+    assert whole["zones"] == ["commune-a", "commune-b"] and whole["channels"] == ["ch-a", "ch-b"]
+    assert server.http("POST", f"/api/v1/alerts/{both['id']}/cancel")[0] == 200
+    status, province = server.http("POST", "/api/v1/alerts", {"title": "Toàn tỉnh", "zones": ["province"],
+                                                              "text": "Khẩn.", "repeat": 5})
+    assert status == 201, province
+    server.advance(2.0)
+    (seen,) = op_a.last()["alerts"]
+    assert seen["zones"] == ["commune-a"] and seen["channels"] == ["ch-a"]
+    assert admin.last()["alerts"][0]["zones"] == ["province"]
+
+
 def test_a_fifth_stream_of_one_user_is_refused_with_429(server: Server) -> None:
     streams = [Stream(server, "op-a") for _ in range(overview.PER_USER)]
     assert all(s.status == 200 for s in streams)
