@@ -369,6 +369,34 @@ def test_a_private_channels_stream_is_open_to_a_console_session_that_may_see_it(
     assert b" 403 " in _raw(server, get.format(f"Cookie: {forced}\r\n")).split(b"\r\n")[0]
 
 
+def test_guessed_session_cookies_at_a_private_stream_count_against_the_apis_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unknown cookie is a failure for its address, as at the API (the same guard): once the address
+    has failed too often, its requests are refused with 429 before any lookup, a real session too, until
+    the window has passed."""
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+    server = Server(tmp_path, patch=lambda doc: doc["channels"][0].update(public=False))
+    session = _cookie(server, "op-a")
+    lookups: list[str] = []
+    by_token = server.app.storage.users.by_token
+    monkeypatch.setattr(server.app.storage.users, "by_token", lambda secret, now: (lookups.append(secret),
+                                                                                   by_token(secret, now))[1])
+    get = "GET /channels/ch-a.ogg HTTP/1.0\r\nHost: memory\r\nCookie: {}\r\n\r\n"
+    guard = server.site.site.resource.api.logins
+    limited = metrics.auth_limited_total.labels("stream")._value.get()
+    for n in range(guard.max_failures):
+        assert b" 403 " in _raw(server, get.format(f"bc_session=guess-{n}")).split(b"\r\n")[0]
+    assert len(lookups) == guard.max_failures
+    for cookie in ("bc_session=one-more", session):
+        head, _, body = _raw(server, get.format(cookie)).partition(b"\r\n\r\n")
+        assert b" 429 " in head.split(b"\r\n")[0] and b"Retry-After: " in head and b"too_many_failures" in body
+    assert len(lookups) == guard.max_failures, "refused before any lookup: a flood costs nothing"
+    assert metrics.auth_limited_total.labels("stream")._value.get() == limited + 2
+    assert server.http("GET", "/api/v1/channels", who="op-a")[0] == 429, "one limit for the address"
+    server.advance(guard.window_s + 1)
+    assert b" 200 " in _raw(server, get.format(session)).split(b"\r\n")[0]
+
+
 def test_the_calendar_shows_an_approved_bulletins_slots_and_not_an_unapproved_one(server: Server) -> None:
     from tests.integration.test_bulletins_memory import approve, people, upload, write
 
