@@ -7,6 +7,7 @@ occurrences, not one pass per programme.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from datetime import date, datetime
@@ -17,6 +18,7 @@ from broadcaster.api.models import Page, Programme, ProgrammeCreate
 from broadcaster.control.auth import Action
 from broadcaster.storage.programmes import NewProgramme
 
+log = logging.getLogger(__name__)
 NEXT_WINDOW_S = 8 * 86400
 NEXT_COUNT = 5
 
@@ -137,10 +139,27 @@ async def create_programme(call: Call) -> Reply:
     return 201, _view(call, row, _next_starts(call))
 
 
+async def _restore(call: Call, programme_id: str, before: Any) -> None:
+    """The schedule as the unchanged row says, after a write that failed: the old version back, or
+    none if the schedule had none (a row it could not take at start). An old version that no longer
+    fits (a programme took its slot while the write was on its way) is left out and logged, as
+    reload_programmes leaves out a row it cannot take: the caller hears the write's error, not this."""
+    from broadcaster.control.schedule import ScheduleError
+
+    if before is not None:
+        try:
+            await facade(call.app.schedule.add, before)
+            return
+        except ScheduleError as exc:
+            log.error("programme %s not scheduled: its change was not stored, and the old version "
+                      "no longer fits: %s", programme_id, exc)
+    await facade(call.app.schedule.remove, programme_id)
+
+
 async def replace_programme(call: Call) -> Reply:
     """Every field at once (the console's edit): the schedule takes the new version in place of the
-    old (which it does not clash with), the row follows; if the row cannot be written, the old
-    version goes back into the schedule."""
+    old (which it does not clash with), the row follows; if the row cannot be written, the schedule
+    goes back to what the row says (_restore)."""
     row = await _row(call)
     call.authorize(Action.WRITE, *row["zones"])
     programme, item = await _planned(call, call.body(ProgrammeCreate), row["id"])
@@ -149,8 +168,7 @@ async def replace_programme(call: Call) -> Reply:
     try:
         updated = await call.storage.programmes.replace(call.actor, item)
     except BaseException:
-        if before is not None:
-            await facade(call.app.schedule.add, before)
+        await _restore(call, row["id"], before)
         raise
     if updated is None:  # deleted meanwhile
         await facade(call.app.schedule.remove, row["id"])

@@ -5,8 +5,8 @@ Built on control's reactor from what control already holds when the core's Statu
 a second): the status itself (inputs and level per channel), the ChannelViews (a live session's
 speaker), the device registry (who is online) and the alert desk. No SQL, nothing from the audio
 loop. Each channel's part is serialised once per second, whatever the number of streams; a stream
-gets the parts of the channels its user may see, joined (streams that see the same channels share
-the bytes).
+gets the parts of the channels its user may see, joined (streams that see the same zones share
+the bytes), and the alerts on them with only the target zones and channels it may see.
 
 A stream is a request kept open (text/event-stream). One that cannot keep up (its socket's buffer
 full, then MAX_BACKLOG_BYTES more waiting) is dropped, never waited for; a comment line every
@@ -147,7 +147,7 @@ class Overview:
         self.streams: set[EventStream] = set()
         self._on_air: dict[str, tuple[str, float]] = {}  # channel -> (input id on air, wall time first seen)
         self._parts: dict[str, bytes] = {}  # channel -> its JSON, this second's
-        self._alerts: list[tuple[frozenset[str], bytes]] = []  # (channels, JSON) of each alert on air
+        self._alerts: list[dict[str, Any]] = []  # each alert on air, described whole (an admin's view)
         self._at = 0.0
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = app.reactor
@@ -192,7 +192,7 @@ class Overview:
                          "priority": int(alert.priority), "zones": alert.zones, "channels": alert.channels,
                          "since": alert.started_wall or None, "by": alert.created_by,
                          "commanded": len(alert.commanded), "acknowledged": len(alert.acknowledged)}
-            self._alerts.append((frozenset(alert.channels), _json(described)))
+            self._alerts.append(described)
             for channel_id in alert.channels:
                 alerts_on.setdefault(channel_id, []).append(described)
         self._parts = {}
@@ -220,19 +220,34 @@ class Overview:
             self._parts[channel_id] = _json(part)
         self._at = now
 
-    def _event_for(self, visible: frozenset[str] | None, cache: dict[tuple[str, ...], bytes]) -> bytes:
-        channels = tuple(cid for cid, view in self.app.channels.items()
-                         if cid in self._parts and (visible is None or view.config.zone in visible))
-        found = cache.get(channels)
+    def _event_for(self, visible: frozenset[str] | None, cache: dict[frozenset[str] | None, bytes]) -> bytes:
+        found = cache.get(visible)
         if found is None:
+            channels = [cid for cid, view in self.app.channels.items()
+                        if cid in self._parts and (visible is None or view.config.zone in visible)]
             seen = set(channels)
-            alerts = [data for on, data in self._alerts if on & seen]
-            found = cache[channels] = (b'event: overview\ndata: {"at":%s,"channels":[%s],"alerts":[%s]}\n\n' % (
+            alerts = [_json(self._alert_for(a, visible, seen)) for a in self._alerts
+                      if seen.intersection(a["channels"])]
+            found = cache[visible] = (b'event: overview\ndata: {"at":%s,"channels":[%s],"alerts":[%s]}\n\n' % (
                 json.dumps(self._at).encode(), b",".join(self._parts[cid] for cid in channels), b",".join(alerts)))
         return found
 
+    def _alert_for(self, alert: dict[str, Any], visible: frozenset[str] | None, seen: set[str]) -> dict[str, Any]:
+        """An alert as a caller may see it: an alert on several communes is shown to each without the
+        others' zone and channel ids. A target above the caller's zones (the province) is named by the
+        zones of the caller's channels it reaches."""
+        if visible is None:
+            return alert
+        channels = [cid for cid in alert["channels"] if cid in seen]
+        zones = [z for z in alert["zones"] if z in visible]
+        for cid in channels:
+            zone = self.app.channels[cid].config.zone
+            if not any(z in zones for z in self.app.zones.ancestors(zone)):
+                zones.append(zone)
+        return {**alert, "zones": zones, "channels": channels}
+
     def _send_all(self) -> None:
-        cache: dict[tuple[str, ...], bytes] = {}
+        cache: dict[frozenset[str] | None, bytes] = {}
         for stream in list(self.streams):
             stream.write(self._event_for(stream.visible, cache))
 

@@ -78,7 +78,7 @@ class ProgrammeRunner:
         self.app = app
         self.schedule = schedule
         self._pool = pool
-        self.loading: set[tuple[str, float]] = set()
+        self.loading: dict[tuple[str, float], Programme] = {}  # by occurrence key: the version decoding
         self.retry: dict[tuple[str, float], Occurrence] = {}  # due, but its row was not stored yet
         self.failed: dict[tuple[str, float], float] = {}  # occurrences whose media would not load -> their end
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
@@ -116,6 +116,7 @@ class ProgrammeRunner:
                 del self.relay_runs[key]
             elif self.schedule.get(key[0]) is None and not run.on_air:
                 run.stop("removed")  # deleted before its start: it does not play (one on air finishes)
+        self._withdraw()
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start <= now:  # what is already running was started (or skipped) by due()
                 continue
@@ -130,21 +131,44 @@ class ProgrammeRunner:
                 self._relay(occurrence)
             elif occurrence.key not in self.plays:
                 self._load(occurrence, late=True)
-        for play in list(self.plays.values()):
-            if not play.started and self.schedule.get(play.occurrence.programme.id) is None:
-                self.app.core.send(RemoveInput(play.input_id))  # deleted before it started
+
+    def _current(self, programme: Programme) -> bool:
+        """Whether this version is the schedule's: not deleted, and not replaced by an edit."""
+        return self.schedule.get(programme.id) is programme
+
+    def _withdraw(self) -> None:
+        """Take back what was sent or is decoding for a version deleted or replaced before it
+        started (an edit within PRELOAD_S): the core drops it before its start, and the new
+        version, under the same occurrence key or another, is planned in this same poll."""
+        for key, programme in list(self.loading.items()):
+            if not self._current(programme):
+                del self.loading[key]  # its decode finishes unheard (loaded() checks the version)
+        for key, play in list(self.plays.items()):
+            if not play.started and not self._current(play.occurrence.programme):
+                del self.plays[key]
+                self.app.untrack(play.input_id)
+                self.app.core.send(RemoveInput(play.input_id))
 
     def _load(self, occurrence: Occurrence, late: bool) -> None:
         key = occurrence.key
         if key in self.plays or key in self.loading or key in self.failed:
             return
-        self.loading.add(key)
+        self.loading[key] = occurrence.programme
         storage = self.app.storage
         work = deferToThreadPool(self.app.reactor, self._decoding(), _load_playlist, storage,
                                  occurrence.programme.id)
 
+        def done() -> bool:
+            """This decode is over; whether its version is still the one to play."""
+            if self.loading.get(key) is occurrence.programme:
+                del self.loading[key]
+            return self._current(occurrence.programme)
+
         def loaded(result: tuple[SharedPcm, str] | None) -> None:
-            self.loading.discard(key)
+            if not done():  # deleted or replaced while it loaded
+                if result is not None:
+                    discard(result[0])
+                return
             if result is None:  # scheduled a moment ago and its row not written yet: next poll
                 if late:
                     self.retry[key] = occurrence
@@ -154,7 +178,8 @@ class ProgrammeRunner:
                 discard(pcm)
 
         def failed(failure: Any) -> None:
-            self.loading.discard(key)
+            if not done():
+                return
             self.failed[key] = occurrence.end  # not decoded again every poll until its time is over
             log.error("programme %s: cannot load its media: %s", occurrence.programme.id, failure.getErrorMessage())
             metrics.programmes_total.labels("failed").inc()
@@ -223,8 +248,6 @@ class ProgrammeRunner:
 
     def _send(self, occurrence: Occurrence, pcm: SharedPcm, on_preempt: str) -> bool:
         programme = occurrence.programme
-        if self.schedule.get(programme.id) is None:
-            return False  # deleted while it loaded
         channels = tuple(c.id for c in self._channels(occurrence))
         if not channels:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -67,13 +68,22 @@ class _Leaf(Resource):
         self.app = server
 
 
-class ChannelList(_Leaf):
+class _Streams(_Leaf):
+    def __init__(self, server: BroadcastServer, tokens: LoginGuard) -> None:
+        """``tokens``: the API's invalid tokens per address (AdminApi.logins), which a private
+        stream's session cookie counts against too."""
+        super().__init__(server)
+        self.tokens = tokens
+
+
+class ChannelList(_Streams):
     def render_GET(self, request: Request) -> Any:  # noqa: N802
         parts = request.postpath or []
         if len(parts) == 3 and parts[1] == b"hls":  # /channels/{id}/hls/{file}
             return hls_file(self.app, request, parts[0].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace"))
         if request.postpath and request.postpath != [b""]:
-            return channel_file(self.app, request, b"/".join(request.postpath).decode("utf-8", "replace"))
+            return channel_file(self.app, request, b"/".join(request.postpath).decode("utf-8", "replace"),
+                                self.tokens)
         return respond(request, "channels", 200, [self.app.describe_channel(c) for c in self.app.channels.values()])
 
     render_HEAD = render_GET
@@ -82,11 +92,12 @@ class ChannelList(_Leaf):
         return icecast.preflight(request)
 
 
-class MountAlias(_Leaf):
+class MountAlias(_Streams):
     """/{channel}.ogg, .mp3, .m3u8, .m3u and .pls at the root, as Icecast names its mounts."""
 
     def render_GET(self, request: Request) -> Any:  # noqa: N802
-        return channel_file(self.app, request, (request.prepath or [b""])[-1].decode("utf-8", "replace"))
+        return channel_file(self.app, request, (request.prepath or [b""])[-1].decode("utf-8", "replace"),
+                            self.tokens)
 
     render_HEAD = render_GET
 
@@ -106,7 +117,7 @@ class IcecastStatus(_Leaf):
 STREAMS = ("ogg", "mp3", "m3u8", *icecast.PLAYLISTS)  # the mount names served at the root too
 
 
-def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
+def channel_file(app: BroadcastServer, request: Request, name: str, tokens: LoginGuard) -> Any:
     """A channel's stream (.ogg, .mp3), playlists (.m3u8 for HLS, .m3u, .pls) or multicast session (.sdp)."""
     channel_id, _, extension = name.rpartition(".")
     channel = app.channels.get(channel_id)
@@ -124,7 +135,7 @@ def channel_file(app: BroadcastServer, request: Request, name: str) -> Any:
         return respond(request, "sdp", 200, sdp, "application/sdp")
     if not channel.config.public:
         if extension == "ogg" and cookie_secret(request) is not None:
-            return private_stream(app, request, channel)
+            return private_stream(app, request, channel, tokens)
         return error(request, "stream", 403, "not_public",
                      f"channel {channel_id!r} is not open to public HTTP listening")
     icecast.cors(request)
@@ -147,14 +158,25 @@ def ogg_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> 
                         on_drop=lambda reason: metrics.listeners_dropped_total.labels(channel.id, reason).inc())
 
 
-def private_stream(app: BroadcastServer, request: Request, channel: ChannelView) -> Any:
+def private_stream(app: BroadcastServer, request: Request, channel: ChannelView, tokens: LoginGuard) -> Any:
     """The Ogg stream of a channel closed to public listening, for a console user who may see its
     zone (the monitor page): the session cookie is looked up in the storage pool, as the API does;
     anyone else is refused as before (403 not_public). Only the session cookie: no bearer token,
-    so the stream's URL in an <audio> element carries no secret."""
+    so the stream's URL in an <audio> element carries no secret. An unknown cookie is a failure
+    against the API's limit per address (``tokens``); past it, 429 before any lookup, so a flood
+    of guesses does not hold the one-thread tokens pool from everyone else."""
     refusal = f"channel {channel.id!r} is not open to public HTTP listening"
+    address = getattr(request.getClientAddress(), "host", None) or ""
+    if not tokens.allowed(address, app.reactor.seconds()):
+        metrics.auth_limited_total.labels("stream").inc()
+        wait = tokens.retry_after_s(address, app.reactor.seconds())
+        request.setHeader(b"Retry-After", str(max(1, math.ceil(wait))).encode("ascii"))
+        return error(request, "stream", 429, "too_many_failures",
+                     f"too many invalid sessions or tokens from {address}; try again in {wait:.0f} s")
 
     def found(user: dict[str, Any] | None) -> None:
+        if user is None:
+            tokens.failed(address, app.reactor.seconds())
         if request.finished or request._disconnected:
             return
         body: Any
@@ -225,9 +247,10 @@ class Root(Resource):
         """``logins``: the studio ingest's failed-password record, so that guesses at /admin and at
         the ingest (the same users and passwords) count against one limit per address."""
         super().__init__()
-        self.putChild(b"api", AdminApi(server, logins))
+        self.api = AdminApi(server, logins)  # its invalid-token limit guards the private streams too
+        self.putChild(b"api", self.api)
         self.putChild(b"ui", ConsoleFiles(server.config))
-        self.putChild(b"channels", ChannelList(server))
+        self.putChild(b"channels", ChannelList(server, self.api.logins))
         self.putChild(b"metrics", MetricsPage(server))
         self.putChild(b"healthz", Health(server))
         self.putChild(b"status-json.xsl", IcecastStatus(server))
@@ -239,7 +262,7 @@ class Root(Resource):
             return ConsolePage(server_config=self.app.config)
         channel_id, dot, extension = path.decode("utf-8", "replace").rpartition(".")
         if dot and extension in STREAMS and channel_id in self.app.channels:
-            return MountAlias(self.app)
+            return MountAlias(self.app, self.api.logins)
         return NotFound()
 
 

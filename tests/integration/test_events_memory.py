@@ -6,6 +6,7 @@ the console's pages read."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,29 @@ def test_another_communes_alert_is_not_in_the_stream(server: Server) -> None:
     assert b"Ch\xe1\xbb\x89 x\xc3\xa3 B" not in op_a.transport.value()
 
 
+def test_an_alert_on_several_communes_shows_a_caller_only_its_own_zones_and_channels(server: Server) -> None:
+    """The admin alerts both communes, then the whole province: commune A's operator sees the alert, but
+    not commune B's zone or channel ids; a target above its zones is named by its own channel's zone."""
+    op_a, admin = Stream(server, "op-a"), Stream(server, "admin")
+    status, both = server.http("POST", "/api/v1/alerts", {"title": "Hai xã", "zones": ["commune-a", "commune-b"],
+                                                          "text": "Khẩn.", "repeat": 5})
+    assert status == 201, both
+    server.advance(2.0)
+    (seen,) = op_a.last()["alerts"]
+    assert seen["zones"] == ["commune-a"] and seen["channels"] == ["ch-a"]
+    assert b"commune-b" not in op_a.transport.value() and b"ch-b" not in op_a.transport.value()
+    (whole,) = admin.last()["alerts"]
+    assert whole["zones"] == ["commune-a", "commune-b"] and whole["channels"] == ["ch-a", "ch-b"]
+    assert server.http("POST", f"/api/v1/alerts/{both['id']}/cancel")[0] == 200
+    status, province = server.http("POST", "/api/v1/alerts", {"title": "Toàn tỉnh", "zones": ["province"],
+                                                              "text": "Khẩn.", "repeat": 5})
+    assert status == 201, province
+    server.advance(2.0)
+    (seen,) = op_a.last()["alerts"]
+    assert seen["zones"] == ["commune-a"] and seen["channels"] == ["ch-a"]
+    assert admin.last()["alerts"][0]["zones"] == ["province"]
+
+
 def test_a_fifth_stream_of_one_user_is_refused_with_429(server: Server) -> None:
     streams = [Stream(server, "op-a") for _ in range(overview.PER_USER)]
     assert all(s.status == 200 for s in streams)
@@ -213,6 +237,99 @@ def test_a_programme_is_changed_in_place_and_a_clashing_change_leaves_it_as_it_w
     assert status == 404
 
 
+@pytest.mark.parametrize("case", ["restored", "not_scheduled", "slot_taken"])
+def test_a_programme_change_the_store_refuses_leaves_the_schedule_as_the_row_says(
+        server: Server, case: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The row is written after the schedule took the new version: when the write fails the caller
+    hears why (here the media went meanwhile, 409), and the schedule goes back to the row's version:
+    the old one, none if the row had none in the schedule, and none (logged) if a programme took the old
+    one's slot while the write was on its way."""
+    from broadcaster.control.schedule import Programme as Scheduled
+    from broadcaster.storage.db import Conflict
+    from tests.integration.test_api_memory import schedule, soon, upload
+
+    media = upload(server, "commune-a", "tin")
+    pid = schedule(server, "Sáng", "commune-a", [media], soon(server, 1, 6), who="op-a")
+    before = server.app.schedule.get(pid)
+    if case == "not_scheduled":  # a row the schedule could not take when the server started
+        server.app.schedule.remove(pid)
+
+    def replace(actor: Any, item: Any) -> Any:
+        if case == "slot_taken":  # another request, served while this write was on its way
+            server.app.schedule.add(Scheduled(id="p-other", title="Khác", channels=("ch-a",),
+                                              start=before.start, duration_s=before.duration_s))
+        raise Conflict(f"media item {media!r} no longer exists")
+
+    monkeypatch.setattr(server.app.storage.programmes, "replace", replace)
+    body = {"title": "Sáng sớm", "zones": ["commune-a"], "media": [media], "start": soon(server, 1, 5)}
+    status, reply = server.http("PUT", f"/api/v1/programmes/{pid}", body, who="op-a")
+    assert status == 409 and "no longer exists" in reply["error"]["message"], reply
+    expected = {"restored": before, "not_scheduled": None, "slot_taken": None}[case]
+    assert server.app.schedule.get(pid) is expected
+    assert ("no longer fits" in caplog.text) == (case == "slot_taken")
+    assert server.http("GET", f"/api/v1/programmes/{pid}")[1]["title"] == "Sáng", "the row as it was"
+
+
+def _local(unix_s: float) -> str:
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(unix_s, ZoneInfo("Asia/Ho_Chi_Minh")).replace(tzinfo=None).isoformat()
+
+
+@pytest.mark.parametrize("moved_s", [0.0, 10.0, -10.0])
+def test_a_programme_edited_within_its_preload_plays_only_as_edited(server: Server, moved_s: float) -> None:
+    """The old version was already sent to the core (PRELOAD_S ahead): the edit takes it back, and only
+    the new version starts, at its own time."""
+    from broadcaster.control.programmes import PRELOAD_S
+    from broadcaster.core import commands as c
+    from tests.integration.test_api_memory import upload
+
+    sent: list[c.Command] = []
+    core_send = server.app.core.send
+    server.app.core.send = lambda command: (sent.append(command), core_send(command))[1]  # type: ignore[method-assign]
+    old_media, new_media = upload(server, "commune-a", "cu"), upload(server, "commune-a", "moi")
+    start = int(server.wall()) + 30.0
+    body = {"title": "Cũ", "zones": ["commune-a"], "media": [old_media], "start": _local(start)}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    server.advance(1.0)
+    (old,) = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert start - server.wall() < PRELOAD_S, "the old version is on its way to the core"
+    status, edited = server.http("PUT", f"/api/v1/programmes/{programme['id']}",
+                                 {**body, "title": "Mới", "media": [new_media], "start": _local(start + moved_s)},
+                                 who="op-a")
+    assert status == 200, edited
+    server.advance(45.0)
+    assert [m.input_id for m in sent if isinstance(m, c.RemoveInput)] == [old.input_id]
+    added = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert [m.source.name for m in added] == ["Cũ", "Mới"]
+    assert added[1].start_at is not None and added[1].start_at + 1.8e9 == pytest.approx(start + moved_s, abs=1e-6)
+    log = [e for e in server.http("GET", "/api/v1/broadcasts")[1]["items"] if e["kind"] == "scheduled"]
+    assert [(e["item"], e["outcome"]) for e in log] == [("Mới", "completed")], log
+    assert start + moved_s - 0.05 <= log[0]["started_at"] <= start + moved_s + 0.05
+    assert not server.app.programmes.plays and not server.app.programmes.loading
+
+
+def test_a_programme_deleted_within_its_preload_is_taken_back_once_and_not_played(server: Server) -> None:
+    from broadcaster.core import commands as c
+    from tests.integration.test_api_memory import upload
+
+    sent: list[c.Command] = []
+    core_send = server.app.core.send
+    server.app.core.send = lambda command: (sent.append(command), core_send(command))[1]  # type: ignore[method-assign]
+    body = {"title": "Xoá", "zones": ["commune-a"], "media": [upload(server, "commune-a", "x")],
+            "start": _local(int(server.wall()) + 30.0)}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    server.advance(1.0)
+    (added,) = [m for m in sent if isinstance(m, c.AddInput) and m.priority == 20]
+    assert server.http("DELETE", f"/api/v1/programmes/{programme['id']}", who="op-a")[0] == 204
+    server.advance(40.0)
+    assert [m.input_id for m in sent if isinstance(m, c.RemoveInput)] == [added.input_id]
+    assert [e for e in server.http("GET", "/api/v1/broadcasts")[1]["items"] if e["kind"] == "scheduled"] == []
+    assert not server.app.programmes.plays
+
+
 def _raw(server: Server, request: str) -> bytes:
     protocol = server.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", next(PORTS)))
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
@@ -250,6 +367,34 @@ def test_a_private_channels_stream_is_open_to_a_console_session_that_may_see_it(
     assert len(server.app.channels["ch-a"].listeners) == 1
     forced = _cookie(server, "op-a", must_change=True)  # a reset password: nothing until it is changed
     assert b" 403 " in _raw(server, get.format(f"Cookie: {forced}\r\n")).split(b"\r\n")[0]
+
+
+def test_guessed_session_cookies_at_a_private_stream_count_against_the_apis_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each unknown cookie is a failure for its address, as at the API (the same guard): once the address
+    has failed too often, its requests are refused with 429 before any lookup, a real session too, until
+    the window has passed."""
+    monkeypatch.setattr("broadcaster.codecs.shared.shared_dir", lambda: tmp_path)
+    server = Server(tmp_path, patch=lambda doc: doc["channels"][0].update(public=False))
+    session = _cookie(server, "op-a")
+    lookups: list[str] = []
+    by_token = server.app.storage.users.by_token
+    monkeypatch.setattr(server.app.storage.users, "by_token", lambda secret, now: (lookups.append(secret),
+                                                                                   by_token(secret, now))[1])
+    get = "GET /channels/ch-a.ogg HTTP/1.0\r\nHost: memory\r\nCookie: {}\r\n\r\n"
+    guard = server.site.site.resource.api.logins
+    limited = metrics.auth_limited_total.labels("stream")._value.get()
+    for n in range(guard.max_failures):
+        assert b" 403 " in _raw(server, get.format(f"bc_session=guess-{n}")).split(b"\r\n")[0]
+    assert len(lookups) == guard.max_failures
+    for cookie in ("bc_session=one-more", session):
+        head, _, body = _raw(server, get.format(cookie)).partition(b"\r\n\r\n")
+        assert b" 429 " in head.split(b"\r\n")[0] and b"Retry-After: " in head and b"too_many_failures" in body
+    assert len(lookups) == guard.max_failures, "refused before any lookup: a flood costs nothing"
+    assert metrics.auth_limited_total.labels("stream")._value.get() == limited + 2
+    assert server.http("GET", "/api/v1/channels", who="op-a")[0] == 429, "one limit for the address"
+    server.advance(guard.window_s + 1)
+    assert b" 200 " in _raw(server, get.format(session)).split(b"\r\n")[0]
 
 
 def test_the_calendar_shows_an_approved_bulletins_slots_and_not_an_unapproved_one(server: Server) -> None:
