@@ -47,6 +47,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Audio time must not jump when NTP (or an operator) steps the wall clock:
     # every delayed call and the frame clock then run on the monotonic clock.
     reactor.seconds = time.monotonic  # type: ignore[method-assign]
+    from broadcaster.storage.lock import Held, hold
+
+    try:
+        lock = hold(config.storage.path)  # noqa: F841 (held while this process serves)
+    except (Held, OSError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     host = config.server.host
     try:
         udp = udp_socket(host, config.server.udp_port if args.udp_port is None else args.udp_port)

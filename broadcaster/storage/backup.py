@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster.storage.db import StorageError
+from broadcaster.storage.lock import holder
 from broadcaster.storage.migrations import SCHEMA_VERSION
 
 FORMAT = 1
@@ -183,6 +184,9 @@ def restore(source: Path, database: Path, media_dir: Path, secret_file: Path, fo
             progress: Progress = lambda line: None) -> Summary:
     """Restore a backup into these places. The server must be stopped (the database is replaced)."""
     manifest = read_manifest(source)
+    running = holder(database)
+    if running is not None:
+        raise BackupError(f"a server (pid {running}) is running on {database}: stop it before restoring")
     verify(source, manifest, progress)
     if _holds_data(database) and not force:
         raise BackupError(f"{database} already holds a server's data; stop that server and pass --force to "

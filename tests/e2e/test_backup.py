@@ -122,3 +122,20 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path: Path) 
     assert done.returncode == 1 and "changed since the backup" in done.stderr
     assert not (fresh / "broadcaster.db").exists() and not (fresh / "secret.key").exists()
     assert run(restored_config, "restore", str(tmp_path / "nothing")).returncode == 1
+
+
+def test_one_server_per_database_and_no_restore_under_it(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    config, _ = prepare(tmp_path / "a")
+    server = start_server(config)
+    try:
+        assert run(config, "backup", str(tmp_path / "backup")).returncode == 0
+        refused = run(config, "restore", "--force", str(tmp_path / "backup"))
+        assert refused.returncode == 1 and f"pid {server.process.pid}" in refused.stderr, refused.stderr
+        second = subprocess.run([sys.executable, "-m", "broadcaster", "serve", "-c", str(config), "--http-port", "0",
+                                 "--udp-port", "0"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert second.returncode == 1 and "another server" in second.stderr and str(server.process.pid) in second.stderr
+    finally:
+        server.stop()
+    # Stopped (however it ended), the lock is gone with it: a restore may go on.
+    assert run(config, "restore", "--force", str(tmp_path / "backup")).returncode == 0
