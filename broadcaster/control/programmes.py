@@ -84,6 +84,7 @@ class ProgrammeRunner:
         self.plays: dict[tuple[str, float], Play] = {}  # by occurrence key, until every channel ended
         self.relaying: dict[tuple[str, float], float] = {}  # relay occurrences started -> their end
         self.relay_runs: dict[tuple[str, float], Any] = {}  # and their runs (control/relays.py RelayRun)
+        self.relay_versions: dict[tuple[str, float], Programme] = {}  # and the version each was started for
 
     def _decoding(self) -> Any:
         """Programmes are decoded in two threads of their own, not the reactor's pool of ten:
@@ -114,8 +115,6 @@ class ProgrammeRunner:
         for key, run in list(self.relay_runs.items()):
             if run.ended or key not in self.relaying:
                 del self.relay_runs[key]
-            elif self.schedule.get(key[0]) is None and not run.on_air:
-                run.stop("removed")  # deleted before its start: it does not play (one on air finishes)
         self._withdraw()
         for occurrence in self.schedule.occurrences(now, now + PRELOAD_S):
             if occurrence.start <= now:  # what is already running was started (or skipped) by due()
@@ -138,8 +137,21 @@ class ProgrammeRunner:
 
     def _withdraw(self) -> None:
         """Take back what was sent or is decoding for a version deleted or replaced before it
-        started (an edit within PRELOAD_S): the core drops it before its start, and the new
-        version, under the same occurrence key or another, is planned in this same poll."""
+        started (an edit within PRELOAD_S, or RELAY_LEAD_S for a relay): the core drops it before
+        its start, a relay's worker stops, and the new version, under the same occurrence key or
+        another, is planned in this same poll. One already on air finishes."""
+        for key in list(self.relaying):
+            version = self.relay_versions.get(key)
+            run = self.relay_runs.get(key)
+            if version is None or self._current(version) or (run is not None and run.on_air):
+                continue
+            if run is not None:
+                run.stop("removed")
+                del self.relay_runs[key]
+            del self.relaying[key]  # a lookup still on its way finds its version gone and starts nothing
+            del self.relay_versions[key]
+        for key in [k for k in self.relay_versions if k not in self.relaying]:
+            del self.relay_versions[key]
         for key, programme in list(self.loading.items()):
             if not self._current(programme):
                 del self.loading[key]  # its decode finishes unheard (loaded() checks the version)
@@ -199,11 +211,12 @@ class ProgrammeRunner:
         if key in self.relaying:
             return
         self.relaying[key] = occurrence.end
+        self.relay_versions[key] = programme
         assert programme.relay is not None
 
         def found(row: dict[str, Any] | None) -> None:
             channels = self._channels(occurrence)
-            if self.schedule.get(programme.id) is None or not channels:
+            if not self._current(programme) or not channels:  # deleted or edited while it was looked up
                 return
             if row is None:
                 log.error("programme %s: its relay %s is not in the library", programme.id, programme.relay)

@@ -425,3 +425,49 @@ def test_a_stream_ends_after_its_age_and_is_authenticated_again_when_it_reopens(
         lambda conn: conn.execute("DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE name = 'op-a')"))
     assert revoked.rowcount >= 1
     assert Stream(server, "op-a").status == 401, "a revoked token gets no new stream"
+
+
+@pytest.mark.parametrize("edit", ["moved", "deleted"])
+def test_a_relay_programme_edited_within_its_lead_starts_only_as_edited(
+        server: Server, edit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relay's worker starts RELAY_LEAD_S ahead: an edit (or a deletion) after that stops it, and the
+    edited version's relay starts at its own time; the old one never goes on air."""
+    from broadcaster.control.programmes import RELAY_LEAD_S
+
+    started: list[dict[str, Any]] = []
+
+    class Run:  # the relay desk's run, as the programme runner sees it (the worker is another test's)
+        def __init__(self, how: dict[str, Any]) -> None:
+            self.how, self.ended, self.on_air, self.stopped = how, False, False, None
+
+        def stop(self, outcome: str = "stopped") -> None:
+            self.stopped, self.ended = outcome, True
+
+    def start(item: Any, channels: Any, **how: Any) -> Run:
+        run = Run(how)
+        started.append({"title": how["title"], "run": run})
+        return run
+
+    monkeypatch.setattr(server.app.relays, "start", start)
+    status, relay = server.http("POST", "/api/v1/relays", {"name": "VOV1", "url": "http://radio.vov.example/vov1",
+                                                           "zone": "commune-a"})
+    assert status == 201, relay
+    start_at = int(server.wall()) + 8.0
+    body = {"title": "Thời sự", "zones": ["commune-a"], "relay": relay["id"], "duration_s": 60,
+            "start": _local(start_at)}
+    status, programme = server.http("POST", "/api/v1/programmes", body, who="op-a")
+    assert status == 201, programme
+    server.advance(4.0)
+    assert start_at - server.wall() < RELAY_LEAD_S and [s["title"] for s in started] == ["Thời sự"]
+    if edit == "moved":
+        status, _ = server.http("PUT", f"/api/v1/programmes/{programme['id']}",
+                                {**body, "title": "Thời sự (dời)", "start": _local(start_at + 20)}, who="op-a")
+        assert status == 200
+    else:
+        assert server.http("DELETE", f"/api/v1/programmes/{programme['id']}", who="op-a")[0] == 204
+    server.advance(30.0)
+    assert started[0]["run"].stopped == "removed", "the old version's worker stopped before its start"
+    titles = [s["title"] for s in started]
+    assert titles == (["Thời sự", "Thời sự (dời)"] if edit == "moved" else ["Thời sự"])
+    if edit == "moved":
+        assert started[1]["run"].stopped is None
