@@ -292,6 +292,9 @@ class WebcastConnection(TwistedProtocol, TimeoutMixin):
                                     "login was decided", "early_audio")
         self._early.append(data)
         self._early_bytes += len(data)
+        # What may still arrive before the decision is what is left of the bound: a message on its way
+        # is held too, so the two together never pass MAX_EARLY_BYTES.
+        self.reader.max_message = max(1, MAX_EARLY_BYTES - self._early_bytes)
 
     def _text(self, text: str) -> None:
         try:

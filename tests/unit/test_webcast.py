@@ -171,15 +171,18 @@ def test_audio_while_the_password_is_checked_is_kept_in_order() -> None:
 
 
 def test_too_much_audio_before_the_decision_is_refused() -> None:
+    """Held audio and a message still arriving together never pass MAX_EARLY_BYTES: the message that
+    would is refused from its header (1009), before its bytes are read."""
     desk = Desk("defer")
     connection, transport = connect(desk)
-    before = counted("early_audio")
+    before = counted("too_big")
     connection.dataReceived(upgrade() + hello())
     chunk = frame(ws.OP_BINARY, bytes(64 * 1024))
     for _ in range(MAX_EARLY_BYTES // (64 * 1024) + 1):
         connection.dataReceived(chunk)
-    assert [c.code for c in closes(transport)] == [1008]
-    assert counted("early_audio") == before + 1
+    assert connection._early_bytes == MAX_EARLY_BYTES, "the bound is reached, never passed"
+    assert [c.code for c in closes(transport)] == [1009]
+    assert counted("too_big") == before + 1
 
 
 def test_a_big_message_before_the_decision_is_refused_from_its_header() -> None:
