@@ -50,6 +50,7 @@ from broadcaster.core.commands import CoreSettings
 from broadcaster.core.mixer import Priority
 from broadcaster.core.sources.pcm import PcmSpec
 from broadcaster.storage import KeySealer, Storage, seed_from_config
+from broadcaster.web.redirect import RedirectFactory
 from broadcaster.web.site import make_site
 from broadcaster.web.tls import TlsPortFactory, load_material, server_options
 
@@ -92,6 +93,7 @@ class BroadcastServer:
         self._udp = udp
         self.udp_socket: Any = None
         self.http_port: IListeningPort | None = None
+        self.redirect_port: IListeningPort | None = None  # server.tls.redirect_port: plain HTTP -> HTTPS
         self.channels: dict[str, ChannelView] = {}
         self.zones = ZoneTree()
         self.status = c.Status(ticks=0, missed=0)
@@ -154,6 +156,11 @@ class BroadcastServer:
         self.bulletins.load()
         self.http_port = self.reactor.listenTCP(
             self.config.server.http_port if http_port is None else http_port, self._http_factory(), interface=host)
+        tls = self.config.server.tls
+        if tls is not None and tls.redirect_port is not None:
+            https_port = self.http_port.getHost().port  # type: ignore[union-attr]
+            self.redirect_port = self.reactor.listenTCP(tls.redirect_port, RedirectFactory(https_port, host),
+                                                        interface=host)
         for loop, interval, now in self._loops:
             loop.start(interval, now=now)
         if self.edge is not None:
@@ -196,6 +203,8 @@ class BroadcastServer:
                 loop.stop()
         if self.http_port is not None:
             self.http_port.stopListening()
+        if self.redirect_port is not None:
+            self.redirect_port.stopListening()
         self.overview.stop()
         self.alerts.stop()
         self.speech.stop()

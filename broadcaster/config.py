@@ -41,6 +41,7 @@ class TlsConfig:
 
     certificate: Path  # the server's certificate, then its intermediates
     key: Path  # its private key, unencrypted
+    redirect_port: int | None = None  # a plain-HTTP port (80) answering every request with a 301 to HTTPS
 
 
 @dataclass(frozen=True)
@@ -612,7 +613,7 @@ def _link(r: _Reader, value: Any, zone_ids: set[str], base_dir: Path) -> LinkCon
 def _tls(r: _Reader, value: Any, base_dir: Path) -> TlsConfig | None:
     if value is None:
         return None
-    d = r.mapping(value, "server.tls", {"certificate", "key"})
+    d = r.mapping(value, "server.tls", {"certificate", "key", "redirect_port"})
     paths = {name: (base_dir / r.typed(d, name, "server.tls", str, required=True)).resolve()
              for name in ("certificate", "key")}
     from broadcaster.web.tls import TlsError, load_material  # cryptography: only for a server that uses TLS
@@ -621,7 +622,8 @@ def _tls(r: _Reader, value: Any, base_dir: Path) -> TlsConfig | None:
         load_material(paths["certificate"], paths["key"])
     except TlsError as exc:
         raise r.fail(f"server.tls.{exc.field}", exc.message) from None
-    return TlsConfig(certificate=paths["certificate"], key=paths["key"])
+    redirect = r.int_range(d, "redirect_port", "server.tls", -1, 0, 65535) if "redirect_port" in d else None
+    return TlsConfig(certificate=paths["certificate"], key=paths["key"], redirect_port=redirect)
 
 
 def _server(r: _Reader, value: Any, base_dir: Path) -> ServerConfig:

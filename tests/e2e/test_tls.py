@@ -29,7 +29,11 @@ from tests.e2e.webcast_client import open_webcast, stream, webm_tone
 @pytest.fixture
 def secure(tmp_path: Path) -> Iterator[tuple[RunningServer, Path, ssl.SSLContext]]:
     cert, key = self_signed(tmp_path)
-    config = write_config(tmp_path, extra={"server": {"tls": {"certificate": str(cert), "key": str(key)}},
+    with socket.socket() as probe:  # a free port for the plain-HTTP redirect
+        probe.bind(("127.0.0.1", 0))
+        redirect_port = probe.getsockname()[1]
+    config = write_config(tmp_path, extra={"server": {"tls": {"certificate": str(cert), "key": str(key),
+                                                              "redirect_port": redirect_port}},
                                            "live": {"target_delay_ms": 200, "stall_timeout_ms": 2500}})
     from broadcaster.config import load_config
     from broadcaster.storage import KeySealer, Storage, seed_from_config
@@ -44,6 +48,7 @@ def secure(tmp_path: Path) -> Iterator[tuple[RunningServer, Path, ssl.SSLContext
         storage.close()
     server = start_server(config)
     context = ssl.create_default_context(cafile=str(cert))  # verifies the chain and 127.0.0.1
+    (tmp_path / "redirect_port").write_text(str(redirect_port))
     yield server, tmp_path, context
     server.stop()
 
@@ -125,3 +130,19 @@ def test_webcast_over_wss_is_heard(secure: tuple[RunningServer, Path, ssl.SSLCon
     audio, _ = soundfile.read(str(heard), dtype="float32")
     pitches = [round(dominant_frequency(audio[i:i + 24000])) for i in range(0, audio.size - 24000, 24000)]
     assert sum(abs(f - 880) < 3 for f in pitches) >= 5, pitches
+
+
+def test_plain_http_on_the_redirect_port_is_sent_to_https(secure: tuple[RunningServer, Path, ssl.SSLContext]) -> None:
+    server, tmp_path, context = secure
+    redirect_port = int((tmp_path / "redirect_port").read_text())
+    with socket.create_connection(("127.0.0.1", redirect_port), timeout=10) as plain:
+        plain.sendall(b"GET /healthz?x=1 HTTP/1.1\r\nHost: 127.0.0.1:" + str(redirect_port).encode() + b"\r\n\r\n")
+        answer = b""
+        while chunk := plain.recv(4096):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 301 ")
+    target = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("Location: "))
+    assert target == f"https://127.0.0.1:{server.http_port}/healthz?x=1"
+    with urllib.request.urlopen(target, timeout=10, context=context) as followed:
+        assert json.loads(followed.read())["status"] == "ok"

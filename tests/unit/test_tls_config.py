@@ -24,6 +24,9 @@ def test_a_good_pair_loads_relative_to_the_file(tmp_path: Path) -> None:
     config = load_config(config_with(tmp_path, {"certificate": "server.crt", "key": "server.key"}))
     assert config.server.tls is not None and config.server.tls.certificate == (tmp_path / "server.crt").resolve()
     assert load_config(config_with(tmp_path, None)).server.tls is None
+    redirecting = load_config(config_with(tmp_path, {"certificate": "server.crt", "key": "server.key",
+                                                     "redirect_port": 80}))
+    assert redirecting.server.tls is not None and redirecting.server.tls.redirect_port == 80
 
 
 def test_bad_files_name_the_key(tmp_path: Path) -> None:
@@ -42,6 +45,9 @@ def test_bad_files_name_the_key(tmp_path: Path) -> None:
              ({"certificate": str(cert), "key": str(other_key)}, "server.tls.key", "is not the key of"),
              ({"certificate": str(cert)}, "server.tls.key", "required"),
              ({"certificate": str(cert), "key": str(key), "ciphers": "x"}, "server.tls.ciphers", "unknown key"),
+             ({"certificate": str(cert), "key": str(key), "redirect_port": 70000}, "server.tls.redirect_port",
+              "from 0 to 65535"),
+             ({"certificate": str(cert), "key": str(key), "redirect_port": "80"}, "server.tls.redirect_port", ""),
              ("yes", "server.tls", "expected a mapping")]
     for tls, where, expected in cases:
         path = config_with(tmp_path, tls)
