@@ -104,7 +104,7 @@ function card(ch) {
     h("h2", {}, ch.name, " ", h("small", { class: "muted" }, zoneName(ch.zone))),
     h("div", { class: "on-air", dataset: { kind: air ? air.kind : "none" } },
       air ? [
-        h("span", { class: `badge ${air.class === "emergency" ? "danger" : air.class === "announcement" ? "uu-tien" : "on-air"}` },
+        h("span", { class: `badge ${air.class === "emergency" ? "danger" : air.class === "announcement" ? "uu-tien" : air.class === "live" ? "on-air" : "playing"}` },
           KIND[lang()][air.kind] || air.kind, " · ", CLASS[lang()][air.class] || air.class),
         " ", h("strong", { class: "item" }, air.name),
         h("div", { class: "muted" }, air.since ? t("since", { when: fmtAgo(air.since) }) : null,
