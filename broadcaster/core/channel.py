@@ -17,6 +17,7 @@ import numpy as np
 
 from broadcaster import metrics
 from broadcaster.codecs.opus import OpusEncoder, OpusSettings, silence_packet
+from broadcaster.codecs.pcm import gain_to_db
 from broadcaster.config import AudioConfig, HttpConfig
 from broadcaster.core.commands import ChannelSpec
 from broadcaster.core.mixer import Mixer
@@ -27,7 +28,7 @@ LEVEL_FLOOR_DBFS = -96.0  # what silence reads as (a 24-bit floor): the meter ne
 
 
 def _dbfs(amplitude: float) -> float:
-    return round(max(LEVEL_FLOOR_DBFS, 20.0 * math.log10(amplitude)) if amplitude > 0 else LEVEL_FLOOR_DBFS, 1)
+    return round(max(LEVEL_FLOOR_DBFS, gain_to_db(amplitude)), 1)  # gain_to_db floors 0 at -240 dB
 
 
 class Channel:
