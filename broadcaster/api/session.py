@@ -26,6 +26,7 @@ from typing import Any
 from broadcaster import metrics
 from broadcaster.api.call import ApiError, Call, Reply, Route
 from broadcaster.api.models import PasswordChange, Session, SessionCreate
+from broadcaster.control.auth import Principal
 
 COOKIE = "bc_session"
 CSRF_HEADER = "x-csrf-token"
@@ -67,10 +68,7 @@ def _set_cookie(call: Call, value: str, max_age: int) -> None:
     call.request.setHeader(b"Cache-Control", b"no-store")
 
 
-def _session(call: Call, secret: str, user: dict[str, Any], expires_at: float | None) -> Session:
-    from broadcaster.control.auth import Principal
-
-    principal = Principal.from_row(user)
+def _session(call: Call, secret: str, principal: Principal, expires_at: float | None) -> Session:
     return Session(name=principal.name, role=principal.role, zones=list(principal.zones),  # type: ignore[arg-type]
                    permissions=sorted(principal.permissions), csrf=csrf_for(secret),
                    must_change_password=principal.must_change_password, expires_at=expires_at,
@@ -88,7 +86,7 @@ async def sign_in(call: Call) -> Reply:
     hours = call.app.config.api.session_hours
     row = await call.storage.users.new_session(user, hours, call.actor_named(user["name"]), call.app.wall())
     _set_cookie(call, row["token"], hours * 3600)
-    return 200, _session(call, row["token"], {**user, "session": True}, row["expires_at"])
+    return 200, _session(call, row["token"], Principal.from_row(user), row["expires_at"])
 
 
 async def _check_password(call: Call, name: str, password: str) -> dict[str, Any] | None:
@@ -112,10 +110,7 @@ async def current(call: Call) -> Reply:
     secret = cookie_secret(call.request)
     if not call.principal.session or secret is None:
         raise ApiError(401, "unauthenticated", "not signed in to the console (this route takes its cookie)")
-    p = call.principal
-    user = {"name": p.name, "role": p.role, "zones": p.zones, "permissions": sorted(p.granted),
-            "must_change_password": p.must_change_password}
-    return 200, _session(call, secret, user, p.token_expires_at)
+    return 200, _session(call, secret, call.principal, call.principal.token_expires_at)
 
 
 async def sign_out(call: Call) -> Reply:
